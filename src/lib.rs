@@ -1,2 +1,5 @@
 //! placeholder
 pub mod protocol;
+pub mod server;
+
+pub use server::{Server, ServerConfig};

@@ -1,0 +1,284 @@
+//! The HTTP long-polling transport over hyper: a `Service` that turns POSTed batches
+//! into Bayeux replies, with body limits and proper status codes, and a ready-made
+//! accept loop with graceful shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use hyper::body::{Body, Incoming};
+use hyper::server::conn::http1;
+use hyper::service::Service;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use super::Server;
+use super::handler::{RequestContext, process};
+use crate::protocol::Batch;
+
+/// The body type of every response this crate produces.
+pub type ResponseBody = Full<Bytes>;
+
+const JSON: &str = "application/json;charset=UTF-8";
+
+/// A plain-text response with `status`: the clear error for a request that is not a
+/// Bayeux batch at all.
+pub(crate) fn text(status: StatusCode, message: impl Into<String>) -> Response<ResponseBody> {
+    let mut res = Response::new(Full::new(Bytes::from(message.into() + "\n")));
+    *res.status_mut() = status;
+    res.headers_mut().insert(
+        CONTENT_TYPE,
+        "text/plain;charset=UTF-8".parse().expect("static header"),
+    );
+    res
+}
+
+/// A JSON response with status 200.
+pub(crate) fn json(body: Bytes) -> Response<ResponseBody> {
+    let mut res = Response::new(Full::new(body));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, JSON.parse().expect("static header"));
+    res
+}
+
+impl Server {
+    /// Answers one HTTP request carrying a Bayeux batch, whatever its path (routing is
+    /// the caller's). Works with any request body type, so it can be called from an
+    /// existing hyper, axum or tower stack.
+    ///
+    /// - `POST` with a JSON body (one message or an array): 200 with the replies.
+    /// - Malformed JSON, a body that is not messages, an empty array: 400.
+    /// - A body over `max_message_size`: 413. Another method: 405.
+    pub async fn handle<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        if request.method() != Method::POST {
+            let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "Bayeux requests use POST");
+            res.headers_mut()
+                .insert(ALLOW, "POST".parse().expect("static header"));
+            return res;
+        }
+        let limit = self.config().max_message_size;
+        let declared = request
+            .headers()
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return too_large(limit);
+        }
+        let (parts, body) = request.into_parts();
+        let bytes = match Limited::new(body, limit).collect().await {
+            Ok(collected) => collected.to_bytes(),
+            Err(e) if e.is::<LengthLimitError>() => return too_large(limit),
+            Err(e) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the request body: {e}"),
+                );
+            }
+        };
+        let batch = match Batch::parse(&bytes) {
+            Ok(b) => b,
+            Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+        };
+        let ctx = RequestContext {
+            headers: &parts.headers,
+        };
+        json(process(self.inner(), &ctx, batch).await)
+    }
+}
+
+fn too_large(limit: usize) -> Response<ResponseBody> {
+    text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!("request body is larger than maxMessageSize ({limit} bytes)"),
+    )
+}
+
+/// The hyper [`Service`] for a [`Server`], optionally mounted at a path.
+///
+/// With a mount path such as `/cometd`, it answers that path and everything below it
+/// (the CometD JavaScript client appends `/handshake`, `/connect`... to the URL) and
+/// answers 404 elsewhere.
+#[derive(Clone)]
+pub struct BayeuxService {
+    server: Server,
+    path: Option<String>,
+}
+
+impl BayeuxService {
+    /// A service that answers Bayeux on every path.
+    pub fn new(server: Server) -> Self {
+        BayeuxService { server, path: None }
+    }
+
+    /// Restricts the service to `path` and the paths below it.
+    pub fn mounted_at(mut self, path: &str) -> Self {
+        self.path = Some(path.trim_end_matches('/').to_string());
+        self
+    }
+
+    /// Whether a request path belongs to this service.
+    pub fn matches(&self, path: &str) -> bool {
+        match &self.path {
+            None => true,
+            Some(p) => {
+                path == p
+                    || path
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }
+        }
+    }
+
+    /// The server this service answers for.
+    pub fn server(&self) -> &Server {
+        &self.server
+    }
+}
+
+impl Service<Request<Incoming>> for BayeuxService {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            if !this.matches(request.uri().path()) {
+                return Ok(text(StatusCode::NOT_FOUND, "not found"));
+            }
+            Ok(this.server.handle(request).await)
+        })
+    }
+}
+
+/// Serves `service` on `listener` over HTTP/1.1 until `shutdown` completes, then stops
+/// accepting, lets in-flight requests finish, and returns.
+///
+/// Headers must arrive within 30 s of a connection's first byte (a slowloris guard).
+/// Call [`Server::shutdown`] before (or as part of) `shutdown`, so that pending long
+/// polls are answered at once rather than at their timeout.
+pub async fn serve<S>(
+    listener: TcpListener,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _)) => stream,
+                    // Out of descriptors or a connection reset before accept: back off
+                    // briefly instead of spinning, and keep serving.
+                    Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let conn = builder.serve_connection(TokioIo::new(stream), service.clone());
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    let _ = conn.await;
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// A running HTTP server started by [`Server::listen`].
+pub struct Listening {
+    addr: SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<io::Result<()>>,
+}
+
+impl Listening {
+    /// The address actually bound (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The Bayeux endpoint's URL, e.g. `http://127.0.0.1:8080/cometd`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Stops the HTTP server gracefully and waits for it.
+    pub async fn shutdown(mut self) -> io::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task)
+            .await
+            .unwrap_or_else(|e| Err(io::Error::other(e)))
+    }
+}
+
+impl Server {
+    /// Binds `addr` and serves this server's Bayeux endpoint at `path` (404 elsewhere)
+    /// in a background task. [`Listening::shutdown`] ends every session, answers pending
+    /// connects, and waits for the connections to close.
+    pub async fn listen(&self, addr: SocketAddr, path: &str) -> io::Result<Listening> {
+        let service = self.service().mounted_at(path);
+        Self::listen_with(self.clone(), addr, service).await
+    }
+
+    /// Like [`Server::listen`] with any service (e.g. one that routes other paths too).
+    pub async fn listen_with<S>(
+        server: Server,
+        addr: SocketAddr,
+        service: S,
+    ) -> io::Result<Listening>
+    where
+        S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
+            + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+    {
+        let listener = TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(serve(listener, service, async move {
+            let _ = stopped.await;
+            server.shutdown();
+        }));
+        Ok(Listening {
+            addr,
+            stop: Some(stop),
+            task,
+        })
+    }
+}

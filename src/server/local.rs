@@ -1,0 +1,110 @@
+//! In-process listeners: an embedding service subscribes to channels without HTTP.
+
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::task::{Context, Poll};
+
+use bytes::Bytes;
+use futures::Stream;
+use tokio::sync::mpsc;
+
+use super::broker::{Broker, Recipient, RecipientId};
+use crate::protocol::{ChannelName, Message};
+
+/// The broker side of a [`LocalSubscription`]: a bounded queue (drop-newest when full).
+pub(crate) struct LocalListener {
+    id: RecipientId,
+    tx: mpsc::Sender<Bytes>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl Recipient for LocalListener {
+    fn recipient_id(&self) -> RecipientId {
+        self.id
+    }
+
+    fn deliver(&self, message: &Bytes) {
+        if self.tx.try_send(message.clone()).is_err() {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// A subscription made from Rust with [`Server::subscribe`](super::Server::subscribe):
+/// a [`Stream`] of the messages published on matching channels.
+///
+/// For `/service/**` patterns the messages are the ones clients sent, `clientId`
+/// included, so the listener can answer with
+/// [`Server::deliver`](super::Server::deliver). Dropping the value unsubscribes.
+pub struct LocalSubscription {
+    pattern: ChannelName,
+    id: RecipientId,
+    rx: mpsc::Receiver<Bytes>,
+    broker: Weak<dyn Broker>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl LocalSubscription {
+    pub(crate) fn register(
+        broker: &Arc<dyn Broker>,
+        pattern: ChannelName,
+        id: RecipientId,
+        capacity: usize,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        let dropped = Arc::new(AtomicU64::new(0));
+        broker.subscribe(
+            &pattern,
+            Arc::new(LocalListener {
+                id,
+                tx,
+                dropped: dropped.clone(),
+            }),
+        );
+        LocalSubscription {
+            pattern,
+            id,
+            rx,
+            broker: Arc::downgrade(broker),
+            dropped,
+        }
+    }
+
+    /// The pattern subscribed to.
+    pub fn pattern(&self) -> &ChannelName {
+        &self.pattern
+    }
+
+    /// Messages not queued because this listener fell `max_queue` behind.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+}
+
+impl Stream for LocalSubscription {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        loop {
+            match self.rx.poll_recv(cx) {
+                Poll::Ready(Some(bytes)) => {
+                    // Encoded by this server from a valid Message: decoding cannot fail,
+                    // but a bad frame is skipped rather than ending the stream.
+                    if let Ok(m) = serde_json::from_slice(&bytes) {
+                        return Poll::Ready(Some(m));
+                    }
+                }
+                other => return other.map(|_| None),
+            }
+        }
+    }
+}
+
+impl Drop for LocalSubscription {
+    fn drop(&mut self) {
+        if let Some(broker) = self.broker.upgrade() {
+            broker.unsubscribe(&self.pattern, self.id);
+        }
+    }
+}

@@ -1,0 +1,628 @@
+//! The server over real loopback HTTP, one behaviour per test, with short timeouts.
+
+mod common;
+
+use std::time::Duration;
+
+use bayeux::protocol::{ChannelName, Message};
+use bayeux::server::{
+    Decision, Extension, OverflowPolicy, SecurityPolicy, Server, ServerConfig, SessionInfo,
+};
+use common::*;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::time::timeout;
+
+#[tokio::test]
+async fn handshake_reply_has_the_negotiated_fields() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let r = &t
+            .post(json!([{"channel": "/meta/handshake", "version": "1.0", "minimumVersion": "1.0",
+                          "supportedConnectionTypes": ["long-polling", "callback-polling"], "id": "1"}]))
+            .await[0];
+        assert_eq!(r["channel"], "/meta/handshake");
+        assert_eq!(r["successful"], true);
+        assert_eq!(r["id"], "1");
+        assert_eq!(r["version"], "1.0");
+        assert_eq!(r["supportedConnectionTypes"], json!(["long-polling"]));
+        assert_eq!(r["advice"], json!({"reconnect": "retry", "interval": 0, "timeout": 200}));
+        let id = r["clientId"].as_str().unwrap();
+        assert!(id.len() >= 32, "clientId too short to be unguessable: {id}");
+        assert_ne!(t.handshake().await, id);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn handshake_refuses_unsupported_connection_types_and_versions() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let r = &t
+            .post(json!({"channel": "/meta/handshake", "version": "1.0",
+                         "supportedConnectionTypes": ["websocket"]}))
+            .await[0];
+        assert_eq!(r["successful"], false);
+        assert!(r["error"].as_str().unwrap().starts_with("301:"), "{r}");
+        assert_eq!(r["supportedConnectionTypes"], json!(["long-polling"]));
+        let r = &t
+            .post(json!({"channel": "/meta/handshake", "version": "2.0", "minimumVersion": "2.0"}))
+            .await[0];
+        assert_eq!(r["successful"], false);
+        assert_eq!(t.server.session_count(), 0);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn connect_is_held_until_a_publish_arrives() {
+    timeout(LIMIT, async {
+        let mut config = fast_config();
+        config.timeout = Duration::from_secs(10);
+        let t = std::sync::Arc::new(TestServer::with_config(config).await);
+        let sub = t.handshake().await;
+        let publisher = t.handshake().await;
+        assert_eq!(
+            t.subscribe(&sub, json!("/chat/room")).await["successful"],
+            true
+        );
+        t.connect_now(&sub).await;
+        let pending = tokio::spawn({
+            let (t, sub) = (t.clone(), sub.clone());
+            async move { t.connect(&sub).await }
+        });
+        eventually("the connect to be pending", || t.server.is_connected(&sub)).await;
+        // The publish reply comes back while the connect is still held.
+        let reply = t
+            .publish(&publisher, "/chat/room", json!({"text": "hi"}))
+            .await;
+        assert_eq!(reply["successful"], true);
+        assert_eq!(reply["id"], "p");
+        let (messages, connect) = pending.await.unwrap();
+        assert_eq!(connect["successful"], true);
+        assert_eq!(messages.len(), 1);
+        assert_eq!(messages[0]["channel"], "/chat/room");
+        assert_eq!(messages[0]["data"], json!({"text": "hi"}));
+        // The publisher's clientId (its session credential) is never broadcast.
+        assert!(messages[0].get("clientId").is_none());
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn connect_times_out_empty() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let id = t.handshake().await;
+        let started = std::time::Instant::now();
+        let (messages, reply) = t.connect(&id).await;
+        assert!(messages.is_empty());
+        assert_eq!(reply["successful"], true);
+        assert_eq!(reply["advice"]["reconnect"], "retry");
+        assert!(
+            started.elapsed() >= Duration::from_millis(190),
+            "returned before the timeout"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_second_connect_releases_the_first() {
+    timeout(LIMIT, async {
+        let mut config = fast_config();
+        config.timeout = Duration::from_secs(30);
+        let t = std::sync::Arc::new(TestServer::with_config(config).await);
+        let id = t.handshake().await;
+        let first = tokio::spawn({
+            let (t, id) = (t.clone(), id.clone());
+            async move { t.connect(&id).await }
+        });
+        eventually("the first connect to be pending", || {
+            t.server.is_connected(&id)
+        })
+        .await;
+        // The first is answered long before its 30 s timeout (the test's bound is 20 s).
+        let second = tokio::spawn({
+            let (t, id) = (t.clone(), id.clone());
+            async move { t.connect(&id).await }
+        });
+        let (messages, reply) = first.await.unwrap();
+        assert!(messages.is_empty());
+        assert_eq!(reply["successful"], true);
+        t.server.publish("/x", json!(1)).unwrap();
+        t.server.deliver(&id, "/direct", json!("to-you"));
+        let (messages, _) = second.await.unwrap();
+        assert_eq!(messages[0]["data"], "to-you");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn unknown_client_gets_402_and_handshake_advice() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        for channel in [
+            "/meta/connect",
+            "/meta/subscribe",
+            "/meta/unsubscribe",
+            "/meta/disconnect",
+            "/a/b",
+        ] {
+            let r = &t
+                .post(
+                    json!({"channel": channel, "clientId": "nope", "subscription": "/a",
+                             "data": 1, "id": "7"}),
+                )
+                .await[0];
+            assert_eq!(r["successful"], false, "{channel}");
+            assert_eq!(r["error"], "402::Unknown client", "{channel}");
+            assert_eq!(r["advice"]["reconnect"], "handshake", "{channel}");
+            assert_eq!(r["id"], "7");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_session_without_connects_expires() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let id = t.handshake().await;
+        t.subscribe(&id, json!("/a")).await;
+        t.connect_now(&id).await;
+        assert_eq!(t.server.session_count(), 1);
+        eventually("expiry", || t.server.session_count() == 0).await;
+        let (_, reply) = t.connect(&id).await;
+        assert_eq!(reply["error"], "402::Unknown client");
+        // Its subscription went with it.
+        assert_eq!(t.server.publish("/a", json!(1)).unwrap(), 0);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_session_that_keeps_connecting_does_not_expire() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let id = t.handshake().await;
+        // Five connects of 200 ms each: a whole second, five times maxInterval.
+        for _ in 0..5 {
+            let (_, reply) = t.connect(&id).await;
+            assert_eq!(reply["successful"], true);
+        }
+        assert_eq!(t.server.session_count(), 1);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn wildcard_subscriptions_match_one_or_any_segments() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let (one, deep, publisher) = (
+            t.handshake().await,
+            t.handshake().await,
+            t.handshake().await,
+        );
+        assert_eq!(
+            t.subscribe(&one, json!("/news/*")).await["successful"],
+            true
+        );
+        let r = t.subscribe(&deep, json!(["/news/**", "/other"])).await;
+        assert_eq!(r["successful"], true);
+        assert_eq!(r["subscription"], json!(["/news/**", "/other"]));
+        for ch in ["/news/sport", "/news/sport/football", "/news", "/other"] {
+            assert_eq!(
+                t.publish(&publisher, ch, json!(ch)).await["successful"],
+                true
+            );
+        }
+        let data = |msgs: Vec<Value>| {
+            msgs.into_iter()
+                .map(|m| m["data"].clone())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            data(t.connect_now(&one).await.0),
+            vec![json!("/news/sport")]
+        );
+        assert_eq!(
+            data(t.connect_now(&deep).await.0),
+            vec![
+                json!("/news/sport"),
+                json!("/news/sport/football"),
+                json!("/other")
+            ]
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn overlapping_subscriptions_deliver_once_and_the_publisher_gets_its_own() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let id = t.handshake().await;
+        t.subscribe(&id, json!(["/a/b", "/a/*", "/**"])).await;
+        t.publish(&id, "/a/b", json!("once")).await;
+        let (msgs, _) = t.connect_now(&id).await;
+        assert_eq!(msgs.len(), 1);
+        assert_eq!(msgs[0]["data"], "once");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn service_channels_reach_server_listeners_only() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let mut listener = t.server.subscribe("/service/echo").unwrap();
+        let (sender, watcher) = (t.handshake().await, t.handshake().await);
+        t.subscribe(&watcher, json!(["/**", "/service/echo", "/service/*"]))
+            .await;
+        let r = t.publish(&sender, "/service/echo", json!({"q": 1})).await;
+        assert_eq!(r["successful"], true);
+        let got: Message = listener.next().await.unwrap();
+        assert_eq!(got.data, Some(json!({"q": 1})));
+        // A service listener learns who asked, so it can answer that session alone.
+        assert_eq!(got.client_id.as_deref(), Some(sender.as_str()));
+        assert!(t.server.deliver(&sender, "/service/echo", json!({"a": 1})));
+        let (msgs, _) = t.connect_now(&sender).await;
+        assert_eq!(msgs[0]["data"], json!({"a": 1}));
+        let (msgs, _) = t.connect_now(&watcher).await;
+        assert!(msgs.is_empty(), "a service message was broadcast: {msgs:?}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn meta_and_wildcard_channels_are_protected() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let id = t.handshake().await;
+        for sub in [
+            json!("/meta/**"),
+            json!("/meta/connect"),
+            json!(["/ok", "/meta/*"]),
+        ] {
+            let r = t.subscribe(&id, sub.clone()).await;
+            assert_eq!(r["successful"], false, "{sub}");
+            assert!(r["error"].as_str().unwrap().starts_with("403:"), "{r}");
+        }
+        // All or nothing: "/ok" was not subscribed by the refused array.
+        assert_eq!(t.server.publish("/ok", json!(1)).unwrap(), 0);
+        for bad in [
+            json!("no-slash"),
+            json!("/a//b"),
+            json!("/a/*/b"),
+            json!([]),
+            json!(5),
+        ] {
+            let r = t.subscribe(&id, bad.clone()).await;
+            assert_eq!(r["successful"], false, "{bad}");
+            assert!(
+                r["error"].as_str().unwrap().starts_with("400:"),
+                "{bad}: {r}"
+            );
+        }
+        for ch in ["/meta/foo", "/meta/handshake/x"] {
+            let r = t.publish(&id, ch, json!(1)).await;
+            assert_eq!(r["successful"], false);
+            assert!(r["error"].as_str().unwrap().starts_with("400:/meta"), "{r}");
+        }
+        for ch in ["/a/*", "/a/**"] {
+            let r = t.publish(&id, ch, json!(1)).await;
+            assert_eq!(r["successful"], false);
+            assert!(r["error"].as_str().unwrap().starts_with("403:"), "{r}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_batch_is_processed_in_order_with_each_id() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let id = t.handshake().await;
+        let replies = t
+            .post(json!([
+                {"channel": "/meta/subscribe", "clientId": id, "subscription": "/b", "id": "1"},
+                {"channel": "/b", "clientId": id, "data": "first", "id": "2"},
+                {"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling", "id": "3"},
+                {"channel": "/b", "clientId": id, "data": "second", "id": "4"},
+                {"channel": "/meta/unsubscribe", "clientId": id, "subscription": "/b", "id": "5"}
+            ]))
+            .await;
+        // Delivered messages come first, then the replies in request order.
+        let (delivered, replies) = replies.split_at(2);
+        assert_eq!(delivered[0]["data"], "first");
+        assert_eq!(delivered[1]["data"], "second");
+        let ids: Vec<&str> = replies.iter().map(|r| r["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, ["1", "2", "3", "4", "5"]);
+        assert!(replies.iter().all(|r| r["successful"] == true), "{replies:?}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn queue_overflow_drops_the_newest_by_default() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(ServerConfig {
+            max_queue: 3,
+            ..fast_config()
+        })
+        .await;
+        let (slow, fine) = (t.handshake().await, t.handshake().await);
+        t.subscribe(&slow, json!("/q")).await;
+        t.subscribe(&fine, json!("/q")).await;
+        for i in 0..5 {
+            t.server.publish("/q", json!(i)).unwrap();
+            // `fine` keeps up, `slow` never connects.
+            let (msgs, _) = t.connect_now(&fine).await;
+            assert_eq!(msgs[0]["data"], i);
+        }
+        assert_eq!(t.server.dropped_messages(&slow), Some(2));
+        let (msgs, reply) = t.connect_now(&slow).await;
+        let data: Vec<Value> = msgs.iter().map(|m| m["data"].clone()).collect();
+        assert_eq!(data, vec![json!(0), json!(1), json!(2)]);
+        assert_eq!(reply["successful"], true);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn queue_overflow_can_close_the_session() {
+    timeout(LIMIT, async {
+        let config = ServerConfig {
+            max_queue: 2,
+            overflow: OverflowPolicy::CloseSession,
+            ..fast_config()
+        };
+        let t = TestServer::with_config(config).await;
+        let slow = t.handshake().await;
+        t.subscribe(&slow, json!("/q")).await;
+        for i in 0..3 {
+            t.server.publish("/q", json!(i)).unwrap();
+        }
+        let (_, reply) = t.connect_now(&slow).await;
+        assert_eq!(reply["successful"], false);
+        assert!(
+            reply["error"].as_str().unwrap().starts_with("409:"),
+            "{reply}"
+        );
+        assert_eq!(reply["advice"]["reconnect"], "handshake");
+        assert_eq!(t.server.session_count(), 0);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn disconnect_ends_the_session_and_releases_its_connect() {
+    timeout(LIMIT, async {
+        let mut config = fast_config();
+        config.timeout = Duration::from_secs(30);
+        let t = std::sync::Arc::new(TestServer::with_config(config).await);
+        let id = t.handshake().await;
+        let pending = tokio::spawn({
+            let (t, id) = (t.clone(), id.clone());
+            async move { t.connect(&id).await }
+        });
+        eventually("the connect to be pending", || t.server.is_connected(&id)).await;
+        let r = &t
+            .post(json!({"channel": "/meta/disconnect", "clientId": id, "id": "d"}))
+            .await[0];
+        assert_eq!(r["successful"], true);
+        let (_, reply) = pending.await.unwrap();
+        assert_eq!(reply["advice"]["reconnect"], "none");
+        assert_eq!(t.server.session_count(), 0);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn malformed_requests_get_clear_errors_and_the_server_carries_on() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(ServerConfig {
+            max_message_size: 4096,
+            ..fast_config()
+        })
+        .await;
+        let (status, body) = t.raw("POST", "{not json").await;
+        assert_eq!(status, 400);
+        assert!(body.contains("malformed JSON"), "{body}");
+        assert_eq!(t.raw("POST", "[]").await.0, 400);
+        assert_eq!(t.raw("POST", "42").await.0, 400);
+        assert_eq!(t.raw("POST", &b"\xff\xfe\xfd"[..]).await.0, 400);
+        assert_eq!(t.raw("POST", "[".repeat(5000)).await.0, 413);
+        assert_eq!(
+            t.raw("POST", "[".repeat(3000) + &"]".repeat(1000)).await.0,
+            400
+        );
+        assert_eq!(t.raw("POST", vec![b' '; 10_000]).await.0, 413);
+        assert_eq!(t.raw("GET", "").await.0, 405);
+        assert_eq!(t.raw("PUT", "{}").await.0, 405);
+
+        // Well-formed JSON, invalid messages: a Bayeux error each, the rest still served.
+        let id = t.handshake().await;
+        let replies = t
+            .post(json!([
+                {"channel": 5, "id": "a"},
+                {"id": "b", "clientId": id},
+                {"channel": "/x", "clientId": id, "id": "c"},
+                "just a string",
+                {"channel": "/x", "clientId": id, "data": 1, "id": "d", "ext": 3},
+                {"channel": "/x", "clientId": id, "data": 1, "id": "e"}
+            ]))
+            .await;
+        assert_eq!(replies.len(), 6);
+        for r in &replies[..5] {
+            assert_eq!(r["successful"], false, "{r}");
+            assert!(r["error"].as_str().unwrap().starts_with("400:"), "{r}");
+        }
+        assert_eq!(replies[0]["id"], "a");
+        assert_eq!(replies[1]["id"], "b");
+        assert_eq!(replies[4]["id"], "d");
+        assert_eq!(replies[5]["successful"], true);
+
+        // After all of it, a fresh handshake still works.
+        let again = t.handshake().await;
+        assert_eq!(t.connect_now(&again).await.1["successful"], true);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_mount_path_and_paths_below_it_are_served_others_are_404() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let post = |path: &str| {
+            let req = http::Request::builder()
+                .method("POST")
+                .uri(t.listening.url(path))
+                .body(http_body_util::Full::new(bytes::Bytes::from_static(
+                    br#"{"channel":"/meta/handshake","version":"1.0"}"#,
+                )))
+                .unwrap();
+            t.http.request(req)
+        };
+        assert_eq!(post("/cometd/handshake").await.unwrap().status(), 200);
+        assert_eq!(post("/cometd").await.unwrap().status(), 200);
+        assert_eq!(post("/cometdx").await.unwrap().status(), 404);
+        assert_eq!(post("/").await.unwrap().status(), 404);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn shutdown_answers_pending_connects_at_once() {
+    timeout(LIMIT, async {
+        let mut config = fast_config();
+        config.timeout = Duration::from_secs(60);
+        let server = Server::new(config);
+        let t = std::sync::Arc::new(TestServer::start(server.clone()).await);
+        let id = t.handshake().await;
+        let pending = tokio::spawn({
+            let (t, id) = (t.clone(), id.clone());
+            async move { t.connect(&id).await }
+        });
+        eventually("the connect to be pending", || server.is_connected(&id)).await;
+        server.shutdown();
+        let (_, reply) = pending.await.unwrap();
+        assert_eq!(reply["successful"], true);
+        let r = &t
+            .post(json!({"channel": "/meta/handshake", "version": "1.0"}))
+            .await[0];
+        assert_eq!(r["successful"], false);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn in_process_publish_and_subscribe() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let mut local = t.server.subscribe("/feed/**").unwrap();
+        let client = t.handshake().await;
+        t.subscribe(&client, json!("/feed/a")).await;
+        assert_eq!(t.server.publish("/feed/a", json!({"n": 1})).unwrap(), 2);
+        assert_eq!(local.next().await.unwrap().data, Some(json!({"n": 1})));
+        t.publish(&client, "/feed/b/c", json!("from http")).await;
+        let m = local.next().await.unwrap();
+        assert_eq!(m.channel.as_deref(), Some("/feed/b/c"));
+        assert_eq!(m.client_id, None);
+        drop(local);
+        assert_eq!(t.server.publish("/feed/a", json!(2)).unwrap(), 1);
+        assert!(t.server.publish("/feed/*", json!(1)).is_err());
+        assert!(t.server.publish("/meta/x", json!(1)).is_err());
+        assert!(t.server.subscribe("/meta/**").is_err());
+    })
+    .await
+    .unwrap();
+}
+
+struct Refuse;
+
+impl SecurityPolicy for Refuse {
+    fn subscribe(&self, _: Option<&SessionInfo>, channel: &ChannelName) -> Decision {
+        if channel.as_str().starts_with("/secret") {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        }
+    }
+    fn publish(
+        &self,
+        session: Option<&SessionInfo>,
+        channel: &ChannelName,
+        _: &Message,
+    ) -> Decision {
+        if session.is_some() && channel.as_str() == "/readonly" {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        }
+    }
+}
+
+struct Stamp;
+
+impl Extension for Stamp {
+    fn incoming(&self, _: Option<&SessionInfo>, message: &mut Message) -> bool {
+        message.ext.as_ref().is_none_or(|e| e.get("drop").is_none())
+    }
+    fn outgoing(&self, _: Option<&SessionInfo>, message: &mut Message) {
+        message
+            .ext
+            .get_or_insert_with(Default::default)
+            .insert("stamp".into(), json!(true));
+    }
+}
+
+#[tokio::test]
+async fn policy_and_extensions_apply_to_http_and_in_process_paths() {
+    timeout(LIMIT, async {
+        let server = Server::builder()
+            .config(fast_config())
+            .policy(Refuse)
+            .extension(Stamp)
+            .build();
+        let t = TestServer::start(server).await;
+        let id = t.handshake().await;
+        let r = t.subscribe(&id, json!("/secret/x")).await;
+        assert_eq!(r["error"], "403:/secret/x:Subscribe denied");
+        assert_eq!(r["ext"]["stamp"], true);
+        assert!(t.server.subscribe("/secret/**").is_err());
+        let r = t.publish(&id, "/readonly", json!(1)).await;
+        assert_eq!(r["error"], "403:/readonly:Publish denied");
+        t.subscribe(&id, json!("/readonly")).await;
+        assert_eq!(t.server.publish("/readonly", json!("ok")).unwrap(), 1);
+        let (msgs, _) = t.connect_now(&id).await;
+        assert_eq!(msgs[0]["ext"]["stamp"], true);
+        let r = &t
+            .post(json!({"channel": "/readonly", "clientId": id, "data": 1, "ext": {"drop": 1}}))
+            .await[0];
+        assert_eq!(r["error"], "404::Message deleted");
+    })
+    .await
+    .unwrap();
+}
