@@ -1,4 +1,38 @@
-//! placeholder
+//! # bayeux
+//!
+//! A CometD/Bayeux 1.0 implementation over HTTP long-polling, server and client, built
+//! on hyper 1.x and tokio.
+//!
+//! Bayeux is a publish/subscribe protocol for pushing messages from a server to web and
+//! native clients: a client opens a session (`/meta/handshake`), keeps one long poll open
+//! (`/meta/connect`) that the server answers as soon as there is something to deliver,
+//! subscribes to channels (`/chat/room`, wildcards `/chat/*` and `/chat/**`) and publishes
+//! to them. CometD, Faye and Salesforce's streaming API speak it.
+//!
+//! The crate is layered like the protocol:
+//! - [`protocol`]: messages, channel names, advice and error strings. Pure, no I/O.
+//! - [`server`]: sessions, subscriptions, fan-out through a [`server::Broker`], and the
+//!   HTTP transport as a hyper `Service` you can mount anywhere.
+//!
+//! ## Serving
+//!
+//! ```no_run
+//! use bayeux::server::{Server, ServerConfig};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let server = Server::new(ServerConfig::default());
+//! let listening = server.listen("127.0.0.1:8080".parse().unwrap(), "/cometd").await?;
+//!
+//! // Publish from Rust: encoded once, delivered to every subscriber of /news.
+//! server.publish("/news", serde_json::json!({"headline": "hello"})).unwrap();
+//!
+//! listening.shutdown().await
+//! # }
+//! ```
+//!
+//! To mount the endpoint inside your own hyper server, call [`Server::handle`] from your
+//! service (it takes any request body type) or use [`Server::service`].
+
 pub mod protocol;
 pub mod server;
 
