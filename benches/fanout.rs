@@ -62,11 +62,19 @@ async fn sessions(n: usize) -> (Server, Vec<String>) {
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
         let reply: Value = serde_json::from_slice(
-            &call(&server, json!({"channel": "/meta/handshake", "version": "1.0"})).await,
+            &call(
+                &server,
+                json!({"channel": "/meta/handshake", "version": "1.0"}),
+            )
+            .await,
         )
         .unwrap();
         let id = reply[0]["clientId"].as_str().unwrap().to_string();
-        call(&server, json!({"channel": "/meta/subscribe", "clientId": id, "subscription": "/chat"})).await;
+        call(
+            &server,
+            json!({"channel": "/meta/subscribe", "clientId": id, "subscription": "/chat"}),
+        )
+        .await;
         ids.push(id);
     }
     (server, ids)
@@ -87,7 +95,10 @@ async fn drain(server: &Server, ids: &[String]) -> usize {
 }
 
 fn fanout(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     let data = json!({"user": "alice", "text": "hello there"});
     let mut group = c.benchmark_group("fanout");
     group.sample_size(20);

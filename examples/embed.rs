@@ -15,7 +15,10 @@ use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 
-async fn route(bayeux: Server, req: Request<Incoming>) -> Result<Response<ResponseBody>, Infallible> {
+async fn route(
+    bayeux: Server,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
     let path = req.uri().path();
     if path == "/cometd" || path.starts_with("/cometd/") {
         return Ok(bayeux.handle(req).await);
@@ -38,7 +41,9 @@ async fn main() -> std::io::Result<()> {
         let bayeux = bayeux.clone();
         tokio::spawn(async move {
             let service = service_fn(move |req| route(bayeux.clone(), req));
-            let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).await;
+            let _ = http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service)
+                .await;
         });
     }
 }

@@ -5,7 +5,11 @@ mod serve;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "bayeux", version, about = "A CometD/Bayeux 1.0 server and client")]
+#[command(
+    name = "bayeux",
+    version,
+    about = "A CometD/Bayeux 1.0 server and client"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
