@@ -13,6 +13,8 @@
 //! - [`protocol`]: messages, channel names, advice and error strings. Pure, no I/O.
 //! - [`server`]: sessions, subscriptions, fan-out through a [`server::Broker`], and the
 //!   HTTP transport as a hyper `Service` you can mount anywhere.
+//! - [`client`]: a client over hyper's HTTP client whose subscriptions are `Stream`s and
+//!   which re-handshakes and re-subscribes by itself.
 //!
 //! ## Serving
 //!
@@ -30,10 +32,33 @@
 //! # }
 //! ```
 //!
+//! ## Subscribing
+//!
+//! ```no_run
+//! use bayeux::client::Client;
+//! use futures::StreamExt;
+//!
+//! # async fn run() -> Result<(), bayeux::client::Error> {
+//! let client = Client::builder("http://127.0.0.1:8080/cometd").build()?;
+//! client.handshake().await?;
+//! let mut news = client.subscribe("/news").await?;
+//! while let Some(message) = news.next().await {
+//!     println!("{:?}", message.data);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! To mount the endpoint inside your own hyper server, call [`Server::handle`] from your
 //! service (it takes any request body type) or use [`Server::service`].
 
+pub mod client;
 pub mod protocol;
 pub mod server;
 
 pub use server::{Server, ServerConfig};
+
+/// The README's Rust examples, compiled as doc tests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

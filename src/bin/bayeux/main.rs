@@ -1,5 +1,6 @@
 //! The `bayeux` command: run a server, watch channels, drive the workbin demo.
 
+mod listen;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,8 @@ struct Cli {
 enum Command {
     /// Run the Bayeux server (long-polling at /cometd).
     Serve(serve::ServeArgs),
+    /// Subscribe to channels and print each message as one JSON line.
+    Listen(listen::ListenArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -33,6 +36,7 @@ fn main() -> std::process::ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
+            Command::Listen(args) => listen::run(args).await,
         }
     });
     match result {

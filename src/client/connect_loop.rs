@@ -1,0 +1,214 @@
+//! The background long-poll loop: connects, follows advice, backs off on failures,
+//! re-handshakes and re-subscribes when the session is lost.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::transport::Lane;
+use super::{ConnectionState, Error, Shared, merge_advice};
+use crate::protocol::{
+    Advice, ChannelName, LONG_POLLING, META_CONNECT, META_SUBSCRIBE, Message, Reconnect,
+    Subscription,
+};
+
+/// Capped exponential backoff.
+struct Backoff {
+    initial: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    fn new(initial: Duration, max: Duration) -> Self {
+        Backoff {
+            initial,
+            max,
+            next: initial,
+        }
+    }
+
+    fn reset(&mut self) {
+        self.next = self.initial;
+    }
+
+    fn next_delay(&mut self) -> Duration {
+        let d = self.next;
+        self.next = (self.next * 2).min(self.max);
+        d
+    }
+}
+
+fn millis(v: Option<i64>) -> Duration {
+    Duration::from_millis(v.unwrap_or(0).max(0) as u64)
+}
+
+/// What the loop does after one connect exchange.
+enum Next {
+    /// Connect again after `interval`.
+    Poll(Duration),
+    /// The session is gone: handshake again.
+    Handshake,
+    /// A failure: retry the connect after a backoff delay.
+    Backoff,
+    /// The server said `reconnect: none`.
+    Stop(String),
+}
+
+/// Runs until aborted (client stopped) or told `reconnect: none`.
+pub(super) async fn run(shared: Arc<Shared>) {
+    let mut backoff = Backoff::new(shared.config.backoff, shared.config.max_backoff);
+    // CometD's first connect asks the server to answer at once, to learn the advice.
+    let mut first = true;
+    loop {
+        if shared.client_id().is_none() {
+            shared.set_status(ConnectionState::Handshaking);
+            match shared.handshake_once().await {
+                Ok(()) => match resubscribe(&shared).await {
+                    Ok(()) => {
+                        backoff.reset();
+                        first = true;
+                    }
+                    Err(_) => {
+                        shared.state().client_id = None;
+                        tokio::time::sleep(backoff.next_delay()).await;
+                        continue;
+                    }
+                },
+                Err(Error::Closed(why)) => {
+                    shared.stop(ConnectionState::Failed(why));
+                    return;
+                }
+                Err(_) => {
+                    shared.set_status(ConnectionState::Reconnecting);
+                    tokio::time::sleep(backoff.next_delay()).await;
+                    continue;
+                }
+            }
+        }
+        match connect_once(&shared, first).await {
+            Next::Poll(interval) => {
+                first = false;
+                backoff.reset();
+                if !interval.is_zero() {
+                    tokio::time::sleep(interval).await;
+                }
+            }
+            Next::Handshake => {
+                shared.set_status(ConnectionState::Reconnecting);
+                shared.state().client_id = None;
+            }
+            Next::Backoff => {
+                shared.set_status(ConnectionState::Reconnecting);
+                tokio::time::sleep(backoff.next_delay()).await;
+            }
+            Next::Stop(why) => {
+                shared.stop(ConnectionState::Failed(why));
+                return;
+            }
+        }
+    }
+}
+
+async fn connect_once(shared: &Shared, first: bool) -> Next {
+    let mut m = shared.message(META_CONNECT);
+    m.connection_type = Some(LONG_POLLING.into());
+    if first {
+        m.advice = Some(Advice {
+            timeout: Some(0),
+            ..Advice::default()
+        });
+    }
+    let id = m.id.clone();
+    let server_timeout = millis(shared.state().advice.timeout.or(Some(30_000)));
+    let http_timeout = server_timeout + shared.config.max_network_delay;
+    let replies = match shared.exchange(Lane::LongPoll, vec![m], http_timeout).await {
+        Ok(r) => r,
+        Err(_) => return Next::Backoff,
+    };
+    let Some(reply) = replies
+        .into_iter()
+        .find(|r| r.id == id || r.channel_str() == META_CONNECT)
+    else {
+        return Next::Backoff;
+    };
+    let advice = {
+        let mut st = shared.state();
+        if let Some(a) = reply.advice.clone() {
+            merge_advice(&mut st.advice, a);
+        }
+        st.advice.clone()
+    };
+    // Advice in this reply wins; without any, CometD's rule: a failed connect retries.
+    let reconnect = reply.advice.as_ref().and_then(|a| a.reconnect);
+    match reconnect {
+        Some(Reconnect::None) => {
+            let why = reply
+                .error
+                .clone()
+                .unwrap_or_else(|| "the server advised reconnect: none".into());
+            return Next::Stop(why);
+        }
+        Some(Reconnect::Handshake) => return Next::Handshake,
+        _ => {}
+    }
+    if reply.is_successful() {
+        shared.set_status(ConnectionState::Connected);
+        Next::Poll(millis(advice.interval))
+    } else if reply.bayeux_error().is_some_and(|e| e.code == 402) {
+        Next::Handshake
+    } else {
+        Next::Backoff
+    }
+}
+
+/// Subscribes the new session to every pattern that still has a local listener, in one
+/// batch. A pattern the server now refuses ends its streams.
+async fn resubscribe(shared: &Shared) -> Result<(), Error> {
+    let patterns: Vec<ChannelName> = {
+        let st = shared.state();
+        let mut p: Vec<ChannelName> = st.listeners.iter().map(|l| l.pattern.clone()).collect();
+        p.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        p.dedup();
+        p
+    };
+    if patterns.is_empty() {
+        return Ok(());
+    }
+    let requests: Vec<Message> = patterns
+        .iter()
+        .map(|p| {
+            let mut m = shared.message(META_SUBSCRIBE);
+            m.subscription = Some(Subscription::One(p.to_string()));
+            m
+        })
+        .collect();
+    let ids: Vec<_> = requests.iter().map(|m| m.id.clone()).collect();
+    let replies = shared
+        .exchange(Lane::Requests, requests, shared.config.request_timeout)
+        .await?;
+    let mut st = shared.state();
+    for (pattern, id) in patterns.into_iter().zip(ids) {
+        match replies.iter().find(|r| r.id == id) {
+            Some(r) if r.is_successful() => {
+                st.confirmed.insert(pattern);
+            }
+            Some(_) => st.listeners.retain(|l| l.pattern != pattern),
+            None => return Err(Error::Protocol("no reply to a re-subscribe".into())),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
+        let seq: Vec<u128> = (0..5).map(|_| b.next_delay().as_millis()).collect();
+        assert_eq!(seq, vec![100, 200, 350, 350, 350]);
+        b.reset();
+        assert_eq!(b.next_delay(), Duration::from_millis(100));
+    }
+}

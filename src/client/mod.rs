@@ -1,0 +1,700 @@
+//! The Bayeux client: handshake, a background long-poll loop that follows the server's
+//! advice and recovers by itself, subscriptions as `Stream`s, and acknowledged publishes.
+//!
+//! ```no_run
+//! use bayeux::client::Client;
+//! use futures::StreamExt;
+//!
+//! # async fn run() -> Result<(), bayeux::client::Error> {
+//! let client = Client::builder("http://127.0.0.1:8080/cometd").build()?;
+//! client.handshake().await?;
+//! let mut news = client.subscribe("/news/**").await?;
+//! client.publish("/news/today", serde_json::json!({"headline": "hi"})).await?;
+//! if let Some(message) = news.next().await {
+//!     println!("{}: {:?}", message.channel_str(), message.data);
+//! }
+//! client.disconnect().await
+//! # }
+//! ```
+
+mod connect_loop;
+mod subscription;
+mod transport;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use serde_json::{Map, Value};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+
+pub use subscription::Subscription;
+
+use crate::protocol::{
+    Advice, BAYEUX_VERSION, BayeuxError, ChannelName, LONG_POLLING, META_DISCONNECT,
+    META_HANDSHAKE, META_SUBSCRIBE, META_UNSUBSCRIBE, Message, MessageId, Reconnect,
+};
+use transport::{Lane, Transport};
+
+/// What can go wrong for a client call.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Error {
+    /// The URL or a header given to the builder is invalid.
+    Config(String),
+    /// The HTTP exchange failed (connection refused, reset...).
+    Http(String),
+    /// The server answered with a non-2xx status.
+    Status(u16, String),
+    /// No response within the request timeout.
+    Timeout,
+    /// The response was not a Bayeux batch, or lacked the expected reply.
+    Protocol(String),
+    /// The server refused the request (`successful: false`).
+    Refused(BayeuxError),
+    /// A channel name outside the Bayeux grammar.
+    InvalidChannel(String),
+    /// No session right now: not yet handshaken, or re-handshaking after a failure.
+    NotConnected,
+    /// The client was stopped: `disconnect`, or the server advised `reconnect: none`.
+    Closed(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Config(e) => write!(f, "invalid client configuration: {e}"),
+            Error::Http(e) => write!(f, "HTTP error: {e}"),
+            Error::Status(code, body) => write!(f, "HTTP status {code}: {body}"),
+            Error::Timeout => f.write_str("request timed out"),
+            Error::Protocol(e) => write!(f, "protocol error: {e}"),
+            Error::Refused(e) => write!(f, "refused by the server: {e}"),
+            Error::InvalidChannel(e) => write!(f, "invalid channel: {e}"),
+            Error::NotConnected => {
+                f.write_str("no Bayeux session (not handshaken, or reconnecting)")
+            }
+            Error::Closed(why) => write!(f, "client closed: {why}"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// The client's connection state, observable with [`Client::state`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum ConnectionState {
+    /// Built, not yet handshaken.
+    Idle,
+    /// Handshaking (the first time, or again after the session was lost).
+    Handshaking,
+    /// The last `/meta/connect` succeeded.
+    Connected,
+    /// The last exchange failed; retrying with backoff.
+    Reconnecting,
+    /// Stopped by [`Client::disconnect`] or by dropping the client.
+    Disconnected,
+    /// Stopped because the server said `reconnect: none` (the reason is given).
+    Failed(String),
+}
+
+/// Reads or writes messages as they leave and enter the client, typically their `ext`
+/// (authentication tokens, acknowledgements).
+pub trait Extension: Send + Sync + 'static {
+    /// Called on every message before it is sent.
+    fn outgoing(&self, message: &mut Message) {
+        let _ = message;
+    }
+    /// Called on every message received (replies and deliveries) before it is used.
+    fn incoming(&self, message: &mut Message) {
+        let _ = message;
+    }
+}
+
+/// Tunables of a [`Client`].
+#[derive(Clone, Debug)]
+pub(crate) struct ClientConfig {
+    /// Timeout of a request that is not a long poll.
+    pub request_timeout: Duration,
+    /// Added to the server's `timeout` advice for a long poll's HTTP timeout
+    /// (CometD's `maxNetworkDelay`).
+    pub max_network_delay: Duration,
+    /// First retry delay after a failure; doubled each time up to `max_backoff`.
+    pub backoff: Duration,
+    /// The longest retry delay.
+    pub max_backoff: Duration,
+    /// `ext` sent with each handshake (credentials, for example).
+    pub handshake_ext: Option<Map<String, Value>>,
+}
+
+/// Builds a [`Client`].
+pub struct ClientBuilder {
+    url: String,
+    headers: Vec<(String, String)>,
+    config: ClientConfig,
+    extensions: Vec<Arc<dyn Extension>>,
+}
+
+impl ClientBuilder {
+    /// Adds an HTTP header to every request (for example `Authorization`).
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.push((name.to_string(), value.to_string()));
+        self
+    }
+
+    /// Adds `Authorization: Basic ...` for `user` and `password`.
+    pub fn basic_auth(self, user: &str, password: &str) -> Self {
+        let token = base64_encode(format!("{user}:{password}").as_bytes());
+        self.header("authorization", &format!("Basic {token}"))
+    }
+
+    /// Timeout of publishes, subscribes and handshakes (default 10 s).
+    pub fn request_timeout(mut self, timeout: Duration) -> Self {
+        self.config.request_timeout = timeout;
+        self
+    }
+
+    /// Margin added to the server's connect `timeout` for a long poll (default 10 s).
+    pub fn max_network_delay(mut self, delay: Duration) -> Self {
+        self.config.max_network_delay = delay;
+        self
+    }
+
+    /// Retry delays after failures: starts at `initial`, doubles, capped at `max`
+    /// (defaults 1 s and 30 s).
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.config.backoff = initial;
+        self.config.max_backoff = max.max(initial);
+        self
+    }
+
+    /// Sets the `ext` object sent with every handshake.
+    pub fn handshake_ext(mut self, ext: Map<String, Value>) -> Self {
+        self.config.handshake_ext = Some(ext);
+        self
+    }
+
+    /// Adds an extension; extensions run in the order they were added.
+    pub fn extension(mut self, extension: impl Extension) -> Self {
+        self.extensions.push(Arc::new(extension));
+        self
+    }
+
+    /// Builds the client (no I/O yet; call [`Client::handshake`]). Only `http://` URLs
+    /// are supported.
+    pub fn build(self) -> Result<Client, Error> {
+        let url: Uri = self
+            .url
+            .parse()
+            .map_err(|e| Error::Config(format!("{}: {e}", self.url)))?;
+        if url.scheme_str() != Some("http") || url.host().is_none() {
+            return Err(Error::Config(format!(
+                "{}: an http:// URL is required",
+                self.url
+            )));
+        }
+        let mut headers = HeaderMap::new();
+        for (name, value) in &self.headers {
+            let name: HeaderName = name
+                .parse()
+                .map_err(|_| Error::Config(format!("header name {name:?}")))?;
+            let value: HeaderValue = value
+                .parse()
+                .map_err(|_| Error::Config(format!("header value for {name}")))?;
+            headers.append(name, value);
+        }
+        let (status, _) = watch::channel(ConnectionState::Idle);
+        let shared = Arc::new(Shared {
+            transport: Transport::new(url, headers),
+            config: self.config,
+            extensions: self.extensions,
+            state: Mutex::new(State::default()),
+            status,
+            next_message_id: AtomicU64::new(1),
+            next_listener_id: AtomicU64::new(1),
+            task: Mutex::new(None),
+        });
+        Ok(Client {
+            _stop: Arc::new(StopOnDrop(shared.clone())),
+            shared,
+        })
+    }
+}
+
+/// A local subscriber: where messages on matching channels go.
+pub(crate) struct Listener {
+    pub id: u64,
+    pub pattern: ChannelName,
+    pub tx: mpsc::UnboundedSender<Message>,
+}
+
+#[derive(Default)]
+pub(crate) struct State {
+    pub client_id: Option<String>,
+    pub advice: Advice,
+    pub listeners: Vec<Listener>,
+    /// Patterns the server confirmed for the current session.
+    pub confirmed: HashSet<ChannelName>,
+    pub stopped: bool,
+}
+
+/// State shared by the client handles, the connect loop and the subscriptions.
+pub(crate) struct Shared {
+    pub transport: Transport,
+    pub config: ClientConfig,
+    extensions: Vec<Arc<dyn Extension>>,
+    state: Mutex<State>,
+    pub status: watch::Sender<ConnectionState>,
+    next_message_id: AtomicU64,
+    next_listener_id: AtomicU64,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl Shared {
+    pub fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn set_status(&self, status: ConnectionState) {
+        self.status.send_if_modified(|s| {
+            // A final state is never left.
+            let final_state = matches!(
+                s,
+                ConnectionState::Disconnected | ConnectionState::Failed(_)
+            );
+            if final_state || *s == status {
+                return false;
+            }
+            *s = status;
+            true
+        });
+    }
+
+    pub fn client_id(&self) -> Option<String> {
+        self.state().client_id.clone()
+    }
+
+    /// A message on `channel` with a fresh id and the current clientId.
+    pub fn message(&self, channel: &str) -> Message {
+        let mut m = Message::new(channel);
+        m.id = Some(MessageId::Text(
+            self.next_message_id
+                .fetch_add(1, Ordering::Relaxed)
+                .to_string(),
+        ));
+        m.client_id = self.client_id();
+        m
+    }
+
+    /// Sends a batch; deliveries in the response go to the listeners, replies come back.
+    pub async fn exchange(
+        &self,
+        lane: Lane,
+        mut messages: Vec<Message>,
+        timeout: Duration,
+    ) -> Result<Vec<Message>, Error> {
+        for m in &mut messages {
+            for ext in &self.extensions {
+                ext.outgoing(m);
+            }
+        }
+        let received = self.transport.send(lane, &messages, timeout).await?;
+        let mut replies = Vec::new();
+        for mut m in received {
+            for ext in &self.extensions {
+                ext.incoming(&mut m);
+            }
+            // Replies are on /meta channels or carry `successful`; the rest is delivered.
+            if m.channel_str().starts_with("/meta/") || m.successful.is_some() {
+                replies.push(m);
+            } else {
+                self.dispatch(m);
+            }
+        }
+        Ok(replies)
+    }
+
+    /// Hands a delivered message to every local subscription whose pattern matches.
+    fn dispatch(&self, message: Message) {
+        let Ok(channel) = ChannelName::parse(message.channel_str()) else {
+            return;
+        };
+        let mut st = self.state();
+        st.listeners.retain(|l| !l.tx.is_closed());
+        for l in st.listeners.iter().filter(|l| l.pattern.matches(&channel)) {
+            let _ = l.tx.send(message.clone());
+        }
+    }
+
+    /// One request/reply exchange on the request lane; returns the reply to `request`.
+    pub async fn request(&self, request: Message) -> Result<Message, Error> {
+        let id = request.id.clone();
+        let replies = self
+            .exchange(Lane::Requests, vec![request], self.config.request_timeout)
+            .await?;
+        replies
+            .into_iter()
+            .find(|r| r.id == id)
+            .ok_or_else(|| Error::Protocol("no reply to the request".into()))
+    }
+
+    /// Sends a handshake and, when accepted, records the new session.
+    pub async fn handshake_once(&self) -> Result<(), Error> {
+        let mut m = self.message(META_HANDSHAKE);
+        m.client_id = None;
+        m.version = Some(BAYEUX_VERSION.into());
+        m.minimum_version = Some(BAYEUX_VERSION.into());
+        m.supported_connection_types = Some(vec![LONG_POLLING.into()]);
+        m.ext = self.config.handshake_ext.clone();
+        let reply = self.request(m).await?;
+        if !reply.is_successful() {
+            let err = Error::Refused(
+                reply
+                    .bayeux_error()
+                    .unwrap_or_else(|| BayeuxError::bad_request("handshake failed")),
+            );
+            if reply.advice.as_ref().and_then(|a| a.reconnect) == Some(Reconnect::None) {
+                return Err(Error::Closed(err.to_string()));
+            }
+            return Err(err);
+        }
+        let Some(client_id) = reply.client_id.clone() else {
+            return Err(Error::Protocol("handshake reply without clientId".into()));
+        };
+        let mut st = self.state();
+        st.client_id = Some(client_id);
+        st.confirmed.clear();
+        if let Some(advice) = reply.advice {
+            merge_advice(&mut st.advice, advice);
+        }
+        Ok(())
+    }
+
+    /// Subscribes the server to `pattern` for the current session.
+    pub async fn subscribe_remote(&self, pattern: &ChannelName) -> Result<(), Error> {
+        if self.client_id().is_none() {
+            return Err(Error::NotConnected);
+        }
+        let mut m = self.message(META_SUBSCRIBE);
+        m.subscription = Some(crate::protocol::Subscription::One(pattern.to_string()));
+        let reply = self.request(m).await?;
+        if reply.is_successful() {
+            self.state().confirmed.insert(pattern.clone());
+            Ok(())
+        } else {
+            Err(Error::Refused(reply.bayeux_error().unwrap_or_else(|| {
+                BayeuxError::subscribe_denied(pattern.as_str())
+            })))
+        }
+    }
+
+    /// Removes a local listener; when it was the last one on its pattern, tells the server.
+    pub async fn remove_listener(&self, id: u64) -> Result<(), Error> {
+        let pattern = {
+            let mut st = self.state();
+            let Some(pos) = st.listeners.iter().position(|l| l.id == id) else {
+                return Ok(());
+            };
+            let pattern = st.listeners.remove(pos).pattern;
+            if st.listeners.iter().any(|l| l.pattern == pattern) || !st.confirmed.remove(&pattern) {
+                return Ok(());
+            }
+            pattern
+        };
+        let mut m = self.message(META_UNSUBSCRIBE);
+        m.subscription = Some(crate::protocol::Subscription::One(pattern.to_string()));
+        let reply = self.request(m).await?;
+        if reply.is_successful() {
+            Ok(())
+        } else {
+            Err(Error::Refused(reply.bayeux_error().unwrap_or_else(|| {
+                BayeuxError::bad_request("unsubscribe failed")
+            })))
+        }
+    }
+
+    pub fn next_listener_id(&self) -> u64 {
+        self.next_listener_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Stops the loop and ends every subscription stream.
+    pub fn stop(&self, final_state: ConnectionState) {
+        if let Some(task) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
+            task.abort();
+        }
+        {
+            let mut st = self.state();
+            st.stopped = true;
+            st.client_id = None;
+            st.listeners.clear();
+            st.confirmed.clear();
+        }
+        self.set_status(final_state);
+    }
+}
+
+/// Keeps the server's advice, field by field (a reply may carry only some fields).
+pub(crate) fn merge_advice(into: &mut Advice, from: Advice) {
+    if from.reconnect.is_some() {
+        into.reconnect = from.reconnect;
+    }
+    if from.interval.is_some() {
+        into.interval = from.interval;
+    }
+    if from.timeout.is_some() {
+        into.timeout = from.timeout;
+    }
+}
+
+struct StopOnDrop(Arc<Shared>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop(ConnectionState::Disconnected);
+    }
+}
+
+/// A Bayeux client. Cheap to clone; the background loop stops when the last clone is
+/// dropped or on [`Client::disconnect`].
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<Shared>,
+    _stop: Arc<StopOnDrop>,
+}
+
+impl Client {
+    /// Starts building a client for the Bayeux endpoint at `url`
+    /// (e.g. `http://127.0.0.1:8080/cometd`).
+    pub fn builder(url: &str) -> ClientBuilder {
+        ClientBuilder {
+            url: url.to_string(),
+            headers: Vec::new(),
+            config: ClientConfig {
+                request_timeout: Duration::from_secs(10),
+                max_network_delay: Duration::from_secs(10),
+                backoff: Duration::from_secs(1),
+                max_backoff: Duration::from_secs(30),
+                handshake_ext: None,
+            },
+            extensions: Vec::new(),
+        }
+    }
+
+    /// Opens the session and starts the background long-poll loop. Fails when the server
+    /// refuses (with its Bayeux error) or cannot be reached; it is not retried here.
+    pub async fn handshake(&self) -> Result<(), Error> {
+        if self.shared.state().stopped {
+            return Err(Error::Closed("the client was stopped".into()));
+        }
+        self.shared.set_status(ConnectionState::Handshaking);
+        if let Err(e) = self.shared.handshake_once().await {
+            self.shared.set_status(ConnectionState::Idle);
+            return Err(e);
+        }
+        let mut task = self.shared.task.lock().unwrap_or_else(|e| e.into_inner());
+        if task.is_none() {
+            *task = Some(tokio::spawn(connect_loop::run(self.shared.clone())));
+        }
+        Ok(())
+    }
+
+    /// The current session's clientId, if there is one.
+    pub fn client_id(&self) -> Option<String> {
+        self.shared.client_id()
+    }
+
+    /// A watch of the connection state, for an application to show or await.
+    pub fn state(&self) -> watch::Receiver<ConnectionState> {
+        self.shared.status.subscribe()
+    }
+
+    /// Waits until the state satisfies `pred` (or the client is dropped).
+    pub async fn wait_for_state(&self, pred: impl Fn(&ConnectionState) -> bool) -> ConnectionState {
+        let mut rx = self.state();
+        match rx.wait_for(|s| pred(s)).await {
+            Ok(s) => s.clone(),
+            Err(_) => ConnectionState::Disconnected,
+        }
+    }
+
+    /// Subscribes to `channel` (wildcards allowed). Resolves once the server confirmed
+    /// the subscription; a refusal is an error. The returned [`Subscription`] is a
+    /// stream of the messages; dropping it unsubscribes. Several subscriptions to the
+    /// same channel each receive every message. Subscriptions are renewed by themselves
+    /// after a re-handshake.
+    pub async fn subscribe(&self, channel: &str) -> Result<Subscription, Error> {
+        let pattern = ChannelName::parse(channel)
+            .map_err(|e| Error::InvalidChannel(format!("{channel}: {e}")))?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let id = self.shared.next_listener_id();
+        // Listen before asking, so nothing delivered right after the server's reply is
+        // missed.
+        let already = {
+            let mut st = self.shared.state();
+            if st.stopped {
+                return Err(Error::Closed("the client was stopped".into()));
+            }
+            st.listeners.push(Listener {
+                id,
+                pattern: pattern.clone(),
+                tx,
+            });
+            st.confirmed.contains(&pattern)
+        };
+        let subscription = Subscription::new(pattern.clone(), id, rx, Arc::downgrade(&self.shared));
+        if !already && let Err(e) = self.shared.subscribe_remote(&pattern).await {
+            // Forget the listener without telling the server (it refused).
+            self.shared.state().listeners.retain(|l| l.id != id);
+            subscription.forget();
+            return Err(e);
+        }
+        Ok(subscription)
+    }
+
+    /// Publishes `data` on `channel`; resolves with the server's successful reply, or the
+    /// Bayeux error when it refused.
+    pub async fn publish(&self, channel: &str, data: Value) -> Result<Message, Error> {
+        let mut results = self
+            .publish_batch(vec![(channel.to_string(), data)])
+            .await?;
+        results
+            .pop()
+            .unwrap_or_else(|| Err(Error::Protocol("no reply".into())))
+    }
+
+    /// Publishes several messages in one HTTP request, in order; one result per message.
+    pub async fn publish_batch(
+        &self,
+        messages: Vec<(String, Value)>,
+    ) -> Result<Vec<Result<Message, Error>>, Error> {
+        if self.client_id().is_none() {
+            return Err(Error::NotConnected);
+        }
+        let requests: Vec<Message> = messages
+            .into_iter()
+            .map(|(channel, data)| {
+                let mut m = self.shared.message(&channel);
+                m.data = Some(data);
+                m
+            })
+            .collect();
+        let ids: Vec<Option<MessageId>> = requests.iter().map(|m| m.id.clone()).collect();
+        let replies = self
+            .shared
+            .exchange(Lane::Requests, requests, self.shared.config.request_timeout)
+            .await?;
+        Ok(ids
+            .into_iter()
+            .map(|id| match replies.iter().find(|r| r.id == id) {
+                Some(r) if r.is_successful() => Ok(r.clone()),
+                Some(r) => {
+                    Err(Error::Refused(r.bayeux_error().unwrap_or_else(|| {
+                        BayeuxError::bad_request("publish failed")
+                    })))
+                }
+                None => Err(Error::Protocol("no reply to a publish".into())),
+            })
+            .collect())
+    }
+
+    /// Sends `/meta/disconnect`, stops the loop and ends every subscription stream.
+    /// The client cannot be used afterwards.
+    pub async fn disconnect(&self) -> Result<(), Error> {
+        let had_session = self.client_id().is_some();
+        // Stop the loop first so that it does not re-handshake behind our back.
+        if let Some(task) = self
+            .shared
+            .task
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            task.abort();
+        }
+        let result = if had_session {
+            let m = self.shared.message(META_DISCONNECT);
+            self.shared.request(m).await.map(|_| ())
+        } else {
+            Ok(())
+        };
+        self.shared.stop(ConnectionState::Disconnected);
+        result
+    }
+}
+
+/// Standard base64 (RFC 4648) for the Basic authorization header.
+fn base64_encode(input: &[u8]) -> String {
+    const TABLE: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(input.len().div_ceil(3) * 4);
+    for chunk in input.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(TABLE[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base64_matches_rfc4648_vectors() {
+        for (input, expected) in [
+            ("", ""),
+            ("f", "Zg=="),
+            ("fo", "Zm8="),
+            ("foo", "Zm9v"),
+            ("foobar", "Zm9vYmFy"),
+            ("agent1:pw", "YWdlbnQxOnB3"),
+        ] {
+            assert_eq!(base64_encode(input.as_bytes()), expected);
+        }
+    }
+
+    #[test]
+    fn builder_refuses_bad_urls_and_headers() {
+        assert!(matches!(
+            Client::builder("ftp://x/").build(),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            Client::builder("not a url").build(),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            Client::builder("http://h/c")
+                .header("bad header", "v")
+                .build(),
+            Err(Error::Config(_))
+        ));
+    }
+
+    #[test]
+    fn advice_merges_field_by_field() {
+        let mut a = Advice::retry(0, 30_000);
+        merge_advice(
+            &mut a,
+            Advice {
+                interval: Some(500),
+                ..Advice::default()
+            },
+        );
+        assert_eq!(
+            (a.reconnect, a.interval, a.timeout),
+            (Some(Reconnect::Retry), Some(500), Some(30_000))
+        );
+    }
+}

@@ -1,0 +1,91 @@
+//! A client subscription: a stream of messages that unsubscribes when dropped.
+
+use std::pin::Pin;
+use std::sync::Weak;
+use std::task::{Context, Poll};
+
+use futures::Stream;
+use tokio::sync::mpsc;
+
+use super::{Error, Shared};
+use crate::protocol::{ChannelName, Message};
+
+/// Messages published on the channels matching one pattern, as a [`Stream`].
+///
+/// The stream survives re-handshakes (the client subscribes again by itself) and ends
+/// when the client stops. Dropping it unsubscribes in the background; call
+/// [`Subscription::unsubscribe`] to wait for the server's reply.
+pub struct Subscription {
+    pattern: ChannelName,
+    id: u64,
+    rx: mpsc::UnboundedReceiver<Message>,
+    client: Weak<Shared>,
+    /// Cleared when the listener was already removed, so `Drop` does nothing.
+    armed: bool,
+}
+
+impl Subscription {
+    pub(crate) fn new(
+        pattern: ChannelName,
+        id: u64,
+        rx: mpsc::UnboundedReceiver<Message>,
+        client: Weak<Shared>,
+    ) -> Self {
+        Subscription {
+            pattern,
+            id,
+            rx,
+            client,
+            armed: true,
+        }
+    }
+
+    /// Disarms the drop-time unsubscribe (the listener is already gone).
+    pub(crate) fn forget(mut self) {
+        self.armed = false;
+    }
+
+    /// The pattern subscribed to.
+    pub fn pattern(&self) -> &ChannelName {
+        &self.pattern
+    }
+
+    /// Unsubscribes and waits for the server's reply (when this was the last local
+    /// subscription on the pattern; otherwise only this stream ends).
+    pub async fn unsubscribe(mut self) -> Result<(), Error> {
+        self.armed = false;
+        match self.client.upgrade() {
+            Some(shared) => shared.remove_listener(self.id).await,
+            None => Ok(()),
+        }
+    }
+}
+
+impl Stream for Subscription {
+    type Item = Message;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Message>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        let Some(shared) = self.client.upgrade() else {
+            return;
+        };
+        let id = self.id;
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    let _ = shared.remove_listener(id).await;
+                });
+            }
+            // Outside a runtime: at least stop local delivery.
+            Err(_) => shared.state().listeners.retain(|l| l.id != id),
+        }
+    }
+}

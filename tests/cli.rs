@@ -1,0 +1,96 @@
+//! The `bayeux` binary, run as a user would.
+
+mod common;
+
+use std::process::Stdio;
+
+use common::*;
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio::time::timeout;
+
+#[tokio::test]
+async fn listen_prints_one_json_line_per_message() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bayeux"))
+            .args(["listen", &t.url(), "/chat/**", "/alerts", "--count", "3"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        // The subscriptions are in place once a publish reaches a recipient.
+        eventually("the listener's subscriptions", || {
+            t.server.publish("/alerts", json!("probe")).unwrap() > 0
+        })
+        .await;
+        t.server
+            .publish("/chat/a/b", json!({"text": "deep"}))
+            .unwrap();
+        t.server.publish("/ignored", json!(0)).unwrap();
+        t.server.publish("/alerts", json!("last")).unwrap();
+        let mut got = Vec::new();
+        while let Some(line) = lines.next_line().await.unwrap() {
+            got.push(serde_json::from_str::<Value>(&line).unwrap());
+        }
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!(got[0]["data"], "probe");
+        assert_eq!(got[1]["channel"], "/chat/a/b");
+        assert_eq!(got[1]["data"], json!({"text": "deep"}));
+        assert_eq!(got[2]["data"], "last");
+        assert!(child.wait().await.unwrap().success());
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn listen_reports_reconnections_on_stderr() {
+    timeout(LIMIT, async {
+        let first = bayeux::Server::new(fast_config());
+        let listening = first
+            .listen("127.0.0.1:0".parse().unwrap(), "/cometd")
+            .await
+            .unwrap();
+        let (addr, url) = (listening.local_addr(), listening.url("/cometd"));
+        let mut child = Command::new(env!("CARGO_BIN_EXE_bayeux"))
+            .args(["listen", &url, "/x", "--count", "1"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+        assert!(
+            err.next_line()
+                .await
+                .unwrap()
+                .unwrap()
+                .contains("listening on /x")
+        );
+        listening.shutdown().await.unwrap();
+        assert_eq!(
+            err.next_line().await.unwrap().unwrap(),
+            "bayeux: connection lost, reconnecting"
+        );
+        let second = bayeux::Server::new(fast_config());
+        let _l = second.listen(addr, "/cometd").await.unwrap();
+        assert_eq!(
+            err.next_line().await.unwrap().unwrap(),
+            "bayeux: reconnected"
+        );
+        eventually("the re-subscription", || {
+            second.publish("/x", json!(1)).unwrap() > 0
+        })
+        .await;
+        let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+        let line = out.next_line().await.unwrap().unwrap();
+        assert_eq!(serde_json::from_str::<Value>(&line).unwrap()["data"], 1);
+        assert!(child.wait().await.unwrap().success());
+    })
+    .await
+    .unwrap();
+}

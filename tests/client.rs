@@ -1,0 +1,418 @@
+//! The client against this crate's server over loopback HTTP.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bayeux::client::{Client, ConnectionState, Error};
+use bayeux::protocol::{Advice, ChannelName, Message, Reconnect};
+use bayeux::server::{Decision, Extension, SecurityPolicy, Server, ServerConfig, SessionInfo};
+use common::*;
+use futures::StreamExt;
+use serde_json::json;
+use tokio::time::timeout;
+
+fn client(url: &str) -> Client {
+    Client::builder(url)
+        .backoff(Duration::from_millis(20), Duration::from_millis(200))
+        .request_timeout(Duration::from_secs(5))
+        .max_network_delay(Duration::from_secs(2))
+        .build()
+        .unwrap()
+}
+
+async fn next_data(sub: &mut bayeux::client::Subscription) -> serde_json::Value {
+    sub.next().await.expect("stream ended").data.unwrap()
+}
+
+#[tokio::test]
+async fn subscribe_publish_receive_between_two_clients() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let (alice, bob) = (client(&t.url()), client(&t.url()));
+        alice.handshake().await.unwrap();
+        bob.handshake().await.unwrap();
+        let mut inbox = alice.subscribe("/chat/room").await.unwrap();
+        let reply = bob
+            .publish("/chat/room", json!({"text": "hi alice"}))
+            .await
+            .unwrap();
+        assert!(reply.is_successful());
+        assert_eq!(next_data(&mut inbox).await, json!({"text": "hi alice"}));
+        let mut bob_inbox = bob.subscribe("/chat/room").await.unwrap();
+        alice.publish("/chat/room", json!("hi bob")).await.unwrap();
+        assert_eq!(next_data(&mut bob_inbox).await, json!("hi bob"));
+        assert_eq!(next_data(&mut inbox).await, json!("hi bob"));
+        assert_eq!(*alice.state().borrow(), ConnectionState::Connected);
+        alice.disconnect().await.unwrap();
+        assert!(inbox.next().await.is_none(), "stream ends after disconnect");
+        eventually("alice's session to end", || t.server.session_count() == 1).await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn wildcard_subscriptions_and_several_subscriptions_to_one_channel() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let c = client(&t.url());
+        c.handshake().await.unwrap();
+        let mut one = c.subscribe("/news/*").await.unwrap();
+        let mut deep = c.subscribe("/news/**").await.unwrap();
+        let mut exact_a = c.subscribe("/news/sport").await.unwrap();
+        let mut exact_b = c.subscribe("/news/sport").await.unwrap();
+        c.publish("/news/sport/football", json!(1)).await.unwrap();
+        c.publish("/news/sport", json!(2)).await.unwrap();
+        assert_eq!(next_data(&mut deep).await, json!(1));
+        assert_eq!(next_data(&mut deep).await, json!(2));
+        assert_eq!(next_data(&mut one).await, json!(2));
+        assert_eq!(next_data(&mut exact_a).await, json!(2));
+        assert_eq!(next_data(&mut exact_b).await, json!(2));
+    })
+    .await
+    .unwrap();
+}
+
+struct NoSecrets;
+
+impl SecurityPolicy for NoSecrets {
+    fn subscribe(&self, _: Option<&SessionInfo>, channel: &ChannelName) -> Decision {
+        if channel.as_str().starts_with("/secret") {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        }
+    }
+    fn publish(&self, _: Option<&SessionInfo>, channel: &ChannelName, _: &Message) -> Decision {
+        if channel.as_str().starts_with("/secret") {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        }
+    }
+}
+
+#[tokio::test]
+async fn refusals_are_errors_not_silent_streams() {
+    timeout(LIMIT, async {
+        let t = TestServer::start(
+            Server::builder()
+                .config(fast_config())
+                .policy(NoSecrets)
+                .build(),
+        )
+        .await;
+        let c = client(&t.url());
+        assert_eq!(c.subscribe("/a").await.err(), Some(Error::NotConnected));
+        c.handshake().await.unwrap();
+        match c.subscribe("/secret/plans").await {
+            Err(Error::Refused(e)) => assert_eq!(e.code, 403),
+            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
+        }
+        match c.publish("/secret/plans", json!(1)).await {
+            Err(Error::Refused(e)) => assert_eq!(e.to_string(), "403:/secret/plans:Publish denied"),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(matches!(
+            c.subscribe("/bad channel").await,
+            Err(Error::InvalidChannel(_))
+        ));
+        assert!(matches!(
+            c.publish("/meta/x", json!(1)).await,
+            Err(Error::Refused(_))
+        ));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn batch_publish_in_one_request_arrives_in_order() {
+    timeout(LIMIT, async {
+        let t = TestServer::start(
+            Server::builder()
+                .config(fast_config())
+                .policy(NoSecrets)
+                .build(),
+        )
+        .await;
+        let c = client(&t.url());
+        c.handshake().await.unwrap();
+        let mut sub = c.subscribe("/seq").await.unwrap();
+        let results = c
+            .publish_batch(vec![
+                ("/seq".into(), json!(1)),
+                ("/secret".into(), json!(2)),
+                ("/seq".into(), json!(3)),
+            ])
+            .await
+            .unwrap();
+        assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
+        assert_eq!(next_data(&mut sub).await, json!(1));
+        assert_eq!(next_data(&mut sub).await, json!(3));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn messages_arrive_in_publish_order() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(ServerConfig {
+            max_queue: 10_000,
+            ..fast_config()
+        })
+        .await;
+        let (sub_client, pub_client) = (client(&t.url()), client(&t.url()));
+        sub_client.handshake().await.unwrap();
+        pub_client.handshake().await.unwrap();
+        let mut sub = sub_client.subscribe("/ordered").await.unwrap();
+        for i in 0..500 {
+            pub_client.publish("/ordered", json!(i)).await.unwrap();
+        }
+        for i in 0..500 {
+            assert_eq!(next_data(&mut sub).await, json!(i));
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn dropping_a_subscription_unsubscribes() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let c = client(&t.url());
+        c.handshake().await.unwrap();
+        let a = c.subscribe("/drop").await.unwrap();
+        let mut b = c.subscribe("/drop").await.unwrap();
+        assert_eq!(t.server.publish("/drop", json!(0)).unwrap(), 1);
+        drop(a);
+        // Another local subscription still uses the channel: the server keeps it.
+        assert_eq!(next_data(&mut b).await, json!(0));
+        t.server.publish("/drop", json!(1)).unwrap();
+        assert_eq!(next_data(&mut b).await, json!(1));
+        b.unsubscribe().await.unwrap();
+        assert_eq!(t.server.publish("/drop", json!(2)).unwrap(), 0);
+        let c2 = c.subscribe("/drop2").await.unwrap();
+        drop(c2);
+        eventually("the drop-time unsubscribe", || {
+            t.server.publish("/drop2", json!(0)).unwrap() == 0
+        })
+        .await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_client_recovers_when_the_server_restarts_on_the_same_port() {
+    timeout(LIMIT, async {
+        let first = Server::new(fast_config());
+        let listening = first
+            .listen("127.0.0.1:0".parse().unwrap(), "/cometd")
+            .await
+            .unwrap();
+        let addr: SocketAddr = listening.local_addr();
+        let url = listening.url("/cometd");
+        let c = client(&url);
+        c.handshake().await.unwrap();
+        let old_id = c.client_id().unwrap();
+        let mut sub = c.subscribe("/live/**").await.unwrap();
+        first.publish("/live/a", json!("before")).unwrap();
+        assert_eq!(next_data(&mut sub).await, json!("before"));
+
+        listening.shutdown().await.unwrap();
+        c.wait_for_state(|s| *s == ConnectionState::Reconnecting)
+            .await;
+
+        let second = Server::new(fast_config());
+        let _listening = second.listen(addr, "/cometd").await.unwrap();
+        // The client re-handshakes (402 from the new server) and re-subscribes by itself.
+        eventually("the re-subscription", || second.session_count() == 1).await;
+        let mut delivered = 0;
+        while delivered == 0 {
+            delivered = second.publish("/live/b", json!("after")).unwrap();
+            if delivered == 0 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        assert_eq!(next_data(&mut sub).await, json!("after"));
+        assert_ne!(c.client_id().unwrap(), old_id);
+        assert_eq!(
+            c.wait_for_state(|s| *s == ConnectionState::Connected).await,
+            ConnectionState::Connected
+        );
+    })
+    .await
+    .unwrap();
+}
+
+/// Tells the client, once, to wait 600 ms before its next connect while the server
+/// expires sessions after 100 ms: the session expires meanwhile, and the client must
+/// notice (402) and establish a new session with its subscriptions.
+struct SlowPollOnce(AtomicBool);
+
+impl Extension for SlowPollOnce {
+    fn outgoing(&self, _: Option<&SessionInfo>, message: &mut Message) {
+        if message.channel_str() == "/meta/connect"
+            && message.is_successful()
+            && !self.0.swap(true, Ordering::SeqCst)
+        {
+            message.advice = Some(Advice::retry(600, 200));
+        }
+    }
+}
+
+#[tokio::test]
+async fn an_expired_session_is_re_established_with_its_subscriptions() {
+    timeout(LIMIT, async {
+        let config = ServerConfig {
+            max_interval: Duration::from_millis(100),
+            ..fast_config()
+        };
+        let t = TestServer::start(
+            Server::builder()
+                .config(config)
+                .extension(SlowPollOnce(AtomicBool::new(false)))
+                .build(),
+        )
+        .await;
+        let c = client(&t.url());
+        c.handshake().await.unwrap();
+        let first_id = c.client_id().unwrap();
+        let mut sub = c.subscribe("/keep").await.unwrap();
+        eventually("the first session to expire", || {
+            t.server.session_info(&first_id).is_none()
+        })
+        .await;
+        eventually("a new session", || {
+            c.client_id().is_some_and(|id| id != first_id) && t.server.session_count() == 1
+        })
+        .await;
+        // Publish until the renewed subscription is in place, then receive through the
+        // same stream.
+        while t.server.publish("/keep", json!("still here")).unwrap() == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(next_data(&mut sub).await, json!("still here"));
+    })
+    .await
+    .unwrap();
+}
+
+/// Answers every connect with `reconnect: none` once switched on.
+struct GoAway(Arc<AtomicBool>);
+
+impl Extension for GoAway {
+    fn outgoing(&self, _: Option<&SessionInfo>, message: &mut Message) {
+        if message.channel_str() == "/meta/connect" && self.0.load(Ordering::SeqCst) {
+            message.advice = Some(Advice {
+                reconnect: Some(Reconnect::None),
+                ..Advice::default()
+            });
+        }
+    }
+}
+
+#[tokio::test]
+async fn reconnect_none_ends_the_client_with_a_clear_error() {
+    timeout(LIMIT, async {
+        let flag = Arc::new(AtomicBool::new(false));
+        let t = TestServer::start(
+            Server::builder()
+                .config(fast_config())
+                .extension(GoAway(flag.clone()))
+                .build(),
+        )
+        .await;
+        let c = client(&t.url());
+        c.handshake().await.unwrap();
+        let mut sub = c.subscribe("/x").await.unwrap();
+        flag.store(true, Ordering::SeqCst);
+        let state = c
+            .wait_for_state(|s| matches!(s, ConnectionState::Failed(_)))
+            .await;
+        assert_eq!(
+            state,
+            ConnectionState::Failed("the server advised reconnect: none".into())
+        );
+        assert!(sub.next().await.is_none());
+        assert!(matches!(
+            c.publish("/x", json!(1)).await,
+            Err(Error::NotConnected)
+        ));
+        assert!(matches!(c.handshake().await, Err(Error::Closed(_))));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_handshake_is_an_error() {
+    struct Deny;
+    impl SecurityPolicy for Deny {
+        fn handshake(
+            &self,
+            _: &bayeux::server::HandshakeRequest<'_>,
+        ) -> bayeux::server::HandshakeDecision {
+            bayeux::server::HandshakeDecision::Deny("no entry".into())
+        }
+    }
+    timeout(LIMIT, async {
+        let t =
+            TestServer::start(Server::builder().config(fast_config()).policy(Deny).build()).await;
+        let c = client(&t.url());
+        match c.handshake().await {
+            Err(Error::Closed(why)) => {
+                assert!(why.contains("403::Handshake denied: no entry"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        let nobody = client("http://127.0.0.1:9/cometd");
+        assert!(matches!(nobody.handshake().await, Err(Error::Http(_))));
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn dropping_the_client_stops_its_long_poll() {
+    timeout(LIMIT, async {
+        let mut config = fast_config();
+        config.timeout = Duration::from_secs(30);
+        let t = TestServer::with_config(config).await;
+        let c = client(&t.url());
+        c.handshake().await.unwrap();
+        let id = c.client_id().unwrap();
+        eventually("the long poll", || t.server.is_connected(&id)).await;
+        drop(c);
+        // The aborted loop drops its HTTP request; the server sees the poll go away.
+        eventually("the long poll to stop", || !t.server.is_connected(&id)).await;
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_publish_is_not_stuck_behind_a_pending_long_poll() {
+    timeout(LIMIT, async {
+        let mut config = fast_config();
+        config.timeout = Duration::from_secs(30);
+        let t = TestServer::with_config(config).await;
+        let c = client(&t.url());
+        c.handshake().await.unwrap();
+        let id = c.client_id().unwrap();
+        eventually("the long poll", || t.server.is_connected(&id)).await;
+        let mut sub = c.subscribe("/fast").await.unwrap();
+        // With one shared connection this would wait for the 30 s poll (the bound is 20 s).
+        c.publish("/fast", json!("now")).await.unwrap();
+        assert_eq!(next_data(&mut sub).await, json!("now"));
+    })
+    .await
+    .unwrap();
+}
