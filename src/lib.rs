@@ -52,9 +52,11 @@
 //! To mount the endpoint inside your own hyper server, call [`Server::handle`] from your
 //! service (it takes any request body type) or use [`Server::service`].
 
+mod base64;
 pub mod client;
 pub mod protocol;
 pub mod server;
+pub mod workbin;
 
 pub use server::{Server, ServerConfig};
 

@@ -94,3 +94,75 @@ async fn listen_reports_reconnections_on_stderr() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn demo_runs_end_to_end_and_exits() {
+    timeout(LIMIT, async {
+        let out = Command::new(env!("CARGO_BIN_EXE_bayeux"))
+            .args(["demo", "--agents", "2", "--assignments", "4"])
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("8 notifications delivered to the right agents"),
+            "{stdout}"
+        );
+        assert!(stdout.contains("agent2   <- /v2/me/chats"), "{stdout}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn assign_posts_and_prints_the_reply() {
+    use bayeux::workbin::{Access, DemoApp, WorkbinConfig};
+    use futures::StreamExt;
+    timeout(LIMIT, async {
+        let app = DemoApp::new(
+            fast_config(),
+            Access::demo(),
+            WorkbinConfig::default(),
+            "/cometd",
+        );
+        let listening = app.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let agent = bayeux::client::Client::builder(&listening.url("/cometd"))
+            .basic_auth("agent1", "x")
+            .build()
+            .unwrap();
+        agent.handshake().await.unwrap();
+        let mut inbox = agent.subscribe("/v2/me/chats").await.unwrap();
+        let base = listening.url("");
+        let run = |op: &'static str| {
+            Command::new(env!("CARGO_BIN_EXE_bayeux"))
+                .args([
+                    "assign",
+                    &base,
+                    "agent1",
+                    "wb1",
+                    "--op",
+                    op,
+                    "--uri",
+                    ".../FE7978FEWFE",
+                ])
+                .output()
+        };
+        let out = run("AddChat").await.unwrap();
+        assert!(out.status.success());
+        let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(reply, json!({"statusCode": 0, "referenceId": 1}));
+        let m = inbox.next().await.unwrap();
+        assert_eq!(m.data.unwrap()["chat"]["id"], "FE7978FEWFE");
+        let out = run("AddFax").await.unwrap();
+        assert!(!out.status.success());
+        let reply: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(reply["statusCode"], 2);
+    })
+    .await
+    .unwrap();
+}

@@ -11,11 +11,11 @@ mod handler;
 mod http;
 mod local;
 mod policy;
+mod registry;
 mod session;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -29,6 +29,7 @@ pub use policy::{
 };
 
 use crate::protocol::{BayeuxError, ChannelName, Message};
+use registry::Registry;
 use session::{CloseReason, SessionRef};
 
 /// State shared by every handle of one server.
@@ -39,7 +40,7 @@ pub(crate) struct Inner {
     pub services: Arc<dyn Broker>,
     pub policy: Arc<dyn SecurityPolicy>,
     pub extensions: Vec<Arc<dyn Extension>>,
-    sessions: RwLock<HashMap<String, SessionRef>>,
+    sessions: Registry,
     next_recipient: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -50,26 +51,16 @@ impl Inner {
     }
 
     pub fn session(&self, client_id: &str) -> Option<SessionRef> {
-        self.sessions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(client_id)
-            .cloned()
+        self.sessions.get(client_id)
     }
 
     pub fn insert_session(&self, session: SessionRef) {
-        self.sessions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(session.id().to_string(), session);
+        self.sessions.insert(session);
     }
 
     /// Ends a session: out of the registry, out of the broker, pending connect woken.
     pub fn remove_session(&self, session: &SessionRef, reason: CloseReason) {
-        self.sessions
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(session.id());
+        self.sessions.remove(session);
         for pattern in session.close(reason) {
             if !pattern.is_service() {
                 self.broker.unsubscribe(&pattern, session.recipient_id());
@@ -100,14 +91,7 @@ impl Inner {
     /// (CometD's rule), and sessions closed by a queue overflow with no connect to see it.
     fn sweep(&self, now: Instant) -> usize {
         let limit = self.config.interval + self.config.max_interval;
-        let stale: Vec<SessionRef> = self
-            .sessions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .filter(|s| s.is_idle_longer_than(limit, now))
-            .cloned()
-            .collect();
+        let stale = self.sessions.filter(|s| s.is_idle_longer_than(limit, now));
         for s in &stale {
             self.remove_session(s, CloseReason::Expired);
         }
@@ -166,7 +150,7 @@ impl ServerBuilder {
             services: Arc::new(InMemoryBroker::new()),
             policy: self.policy,
             extensions: self.extensions,
-            sessions: RwLock::new(HashMap::new()),
+            sessions: Registry::default(),
             next_recipient: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         });
@@ -222,11 +206,7 @@ impl Server {
 
     /// The number of live sessions.
     pub fn session_count(&self) -> usize {
-        self.inner
-            .sessions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .len()
+        self.inner.sessions.len()
     }
 
     /// The user bound to a session at handshake, if the session exists.
@@ -306,19 +286,47 @@ impl Server {
         true
     }
 
+    /// Sends `data` on `channel` to every session of `user` that is subscribed to a
+    /// pattern matching `channel`, encoded once; returns how many sessions got it.
+    ///
+    /// This is per-user delivery: channels such as `/v2/me/emails` mean "the user of
+    /// this session", so a message for one user must never go through the broadcast
+    /// broker, where any subscriber of the channel would see it.
+    pub fn deliver_to_user(
+        &self,
+        user: &str,
+        channel: &str,
+        data: Value,
+    ) -> Result<usize, BayeuxError> {
+        let name =
+            ChannelName::parse(channel).map_err(|e| BayeuxError::invalid_channel(channel, e))?;
+        if name.wildcard().is_some() || name.is_meta() {
+            return Err(BayeuxError::publish_denied(channel));
+        }
+        let recipients: Vec<SessionRef> = self
+            .inner
+            .sessions
+            .of_user(user)
+            .into_iter()
+            .filter(|s| s.is_subscribed_to(&name))
+            .collect();
+        if recipients.is_empty() {
+            return Ok(0);
+        }
+        let mut message = Message::publish(channel, data);
+        self.inner.outgoing(None, &mut message);
+        let bytes = message.to_bytes();
+        for s in &recipients {
+            s.deliver(&bytes);
+        }
+        Ok(recipients.len())
+    }
+
     /// Ends every session and answers every pending `/meta/connect` at once, so HTTP
     /// connections can close promptly. New handshakes are refused afterwards.
     pub fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Release);
-        let all: Vec<SessionRef> = self
-            .inner
-            .sessions
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .values()
-            .cloned()
-            .collect();
-        for s in &all {
+        for s in &self.inner.sessions.all() {
             self.inner.remove_session(s, CloseReason::Shutdown);
         }
     }

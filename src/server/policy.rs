@@ -97,3 +97,24 @@ pub trait Extension: Send + Sync + 'static {
         let _ = (session, message);
     }
 }
+
+/// A shared policy is a policy, so one value can serve the Bayeux server and other
+/// endpoints of the same application.
+impl<P: SecurityPolicy> SecurityPolicy for std::sync::Arc<P> {
+    fn handshake(&self, request: &HandshakeRequest<'_>) -> HandshakeDecision {
+        (**self).handshake(request)
+    }
+
+    fn subscribe(&self, session: Option<&SessionInfo>, channel: &ChannelName) -> Decision {
+        (**self).subscribe(session, channel)
+    }
+
+    fn publish(
+        &self,
+        session: Option<&SessionInfo>,
+        channel: &ChannelName,
+        message: &Message,
+    ) -> Decision {
+        (**self).publish(session, channel, message)
+    }
+}

@@ -122,6 +122,14 @@ impl Session {
         self.state().subscriptions.remove(pattern)
     }
 
+    /// Whether one of the session's patterns matches the plain channel `channel`.
+    pub fn is_subscribed_to(&self, channel: &ChannelName) -> bool {
+        self.state()
+            .subscriptions
+            .iter()
+            .any(|p| p.matches(channel))
+    }
+
     /// Ends the session (first reason wins), wakes its pending connect, and hands back
     /// its subscriptions so the caller can remove them from the broker.
     pub fn close(&self, reason: CloseReason) -> Vec<ChannelName> {

@@ -1,5 +1,7 @@
 //! The `bayeux` command: run a server, watch channels, drive the workbin demo.
 
+mod assign;
+mod demo;
 mod listen;
 mod serve;
 
@@ -22,6 +24,10 @@ enum Command {
     Serve(serve::ServeArgs),
     /// Subscribe to channels and print each message as one JSON line.
     Listen(listen::ListenArgs),
+    /// Assign an interaction to an agent's workbin (the supervisor's POST).
+    Assign(assign::AssignArgs),
+    /// Run the workbin scenario end to end in one process and exit.
+    Demo(demo::DemoArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -37,6 +43,8 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Listen(args) => listen::run(args).await,
+            Command::Assign(args) => assign::run(args).await,
+            Command::Demo(args) => demo::run(args).await,
         }
     });
     match result {

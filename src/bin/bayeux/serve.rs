@@ -3,7 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bayeux::server::{OverflowPolicy, Server, ServerConfig};
+use bayeux::server::{OverflowPolicy, ServerConfig};
+use bayeux::workbin::{Access, DemoApp, UserDirectory, WorkbinConfig};
 
 /// Options of `bayeux serve`; durations in milliseconds, as CometD configures them.
 #[derive(clap::Args)]
@@ -32,6 +33,16 @@ pub struct ServeArgs {
     /// `maxMessageSize`: largest request body in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     max_message_size: usize,
+    /// Users file (`name:password-or-SHA256:hex:role` lines) that turns credential
+    /// checking on; without it the server runs in demo mode.
+    #[arg(long)]
+    users: Option<std::path::PathBuf>,
+    /// Accept `ext.userId` in handshakes as the session's user without a password.
+    #[arg(long)]
+    trust_ext_user_id: bool,
+    /// Public base URL for the interactions' URIs (default: http://LISTEN).
+    #[arg(long)]
+    public_url: Option<String>,
 }
 
 impl ServeArgs {
@@ -53,13 +64,38 @@ impl ServeArgs {
 
 /// Runs until Ctrl-C (or SIGTERM), then answers pending connects and exits.
 pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let server = Server::new(args.config());
-    let listening = server.listen(args.listen, &args.path).await?;
+    let mut access = match &args.users {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+            Access::checked(UserDirectory::parse(&text)?)
+        }
+        None => Access::demo(),
+    };
+    if args.trust_ext_user_id {
+        access = access.trusting_ext_user_id();
+    }
+    let demo = access.is_demo();
+    let workbin = WorkbinConfig {
+        public_url: args.public_url.clone(),
+        ..WorkbinConfig::default()
+    };
+    let app = DemoApp::new(args.config(), access, workbin, &args.path);
+    let listening = app.listen(args.listen).await?;
     let url = listening.url(&args.path);
-    println!("bayeux: serving Bayeux long-polling at {url}");
+    let base = listening.url("");
     println!(
-        "try: curl -s -X POST {url} -H 'Content-Type: application/json' \
-         -d '{{\"channel\":\"/meta/handshake\",\"version\":\"1.0\",\"supportedConnectionTypes\":[\"long-polling\"]}}'"
+        "bayeux: serving Bayeux long-polling at {url} and the workbin API at {base}/api/v2/users/{{userId}}/workbins/{{id}}"
+    );
+    if demo {
+        println!(
+            "bayeux: demo mode: any user name is accepted with any password (use --users FILE to check credentials)"
+        );
+    }
+    println!("watch an agent: bayeux listen {url} --user agent1");
+    println!(
+        "try: curl -s -X POST {base}/api/v2/users/agent1/workbins/wb1 -H 'Content-Type: application/json' \
+         -d '{{\"operationName\":\"AddEmail\",\"uri\":\".../FE7978FEWFE\"}}'"
     );
     shutdown_signal().await;
     println!("bayeux: shutting down");

@@ -1,0 +1,83 @@
+//! The live sessions, indexed by `clientId` and by user, under one lock so the two
+//! indexes never disagree.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use super::session::SessionRef;
+
+#[derive(Default)]
+struct Maps {
+    by_id: HashMap<String, SessionRef>,
+    by_user: HashMap<String, Vec<SessionRef>>,
+}
+
+/// Session lookup for the handlers (by `clientId`) and for per-user delivery.
+#[derive(Default)]
+pub(crate) struct Registry {
+    maps: RwLock<Maps>,
+}
+
+impl Registry {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Maps> {
+        self.maps.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Maps> {
+        self.maps.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn get(&self, client_id: &str) -> Option<SessionRef> {
+        self.read().by_id.get(client_id).cloned()
+    }
+
+    pub fn insert(&self, session: SessionRef) {
+        let mut maps = self.write();
+        if let Some(user) = &session.info.user {
+            maps.by_user
+                .entry(user.clone())
+                .or_default()
+                .push(session.clone());
+        }
+        maps.by_id.insert(session.id().to_string(), session);
+    }
+
+    /// Removes the session; false if it was already gone.
+    pub fn remove(&self, session: &SessionRef) -> bool {
+        let mut maps = self.write();
+        let removed = maps.by_id.remove(session.id()).is_some();
+        if let Some(user) = &session.info.user
+            && let Some(list) = maps.by_user.get_mut(user)
+        {
+            list.retain(|s| !Arc::ptr_eq(s, session));
+            if list.is_empty() {
+                maps.by_user.remove(user);
+            }
+        }
+        removed
+    }
+
+    pub fn len(&self) -> usize {
+        self.read().by_id.len()
+    }
+
+    /// The sessions bound to `user`.
+    pub fn of_user(&self, user: &str) -> Vec<SessionRef> {
+        self.read().by_user.get(user).cloned().unwrap_or_default()
+    }
+
+    /// Every session (for sweeps and shutdown).
+    pub fn all(&self) -> Vec<SessionRef> {
+        self.read().by_id.values().cloned().collect()
+    }
+
+    /// The sessions `pred` selects, without cloning the others.
+    pub fn filter(&self, pred: impl Fn(&SessionRef) -> bool) -> Vec<SessionRef> {
+        self.read()
+            .by_id
+            .values()
+            .filter(|s| pred(s))
+            .cloned()
+            .collect()
+    }
+}
