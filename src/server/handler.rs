@@ -272,8 +272,15 @@ async fn connect(
         inner.remove_session(session, reason);
         return (connect_reply(inner, request, Some(reason)), Vec::new());
     }
-    // The client may ask for a shorter wait (CometD's first connect sends timeout 0).
-    let mut timeout = inner.config.timeout;
+    // As CometD does, a session's first connect is answered at once, to hand the client
+    // its advice: clients such as aiocometd wait for that reply before going on. Later
+    // connects wait up to `timeout`, or less if the client asks (CometD's JavaScript
+    // client sends `timeout: 0` on its first connect).
+    let mut timeout = if session.never_connected() {
+        Duration::ZERO
+    } else {
+        inner.config.timeout
+    };
     if let Some(t) = request.advice.as_ref().and_then(|a| a.timeout) {
         timeout = timeout.min(Duration::from_millis(u64::try_from(t).unwrap_or(0)));
     }

@@ -45,7 +45,7 @@ struct State {
     /// Connects in progress (normally 0 or 1; briefly 2 while one replaces another).
     connects: u32,
     /// Incremented by each connect; a pending connect whose number is no longer the
-    /// latest returns at once (a newer connect replaced it).
+    /// latest returns at once (a newer connect replaced it). Zero until the first one.
     connect_generation: u64,
     /// When the last connect ended, or the handshake if none has.
     last_active: Instant,
@@ -147,6 +147,11 @@ impl Session {
     /// Why the session ended, if it has.
     pub fn closed(&self) -> Option<CloseReason> {
         self.state().closed
+    }
+
+    /// True until the session's first `/meta/connect` has started.
+    pub fn never_connected(&self) -> bool {
+        self.state().connect_generation == 0
     }
 
     /// True while a `/meta/connect` is in progress.

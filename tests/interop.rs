@@ -1,0 +1,343 @@
+//! Interoperability with real peers: the official CometD JavaScript client, Faye's Node
+//! client and aiocometd against our server; our client against Faye's and CometD's Node
+//! servers. Needs Node (and `npm ci` in tests/interop) and a Python with aiocometd-ng;
+//! run with `cargo test --features interop --test interop` (`.ci/run` sets it all up).
+#![cfg(feature = "interop")]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::Duration;
+
+use bayeux::server::{Listening, ServerConfig};
+use bayeux::workbin::{Access, DemoApp, WorkbinConfig};
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::process::Command;
+use tokio::time::timeout;
+
+fn interop_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+/// Our server (the demo app, so the workbin steps work too) with a `/service/echo`
+/// listener that answers each sender alone.
+async fn our_server() -> (DemoApp, Listening) {
+    let config = ServerConfig {
+        timeout: Duration::from_secs(5),
+        ..ServerConfig::default()
+    };
+    let app = DemoApp::new(config, Access::demo(), WorkbinConfig::default(), "/cometd");
+    let listening = app.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    let server = app.server().clone();
+    let mut echo = server.subscribe("/service/echo").unwrap();
+    tokio::spawn(async move {
+        while let Some(m) = echo.next().await {
+            if let Some(sender) = m.client_id.as_deref() {
+                server.deliver(sender, "/service/echo", json!({"echo": m.data}));
+            }
+        }
+    });
+    (app, listening)
+}
+
+/// Runs a peer script and checks every step it reports; the failure message names the
+/// peer, the step, and what was expected against what came back.
+async fn run_steps(program: &str, args: &[&str], app: &DemoApp) {
+    let output = timeout(
+        Duration::from_secs(60),
+        Command::new(program)
+            .args(args)
+            .current_dir(interop_dir())
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{program} {args:?} did not finish within 60 s"))
+    .unwrap_or_else(|e| panic!("cannot run {program}: {e} (see the README's interop section)"));
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let mut failures = Vec::new();
+    let mut steps = 0;
+    let mut done = false;
+    let mut client_ids = Vec::new();
+    for line in stdout.lines() {
+        let Ok(v) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        if v.get("done").is_some() {
+            done = true;
+        } else if let Some(ids) = v.get("clientIds").and_then(Value::as_array) {
+            client_ids.extend(ids.iter().filter_map(Value::as_str).map(str::to_string));
+        } else if v.get("step").is_some() {
+            steps += 1;
+            if v["ok"] != true {
+                failures.push(format!(
+                    "{} / {}: expected {}, got {}",
+                    v["peer"], v["step"], v["expected"], v["got"]
+                ));
+            }
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "interop failures:\n{}\n--- stderr ---\n{stderr}",
+        failures.join("\n")
+    );
+    assert!(
+        done && steps > 5,
+        "{program} {args:?} did not complete (exit {:?}):\n{stdout}\n--- stderr ---\n{stderr}",
+        output.status
+    );
+    // Disconnect ended the peer's sessions on our side.
+    for id in client_ids {
+        common::eventually("the peer's sessions to end", || {
+            app.server().session_info(&id).is_none()
+        })
+        .await;
+    }
+}
+
+#[tokio::test]
+async fn cometd_javascript_client_long_polling() {
+    let (app, l) = our_server().await;
+    run_steps(
+        "node",
+        &[
+            "cometd_client.mjs",
+            &l.url("/cometd"),
+            &l.url(""),
+            "long-polling",
+        ],
+        &app,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn cometd_javascript_client_default_transports_fall_back_to_long_polling() {
+    let (app, l) = our_server().await;
+    run_steps(
+        "node",
+        &[
+            "cometd_client.mjs",
+            &l.url("/cometd"),
+            &l.url(""),
+            "default",
+        ],
+        &app,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn faye_node_client() {
+    let (app, l) = our_server().await;
+    run_steps(
+        "node",
+        &["faye_client.mjs", &l.url("/cometd"), &l.url("")],
+        &app,
+    )
+    .await;
+}
+
+/// The Python interpreter with aiocometd-ng: `BAYEUX_INTEROP_PYTHON`, or `python3`.
+fn python() -> String {
+    std::env::var("BAYEUX_INTEROP_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+#[tokio::test]
+async fn aiocometd_python_client() {
+    let (app, l) = our_server().await;
+    run_steps(
+        &python(),
+        &["aiocometd_client.py", &l.url("/cometd"), &l.url("")],
+        &app,
+    )
+    .await;
+}
+
+mod our_client_against_peer_servers {
+    use super::*;
+    use bayeux::client::{Client, ConnectionState, Subscription};
+    use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+    use tokio::process::{Child, ChildStdout};
+
+    fn free_port() -> u16 {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    }
+
+    /// Starts a node script and waits for its first stdout line to be `expect`.
+    async fn spawn_until(
+        args: &[&str],
+        expect: &str,
+        what: &str,
+    ) -> (Child, Lines<BufReader<ChildStdout>>) {
+        let mut child = Command::new("node")
+            .args(args)
+            .current_dir(interop_dir())
+            .stdout(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = timeout(Duration::from_secs(15), lines.next_line())
+            .await
+            .unwrap_or_else(|_| panic!("{what}: no {expect:?} within 15 s"))
+            .unwrap();
+        assert_eq!(first.as_deref(), Some(expect), "{what}");
+        (child, lines)
+    }
+
+    async fn peer_publish(kind: &str, url: &str, channel: &str, data: &Value) {
+        let out = timeout(
+            Duration::from_secs(20),
+            Command::new("node")
+                .args([
+                    "peer_client.mjs",
+                    kind,
+                    url,
+                    "publish",
+                    channel,
+                    &data.to_string(),
+                ])
+                .current_dir(interop_dir())
+                .output(),
+        )
+        .await
+        .unwrap_or_else(|_| panic!("{kind} client: publish did not finish"))
+        .unwrap();
+        assert!(
+            out.status.success(),
+            "{kind} client: publish failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    async fn next_data(sub: &mut Subscription, within: Duration) -> Option<Value> {
+        timeout(within, sub.next())
+            .await
+            .ok()
+            .flatten()
+            .and_then(|m| m.data)
+    }
+
+    async fn against(kind: &str) {
+        let port = free_port();
+        let port_s = port.to_string();
+        let url = format!("http://127.0.0.1:{port}/cometd");
+        let (mut server, _) = spawn_until(
+            &["peer_server.mjs", kind, &port_s],
+            "ready",
+            &format!("{kind} server"),
+        )
+        .await;
+
+        let client = Client::builder(&url)
+            .backoff(Duration::from_millis(50), Duration::from_millis(500))
+            .max_network_delay(Duration::from_secs(5))
+            .build()
+            .unwrap();
+        client
+            .handshake()
+            .await
+            .unwrap_or_else(|e| panic!("{kind} server / handshake: {e}"));
+        let mut exact = client
+            .subscribe("/interop/exact")
+            .await
+            .unwrap_or_else(|e| panic!("{kind} server / subscribe: {e}"));
+        let mut wild = client
+            .subscribe("/interop/*")
+            .await
+            .unwrap_or_else(|e| panic!("{kind} server / wildcard subscribe: {e}"));
+
+        // Receive what the peer's own client publishes.
+        peer_publish(kind, &url, "/interop/exact", &json!({"n": 1})).await;
+        assert_eq!(
+            next_data(&mut exact, Duration::from_secs(10)).await,
+            Some(json!({"n": 1})),
+            "{kind} server / receive from the peer's client"
+        );
+        assert_eq!(
+            next_data(&mut wild, Duration::from_secs(10)).await,
+            Some(json!({"n": 1})),
+            "{kind} server / wildcard receive"
+        );
+
+        // Publish what the peer's own client receives.
+        let (mut receiver, mut lines) = spawn_until(
+            &[
+                "peer_client.mjs",
+                kind,
+                &url,
+                "receive",
+                "/interop/to-peer",
+                "1",
+            ],
+            "subscribed",
+            &format!("{kind} client"),
+        )
+        .await;
+        client
+            .publish("/interop/to-peer", json!({"from": "rust"}))
+            .await
+            .unwrap_or_else(|e| panic!("{kind} server / publish reply: {e}"));
+        let line = timeout(Duration::from_secs(10), lines.next_line())
+            .await
+            .ok()
+            .and_then(|l| l.ok())
+            .flatten();
+        assert_eq!(
+            line.as_deref(),
+            Some(r#"{"from":"rust"}"#),
+            "{kind} server / the peer's client receives our publish"
+        );
+        let _ = receiver.wait().await;
+
+        // Recovery: the peer server restarts on the same port; our subscriptions carry on.
+        server.kill().await.unwrap();
+        client
+            .wait_for_state(|s| *s == ConnectionState::Reconnecting)
+            .await;
+        let (_server2, _) = spawn_until(
+            &["peer_server.mjs", kind, &port_s],
+            "ready",
+            &format!("{kind} server (restarted)"),
+        )
+        .await;
+        let mut received = None;
+        for attempt in 0..10 {
+            peer_publish(kind, &url, "/interop/exact", &json!({"after": attempt})).await;
+            if let Some(v) = next_data(&mut exact, Duration::from_secs(2)).await {
+                received = Some(v);
+                break;
+            }
+        }
+        assert!(
+            received.is_some(),
+            "{kind} server / recovery: nothing received on the old subscription after the restart"
+        );
+        assert_eq!(
+            *client.state().borrow(),
+            ConnectionState::Connected,
+            "{kind} server / state after recovery"
+        );
+        client.disconnect().await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn faye_node_server() {
+        against("faye").await;
+    }
+
+    #[tokio::test]
+    async fn cometd_nodejs_server() {
+        against("cometd").await;
+    }
+}
