@@ -166,3 +166,66 @@ async fn assign_posts_and_prints_the_reply() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn bench_reports_deliveries_loss_and_latency_as_json() {
+    use bayeux::workbin::{Access, DemoApp, WorkbinConfig};
+    timeout(LIMIT, async {
+        let app = DemoApp::new(
+            fast_config(),
+            Access::demo(),
+            WorkbinConfig::default(),
+            "/cometd",
+        );
+        let listening = app.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        for via in ["bayeux", "workbin"] {
+            let out = Command::new(env!("CARGO_BIN_EXE_bayeux"))
+                .args([
+                    "bench",
+                    &listening.url("/cometd"),
+                    "--subscribers",
+                    "20",
+                    "--channels",
+                    "4",
+                ])
+                .args([
+                    "--publishers",
+                    "2",
+                    "--rate",
+                    "200",
+                    "--duration",
+                    "1",
+                    "--publish-via",
+                    via,
+                    "--json",
+                ])
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let published = r["published"].as_u64().unwrap();
+            assert!(published > 0, "{r}");
+            // Each message reaches the 5 subscribers of its channel, none lost or doubled.
+            assert_eq!(r["expected_deliveries"], published * 5, "{r}");
+            assert_eq!(r["delivered"], r["expected_deliveries"], "{r}");
+            assert_eq!(
+                (r["lost"].as_u64(), r["duplicates"].as_u64()),
+                (Some(0), Some(0)),
+                "{r}"
+            );
+            assert!(r["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{r}");
+            assert_eq!(
+                r["handshakes"].as_u64().unwrap(),
+                20 + if via == "bayeux" { 2 } else { 0 },
+                "{r}"
+            );
+        }
+    })
+    .await
+    .unwrap();
+}

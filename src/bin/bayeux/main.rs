@@ -1,6 +1,7 @@
 //! The `bayeux` command: run a server, watch channels, drive the workbin demo.
 
 mod assign;
+mod bench;
 mod demo;
 mod listen;
 mod serve;
@@ -28,6 +29,8 @@ enum Command {
     Assign(assign::AssignArgs),
     /// Run the workbin scenario end to end in one process and exit.
     Demo(demo::DemoArgs),
+    /// Load-test any Bayeux long-polling server: throughput, latency, loss.
+    Bench(bench::BenchArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -45,6 +48,7 @@ fn main() -> std::process::ExitCode {
             Command::Listen(args) => listen::run(args).await,
             Command::Assign(args) => assign::run(args).await,
             Command::Demo(args) => demo::run(args).await,
+            Command::Bench(args) => bench::run(args).await,
         }
     });
     match result {

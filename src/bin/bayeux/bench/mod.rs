@@ -1,0 +1,370 @@
+//! `bayeux bench`: a load generator for any Bayeux long-polling server (ours, Faye,
+//! CometD). Subscribers are raw long-polling sessions on one shared connection pool, not
+//! full clients, so the tool stays cheap; its own CPU time is reported.
+
+mod publisher;
+mod session;
+mod stats;
+mod wire;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+use publisher::Via;
+use stats::{Counters, Latencies, Percentiles, Report};
+
+/// Options of `bayeux bench`.
+#[derive(clap::Args)]
+pub struct BenchArgs {
+    /// The Bayeux endpoint, e.g. http://127.0.0.1:8080/cometd
+    url: String,
+    /// Subscriber sessions, spread round-robin over the channels.
+    #[arg(long, default_value_t = 100)]
+    subscribers: usize,
+    /// Channels (`/bench/0` ... or, with --publish-via workbin, agents).
+    #[arg(long, default_value_t = 1)]
+    channels: usize,
+    /// Publishers (each one request in flight at a time).
+    #[arg(long, default_value_t = 1)]
+    publishers: usize,
+    /// Target messages per second over all publishers; 0 publishes as fast as possible.
+    #[arg(long, default_value_t = 0.0)]
+    rate: f64,
+    /// Messages per publish request (Bayeux batching).
+    #[arg(long, default_value_t = 1)]
+    batch: usize,
+    /// Seconds of publishing.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds over which the subscribers join (0: all at once).
+    #[arg(long, default_value_t = 0.0)]
+    ramp_up: f64,
+    /// Seconds to wait after publishing for in-flight deliveries.
+    #[arg(long, default_value_t = 3.0)]
+    drain: f64,
+    /// `bayeux` (publish to /bench/N) or `workbin` (POST the demo's workbin endpoint).
+    #[arg(long, default_value = "bayeux", value_parser = ["bayeux", "workbin"])]
+    publish_via: String,
+    /// Base URL of the workbin API (default: the Bayeux URL without its path).
+    #[arg(long)]
+    workbin_base: Option<String>,
+    /// Supervisor credentials user:password for the workbin API.
+    #[arg(long)]
+    auth: Option<String>,
+    /// Padding bytes added to each message's data.
+    #[arg(long, default_value_t = 32)]
+    payload: usize,
+    /// `pubsub` (the default) or `handshake` (sessions opened and closed as fast as
+    /// `--concurrency` workers can, for --duration seconds).
+    #[arg(long, default_value = "pubsub", value_parser = ["pubsub", "handshake"])]
+    mode: String,
+    /// Workers in handshake mode.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// Long-poll HTTP timeout in seconds (above the server's connect timeout).
+    #[arg(long, default_value_t = 45.0)]
+    poll_timeout: f64,
+    /// Print the report as JSON (for scripts).
+    #[arg(long)]
+    json: bool,
+}
+
+/// State shared by every task of a run.
+pub struct Run {
+    pub url: String,
+    pub pool: wire::Pool,
+    pub http_timeout: Duration,
+    pub poll_timeout: Duration,
+    pub counters: Counters,
+    pub latencies: Latencies,
+    pub channel_count: usize,
+    pub published_per_channel: Vec<AtomicU64>,
+    pub ready: AtomicUsize,
+    pub ready_notify: Notify,
+    clock: Instant,
+}
+
+impl Run {
+    /// Microseconds since the run started: the send-time stamp and the receive clock.
+    pub fn micros(&self) -> u64 {
+        self.clock.elapsed().as_micros() as u64
+    }
+}
+
+/// Runs the benchmark and prints its report.
+pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
+    stats::raise_fd_limit();
+    let channels = args.channels.max(1);
+    let run = Arc::new(Run {
+        url: args.url.clone(),
+        pool: wire::pool(),
+        http_timeout: Duration::from_secs(10),
+        poll_timeout: Duration::from_secs_f64(args.poll_timeout),
+        counters: Counters::default(),
+        latencies: Latencies::new(),
+        channel_count: channels,
+        published_per_channel: (0..channels).map(|_| AtomicU64::new(0)).collect(),
+        ready: AtomicUsize::new(0),
+        ready_notify: Notify::new(),
+        clock: Instant::now(),
+    });
+    let cpu_before = stats::own_cpu();
+    if args.mode == "handshake" {
+        return handshake_mode(&args, run, cpu_before).await;
+    }
+    let workbin = args.publish_via == "workbin";
+    let base = args
+        .workbin_base
+        .clone()
+        .unwrap_or_else(|| base_of(&args.url));
+
+    // Subscribers, optionally ramped up.
+    let mut subscribers = JoinSet::new();
+    let started = Instant::now();
+    let step = if args.subscribers > 0 {
+        Duration::from_secs_f64(args.ramp_up / args.subscribers as f64)
+    } else {
+        Duration::ZERO
+    };
+    for i in 0..args.subscribers {
+        let c = i % channels;
+        let (channel, auth) = if workbin {
+            (
+                "/v2/me/emails".to_string(),
+                Some(bayeux::client::basic_authorization(
+                    &format!("bench-agent-{c}"),
+                    "bench",
+                )),
+            )
+        } else {
+            (format!("/bench/{c}"), None)
+        };
+        subscribers.spawn(session::subscriber(run.clone(), i, channel, auth));
+        if !step.is_zero() {
+            tokio::time::sleep(step).await;
+        }
+    }
+    let setup_deadline = Instant::now() + Duration::from_secs(120);
+    while run.ready.load(Ordering::Relaxed) < args.subscribers {
+        if Instant::now() > setup_deadline {
+            return Err(format!(
+                "only {} of {} subscribers were established within 120 s",
+                run.ready.load(Ordering::Relaxed),
+                args.subscribers
+            )
+            .into());
+        }
+        let _ = tokio::time::timeout(Duration::from_millis(200), run.ready_notify.notified()).await;
+    }
+    let setup = started.elapsed();
+    let handshakes_per_sec = args.subscribers as f64 / setup.as_secs_f64().max(1e-9);
+    if !args.json {
+        eprintln!(
+            "bench: {} subscribers established in {:.2} s ({:.0} handshakes/s)",
+            args.subscribers,
+            setup.as_secs_f64(),
+            handshakes_per_sec
+        );
+    }
+
+    // Publishers.
+    let publish_for = Duration::from_secs_f64(args.duration);
+    let until = tokio::time::Instant::now() + publish_for;
+    let via = if workbin {
+        let auth = args.auth.as_deref().map(|a| {
+            let (u, p) = a.split_once(':').unwrap_or((a, ""));
+            bayeux::client::basic_authorization(u, p)
+        });
+        Via::Workbin { base, auth }
+    } else {
+        Via::Bayeux
+    };
+    let batch = if workbin { 1 } else { args.batch.max(1) };
+    let interval = if args.rate > 0.0 && args.publishers > 0 {
+        Duration::from_secs_f64(args.publishers as f64 * batch as f64 / args.rate)
+    } else {
+        Duration::ZERO
+    };
+    let payload = "x".repeat(args.payload);
+    let mut publishers = JoinSet::new();
+    let publish_start = Instant::now();
+    for p in 0..args.publishers {
+        publishers.spawn(publisher::publisher(
+            run.clone(),
+            p as u32,
+            via.clone(),
+            interval,
+            until,
+            batch,
+            payload.clone(),
+        ));
+    }
+    let progress = (!args.json).then(|| tokio::spawn(progress(run.clone())));
+    while publishers.join_next().await.is_some() {}
+    let publish_seconds = publish_start.elapsed().as_secs_f64();
+
+    // Drain: wait until every expected delivery arrived, or the drain time passed.
+    let expected = expected_deliveries(&run, args.subscribers, channels);
+    let drain_until = Instant::now() + Duration::from_secs_f64(args.drain);
+    while Instant::now() < drain_until {
+        let unique =
+            Counters::get(&run.counters.delivered) - Counters::get(&run.counters.duplicates);
+        if unique >= expected {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if let Some(p) = progress {
+        p.abort();
+    }
+    subscribers.abort_all();
+
+    let c = &run.counters;
+    let delivered = Counters::get(&c.delivered);
+    let duplicates = Counters::get(&c.duplicates);
+    let published = Counters::get(&c.published);
+    let report = Report {
+        url: args.url.clone(),
+        mode: format!("pubsub via {}", args.publish_via),
+        subscribers: args.subscribers,
+        channels,
+        publishers: args.publishers,
+        publish_seconds,
+        published,
+        published_per_sec: published as f64 / publish_seconds.max(1e-9),
+        delivered,
+        delivered_per_sec: delivered as f64 / publish_seconds.max(1e-9),
+        expected_deliveries: expected,
+        lost: expected.saturating_sub(delivered - duplicates),
+        duplicates,
+        latency_ms: Percentiles::of(&run.latencies.total()),
+        handshakes: Counters::get(&c.handshakes),
+        handshakes_per_sec,
+        rehandshakes: Counters::get(&c.rehandshakes),
+        http_errors: Counters::get(&c.http_errors),
+        bayeux_errors: Counters::get(&c.bayeux_errors),
+        tool_cpu_seconds: (stats::own_cpu() - cpu_before).as_secs_f64(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        report.print_human();
+    }
+    Ok(())
+}
+
+/// Deliveries expected: each successful publish on channel `c` reaches every subscriber
+/// of `c` (subscribers are spread round-robin).
+fn expected_deliveries(run: &Run, subscribers: usize, channels: usize) -> u64 {
+    (0..channels)
+        .map(|c| {
+            let subs = (subscribers / channels + usize::from(c < subscribers % channels)) as u64;
+            run.published_per_channel[c].load(Ordering::Relaxed) * subs
+        })
+        .sum()
+}
+
+/// `http://host:port` from `http://host:port/path`.
+fn base_of(url: &str) -> String {
+    match url
+        .find("://")
+        .and_then(|i| url[i + 3..].find('/').map(|j| i + 3 + j))
+    {
+        Some(end) => url[..end].to_string(),
+        None => url.to_string(),
+    }
+}
+
+/// A progress line on stderr every second.
+async fn progress(run: Arc<Run>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let (mut last_pub, mut last_del) = (0, 0);
+    let mut seconds = 0;
+    loop {
+        tick.tick().await;
+        seconds += 1;
+        let c = &run.counters;
+        let (p, d) = (Counters::get(&c.published), Counters::get(&c.delivered));
+        let window = Percentiles::of(&run.latencies.take_window());
+        eprintln!(
+            "[{seconds:>3}s] published {:>8}/s  delivered {:>9}/s  p99 {:>8.2} ms  errors http {} bayeux {}",
+            p - last_pub,
+            d - last_del,
+            window.p99,
+            Counters::get(&c.http_errors),
+            Counters::get(&c.bayeux_errors)
+        );
+        (last_pub, last_del) = (p, d);
+    }
+}
+
+/// Opens and closes sessions as fast as `concurrency` workers can for `duration`.
+async fn handshake_mode(
+    args: &BenchArgs,
+    run: Arc<Run>,
+    cpu_before: Duration,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let until = Instant::now() + Duration::from_secs_f64(args.duration);
+    let start = Instant::now();
+    let mut workers = JoinSet::new();
+    for _ in 0..args.concurrency.max(1) {
+        let run = run.clone();
+        workers.spawn(async move {
+            while Instant::now() < until {
+                if let Some(s) = session::handshake(&run, &[]).await {
+                    let cookie: Vec<(&str, &str)> = s
+                        .cookie
+                        .as_deref()
+                        .map(|c| ("cookie", c))
+                        .into_iter()
+                        .collect();
+                    let _ = wire::post(
+                        &run.pool,
+                        &run.url,
+                        wire::disconnect_body(&s.client_id),
+                        &cookie,
+                        run.http_timeout,
+                    )
+                    .await;
+                }
+            }
+        });
+    }
+    while workers.join_next().await.is_some() {}
+    let secs = start.elapsed().as_secs_f64();
+    let c = &run.counters;
+    let handshakes = Counters::get(&c.handshakes);
+    let report = Report {
+        url: args.url.clone(),
+        mode: "handshake".into(),
+        subscribers: 0,
+        channels: 0,
+        publishers: 0,
+        publish_seconds: secs,
+        published: 0,
+        published_per_sec: 0.0,
+        delivered: 0,
+        delivered_per_sec: 0.0,
+        expected_deliveries: 0,
+        lost: 0,
+        duplicates: 0,
+        latency_ms: Percentiles::default(),
+        handshakes,
+        handshakes_per_sec: handshakes as f64 / secs.max(1e-9),
+        rehandshakes: 0,
+        http_errors: Counters::get(&c.http_errors),
+        bayeux_errors: Counters::get(&c.bayeux_errors),
+        tool_cpu_seconds: (stats::own_cpu() - cpu_before).as_secs_f64(),
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        report.print_human();
+    }
+    Ok(())
+}

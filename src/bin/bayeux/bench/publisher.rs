@@ -1,0 +1,134 @@
+//! Publishers of the load tool: Bayeux publishes, or workbin POSTs (the demo publisher,
+//! benchmarked end to end). Every message carries its publisher, sequence and send time.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::time::{Instant, MissedTickBehavior};
+
+use super::stats::Counters;
+use super::{Run, session, wire};
+
+/// How publishers reach the server.
+#[derive(Clone)]
+pub enum Via {
+    /// Bayeux publish to `/bench/{c}`.
+    Bayeux,
+    /// `POST {base}/api/v2/users/bench-agent-{c}/workbins/wb` (AddEmail).
+    Workbin { base: String, auth: Option<String> },
+}
+
+/// One publisher: sends until `until`, at `interval` per request (zero: back to back).
+pub async fn publisher(
+    run: Arc<Run>,
+    index: u32,
+    via: Via,
+    interval: Duration,
+    until: Instant,
+    batch: usize,
+    payload: String,
+) {
+    let channels = run.channel_count;
+    let mut seq = vec![0u64; channels];
+    let mut next_channel = index as usize % channels;
+    let mut ticker = (!interval.is_zero()).then(|| {
+        let mut t = tokio::time::interval(interval);
+        t.set_missed_tick_behavior(MissedTickBehavior::Skip);
+        t
+    });
+    let session = match via {
+        Via::Bayeux => loop {
+            if let Some(opened) = session::handshake(&run, &[]).await {
+                let opened = Arc::new(opened);
+                tokio::spawn(session::keep_alive(run.clone(), opened.clone()));
+                break Some(opened);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        },
+        Via::Workbin { .. } => None,
+    };
+    let cookie: Vec<(&str, &str)> = session
+        .as_ref()
+        .and_then(|s| s.cookie.as_deref())
+        .map(|c| ("cookie", c))
+        .into_iter()
+        .collect();
+    let pool = wire::pool();
+    while Instant::now() < until {
+        if let Some(t) = ticker.as_mut() {
+            t.tick().await;
+        }
+        match &via {
+            Via::Bayeux => {
+                let id = session
+                    .as_ref()
+                    .map(|s| s.client_id.as_str())
+                    .unwrap_or_default();
+                let mut body = String::from("[");
+                let mut sent = Vec::with_capacity(batch);
+                for k in 0..batch {
+                    let c = next_channel;
+                    next_channel = (next_channel + 1) % channels;
+                    if k > 0 {
+                        body.push(',');
+                    }
+                    let _ = write!(
+                        body,
+                        r#"{{"channel":"/bench/{c}","clientId":"{id}","id":"{k}","data":{{"p":{index},"s":{},"t":{},"x":"{payload}"}}}}"#,
+                        seq[c],
+                        run.micros()
+                    );
+                    seq[c] += 1;
+                    sent.push(c);
+                }
+                body.push(']');
+                match wire::post(&pool, &run.url, body, &cookie, run.http_timeout).await {
+                    Ok(bytes) => match wire::parse(&bytes) {
+                        Ok(replies) => {
+                            for r in replies
+                                .iter()
+                                .filter(|r| r.channel.is_some_and(|c| c.starts_with("/bench/")))
+                            {
+                                if r.successful == Some(true) {
+                                    let c: usize = r.channel.unwrap()[7..].parse().unwrap_or(0);
+                                    run.published_per_channel[c].fetch_add(1, Ordering::Relaxed);
+                                    Counters::add(&run.counters.published, 1);
+                                } else {
+                                    Counters::add(&run.counters.bayeux_errors, 1);
+                                }
+                            }
+                        }
+                        Err(_) => Counters::add(&run.counters.bayeux_errors, 1),
+                    },
+                    Err(_) => Counters::add(&run.counters.http_errors, 1),
+                }
+            }
+            Via::Workbin { base, auth } => {
+                let c = next_channel;
+                next_channel = (next_channel + 1) % channels;
+                let url = format!("{base}/api/v2/users/bench-agent-{c}/workbins/wb");
+                let body = format!(
+                    r#"{{"operationName":"AddEmail","uri":"bench/b{index}-{}-{}"}}"#,
+                    seq[c],
+                    run.micros()
+                );
+                seq[c] += 1;
+                let headers: Vec<(&str, &str)> = auth
+                    .as_deref()
+                    .map(|a| ("authorization", a))
+                    .into_iter()
+                    .collect();
+                match wire::post(&pool, &url, body, &headers, run.http_timeout).await {
+                    Ok(bytes) if bytes.starts_with(br#"{"statusCode":0,"#) => {
+                        run.published_per_channel[c].fetch_add(1, Ordering::Relaxed);
+                        Counters::add(&run.counters.published, 1);
+                    }
+                    Ok(_) => Counters::add(&run.counters.bayeux_errors, 1),
+                    Err(_) => Counters::add(&run.counters.http_errors, 1),
+                }
+            }
+        }
+    }
+}

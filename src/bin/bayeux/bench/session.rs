@@ -1,0 +1,207 @@
+//! One raw Bayeux session of the load tool: handshake, subscribe, and the long-poll loop
+//! that records each delivered message.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use super::Run;
+use super::stats::Counters;
+use super::wire::{self, WireError};
+
+/// A session: its clientId and the cookie the server bound it to, if any.
+pub struct Opened {
+    pub client_id: String,
+    pub cookie: Option<String>,
+}
+
+/// Opens a session; `None` after counting the failure.
+pub async fn handshake(run: &Run, headers: &[(&str, &str)]) -> Option<Opened> {
+    match wire::post_keeping_cookies(
+        &run.pool,
+        &run.url,
+        wire::handshake_body(),
+        headers,
+        run.http_timeout,
+    )
+    .await
+    {
+        Ok((body, cookie)) => {
+            let msgs = match wire::parse(&body) {
+                Ok(m) => m,
+                Err(_) => {
+                    Counters::add(&run.counters.bayeux_errors, 1);
+                    return None;
+                }
+            };
+            match msgs.first() {
+                Some(m) if m.successful == Some(true) && m.client_id.is_some() => {
+                    Counters::add(&run.counters.handshakes, 1);
+                    m.client_id.map(|id| Opened {
+                        client_id: id.to_string(),
+                        cookie,
+                    })
+                }
+                _ => {
+                    Counters::add(&run.counters.bayeux_errors, 1);
+                    None
+                }
+            }
+        }
+        Err(_) => {
+            Counters::add(&run.counters.http_errors, 1);
+            None
+        }
+    }
+}
+
+async fn subscribe(run: &Run, client_id: &str, channel: &str, headers: &[(&str, &str)]) -> bool {
+    match wire::post(
+        &run.pool,
+        &run.url,
+        wire::subscribe_body(client_id, channel),
+        headers,
+        run.http_timeout,
+    )
+    .await
+    {
+        Ok(body) => {
+            let ok = wire::parse(&body).is_ok_and(|m| {
+                m.iter()
+                    .any(|m| m.channel == Some("/meta/subscribe") && m.successful == Some(true))
+            });
+            if !ok {
+                Counters::add(&run.counters.bayeux_errors, 1);
+            }
+            ok
+        }
+        Err(_) => {
+            Counters::add(&run.counters.http_errors, 1);
+            false
+        }
+    }
+}
+
+/// What a connect told the session to do next.
+enum After {
+    Connect(Duration),
+    Handshake,
+}
+
+/// Handles one connect response: records deliveries, returns the advice.
+fn on_connect_response(
+    run: &Run,
+    shard: usize,
+    next: &mut HashMap<u32, u64>,
+    body: &[u8],
+) -> Result<After, WireError> {
+    let msgs = wire::parse(body)?;
+    let now = run.micros();
+    let mut after = After::Connect(Duration::ZERO);
+    for m in &msgs {
+        if m.channel == Some("/meta/connect") {
+            let advice = m.advice.as_ref();
+            if let Some(i) = advice.and_then(|a| a.interval) {
+                after = After::Connect(Duration::from_millis(i.max(0.0) as u64));
+            }
+            let reconnect = advice.and_then(|a| a.reconnect);
+            if m.successful == Some(false) || reconnect == Some("handshake") {
+                if reconnect == Some("handshake") || reconnect.is_none() {
+                    after = After::Handshake;
+                }
+                Counters::add(&run.counters.bayeux_errors, 1);
+            }
+            continue;
+        }
+        let Some(data) = &m.data else { continue };
+        let Some((p, s, t)) = wire::stamp(data) else {
+            continue;
+        };
+        Counters::add(&run.counters.delivered, 1);
+        run.latencies.record(shard, now.saturating_sub(t));
+        let expected = next.entry(p).or_insert(0);
+        if s < *expected {
+            Counters::add(&run.counters.duplicates, 1);
+        } else {
+            *expected = s + 1;
+        }
+    }
+    Ok(after)
+}
+
+/// A subscriber: keeps a session subscribed to `channel` and long-polls until aborted.
+/// `ready` is signalled once, when the first subscription is confirmed.
+pub async fn subscriber(run: Arc<Run>, index: usize, channel: String, auth: Option<String>) {
+    let auth_header: Vec<(&str, &str)> = auth
+        .as_deref()
+        .map(|a| ("authorization", a))
+        .into_iter()
+        .collect();
+    let mut next = HashMap::new();
+    let mut signalled = false;
+    loop {
+        let Some(opened) = handshake(&run, &auth_header).await else {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        let client_id = opened.client_id;
+        let mut headers = auth_header.clone();
+        if let Some(c) = opened.cookie.as_deref() {
+            headers.push(("cookie", c));
+        }
+        if !subscribe(&run, &client_id, &channel, &headers).await {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        }
+        if !signalled {
+            signalled = true;
+            run.ready.fetch_add(1, Ordering::Relaxed);
+            run.ready_notify.notify_one();
+        }
+        let mut first = true;
+        loop {
+            let body = wire::connect_body(&client_id, first);
+            first = false;
+            match wire::post(&run.pool, &run.url, body, &headers, run.poll_timeout).await {
+                Ok(bytes) => match on_connect_response(&run, index, &mut next, &bytes) {
+                    Ok(After::Connect(interval)) => {
+                        if !interval.is_zero() {
+                            tokio::time::sleep(interval).await;
+                        }
+                    }
+                    Ok(After::Handshake) => {
+                        Counters::add(&run.counters.rehandshakes, 1);
+                        break;
+                    }
+                    Err(_) => Counters::add(&run.counters.bayeux_errors, 1),
+                },
+                Err(_) => {
+                    Counters::add(&run.counters.http_errors, 1);
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+}
+
+/// Keeps a publisher's session alive (servers expire sessions that never connect).
+pub async fn keep_alive(run: Arc<Run>, session: Arc<Opened>) {
+    let headers: Vec<(&str, &str)> = session
+        .cookie
+        .as_deref()
+        .map(|c| ("cookie", c))
+        .into_iter()
+        .collect();
+    let mut first = true;
+    loop {
+        let body = wire::connect_body(&session.client_id, first);
+        first = false;
+        if wire::post(&run.pool, &run.url, body, &headers, run.poll_timeout)
+            .await
+            .is_err()
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
