@@ -118,6 +118,11 @@ async fn connect_once(shared: &Shared, first: bool) -> Next {
             ..Advice::default()
         });
     }
+    if let Some(batch) = shared.state().ack_batch {
+        m.ext
+            .get_or_insert_with(Default::default)
+            .insert("ack".into(), batch.into());
+    }
     let id = m.id.clone();
     let server_timeout = millis(shared.state().advice.timeout.or(Some(30_000)));
     let http_timeout = server_timeout + shared.config.max_network_delay;
@@ -135,6 +140,15 @@ async fn connect_once(shared: &Shared, first: bool) -> Next {
         let mut st = shared.state();
         if let Some(a) = reply.advice.clone() {
             merge_advice(&mut st.advice, a);
+        }
+        // The whole response was received and dispatched: acknowledge its batch next.
+        let batch = reply
+            .ext
+            .as_ref()
+            .and_then(|e| e.get("ack"))
+            .and_then(|a| a.as_u64());
+        if let (Some(current), Some(batch)) = (st.ack_batch.as_mut(), batch) {
+            *current = batch;
         }
         st.advice.clone()
     };

@@ -127,6 +127,8 @@ pub(crate) struct ClientConfig {
     pub max_backoff: Duration,
     /// `ext` sent with each handshake (credentials, for example).
     pub handshake_ext: Option<Map<String, Value>>,
+    /// Ask for CometD's acknowledged-messages extension at handshake.
+    pub ack: bool,
 }
 
 /// Builds a [`Client`].
@@ -166,6 +168,14 @@ impl ClientBuilder {
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.config.backoff = initial;
         self.config.max_backoff = max.max(initial);
+        self
+    }
+
+    /// Asks the server for acknowledged delivery (CometD's `ack` extension, on by
+    /// default): messages of a connect response that never arrived are sent again, and
+    /// none is delivered twice. Servers without the extension simply ignore the request.
+    pub fn ack(mut self, enabled: bool) -> Self {
+        self.config.ack = enabled;
         self
     }
 
@@ -236,6 +246,9 @@ pub(crate) struct State {
     pub listeners: Vec<Listener>,
     /// Patterns the server confirmed for the current session.
     pub confirmed: HashSet<ChannelName>,
+    /// With acknowledgements on: the last connect batch received; `None` when the
+    /// server does not acknowledge.
+    pub ack_batch: Option<u64>,
     pub stopped: bool,
 }
 
@@ -347,6 +360,11 @@ impl Shared {
         m.minimum_version = Some(BAYEUX_VERSION.into());
         m.supported_connection_types = Some(vec![LONG_POLLING.into()]);
         m.ext = self.config.handshake_ext.clone();
+        if self.config.ack {
+            m.ext
+                .get_or_insert_with(Map::new)
+                .insert("ack".into(), Value::Bool(true));
+        }
         let reply = self.request(m).await?;
         if !reply.is_successful() {
             let err = Error::Refused(
@@ -362,9 +380,22 @@ impl Shared {
         let Some(client_id) = reply.client_id.clone() else {
             return Err(Error::Protocol("handshake reply without clientId".into()));
         };
+        // CometD servers answer `ack: true`, or `ack: {enabled: true, batch: N}`.
+        let ack = reply.ext.as_ref().and_then(|e| e.get("ack"));
+        let server_acks = self.config.ack
+            && match ack {
+                Some(Value::Bool(b)) => *b,
+                Some(Value::Object(o)) => o.get("enabled") == Some(&Value::Bool(true)),
+                _ => false,
+            };
+        let start_batch = ack
+            .and_then(|a| a.get("batch"))
+            .and_then(Value::as_u64)
+            .unwrap_or(0);
         let mut st = self.state();
         st.client_id = Some(client_id);
         st.confirmed.clear();
+        st.ack_batch = server_acks.then_some(start_batch);
         if let Some(advice) = reply.advice {
             merge_advice(&mut st.advice, advice);
         }
@@ -484,6 +515,7 @@ impl Client {
                 backoff: Duration::from_secs(1),
                 max_backoff: Duration::from_secs(30),
                 handshake_ext: None,
+                ack: true,
             },
             extensions: Vec::new(),
         }

@@ -33,6 +33,9 @@ pub struct ServerConfig {
     pub overflow: OverflowPolicy,
     /// `maxMessageSize`: the largest request body, in bytes (413 above it).
     pub max_message_size: usize,
+    /// Offer CometD's acknowledged-messages extension to clients that ask for it with
+    /// `ext: {ack: true}` at handshake (on by default; clients opt in).
+    pub ack_extension: bool,
 }
 
 impl Default for ServerConfig {
@@ -44,6 +47,7 @@ impl Default for ServerConfig {
             max_queue: 1_000,
             overflow: OverflowPolicy::DropNewest,
             max_message_size: 1024 * 1024,
+            ack_extension: true,
         }
     }
 }

@@ -234,6 +234,16 @@ fn handshake(
         inner.config.max_queue,
         inner.config.overflow,
     ));
+    // CometD's acknowledged-messages extension, when the client asks for it.
+    let wants_ack =
+        request.ext.as_ref().and_then(|e| e.get("ack")) == Some(&serde_json::Value::Bool(true));
+    if wants_ack && inner.config.ack_extension {
+        session.enable_ack();
+        reply
+            .ext
+            .get_or_insert_with(Default::default)
+            .insert("ack".into(), true.into());
+    }
     inner.insert_session(session);
     reply.client_id = Some(info.client_id.clone());
     (Some(info), reply.succeed().with_advice(retry_advice(inner)))
@@ -284,14 +294,23 @@ async fn connect(
     if let Some(t) = request.advice.as_ref().and_then(|a| a.timeout) {
         timeout = timeout.min(Duration::from_millis(u64::try_from(t).unwrap_or(0)));
     }
-    let drained = session.connect(timeout).await;
+    let client_ack = request
+        .ext
+        .as_ref()
+        .and_then(|e| e.get("ack"))
+        .and_then(|a| a.as_u64());
+    let drained = session.connect(timeout, client_ack).await;
     if let Some(reason) = drained.closed {
         inner.remove_session(session, reason);
     }
-    (
-        connect_reply(inner, request, drained.closed),
-        drained.messages,
-    )
+    let mut reply = connect_reply(inner, request, drained.closed);
+    if let Some(batch) = drained.ack_batch {
+        reply
+            .ext
+            .get_or_insert_with(Default::default)
+            .insert("ack".into(), batch.into());
+    }
+    (reply, drained.messages)
 }
 
 /// Parses the `subscription` field into validated patterns, or the error reply's error.

@@ -1,7 +1,7 @@
 //! One client session: its id, subscriptions, bounded outbound queue, pending
 //! `/meta/connect`, and expiry bookkeeping.
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,8 +39,17 @@ pub(crate) enum CloseReason {
     Shutdown,
 }
 
+/// CometD's acknowledged-messages extension, per session: what a connect response sent
+/// stays here, tagged with the response's batch number, until the client's next connect
+/// acknowledges that batch; a response that never arrived is sent again.
+struct AckState {
+    next_batch: u64,
+    unacked: VecDeque<(u64, Bytes)>,
+}
+
 struct State {
     subscriptions: HashSet<ChannelName>,
+    ack: Option<AckState>,
     closed: Option<CloseReason>,
     /// Connects in progress (normally 0 or 1; briefly 2 while one replaces another).
     connects: u32,
@@ -56,6 +65,8 @@ pub(crate) struct Drained {
     pub messages: Vec<Bytes>,
     /// Set when the session ended while (or before) the connect waited.
     pub closed: Option<CloseReason>,
+    /// With acknowledgements on: the batch number of this response (`ext.ack`).
+    pub ack_batch: Option<u64>,
 }
 
 /// A client session. Shared between the session registry, the broker (as a
@@ -64,6 +75,7 @@ pub(crate) struct Session {
     pub info: SessionInfo,
     recipient_id: RecipientId,
     overflow: OverflowPolicy,
+    max_queue: usize,
     tx: mpsc::Sender<Bytes>,
     rx: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
     state: Mutex<State>,
@@ -84,10 +96,12 @@ impl Session {
             info,
             recipient_id,
             overflow,
+            max_queue: max_queue.max(1),
             tx,
             rx: tokio::sync::Mutex::new(rx),
             state: Mutex::new(State {
                 subscriptions: HashSet::new(),
+                ack: None,
                 closed: None,
                 connects: 0,
                 connect_generation: 0,
@@ -149,6 +163,14 @@ impl Session {
         self.state().closed
     }
 
+    /// Turns acknowledged delivery on (the client asked at handshake with `ext.ack`).
+    pub fn enable_ack(&self) {
+        self.state().ack = Some(AckState {
+            next_batch: 1,
+            unacked: VecDeque::new(),
+        });
+    }
+
     /// True until the session's first `/meta/connect` has started.
     pub fn never_connected(&self) -> bool {
         self.state().connect_generation == 0
@@ -171,11 +193,23 @@ impl Session {
     /// Cancel-safe: if the HTTP request goes away, the future is dropped and the
     /// bookkeeping is restored by a guard. Messages are only taken from the queue at the
     /// moment the future completes.
-    pub async fn connect(&self, timeout: Duration) -> Drained {
+    ///
+    /// With acknowledgements on, `client_ack` (the batch the client last received)
+    /// releases the messages of that batch and the ones before; anything still
+    /// unacknowledged is sent again at once, followed by whatever is new.
+    pub async fn connect(&self, mut timeout: Duration, client_ack: Option<u64>) -> Drained {
         let generation = {
             let mut st = self.state();
             st.connect_generation += 1;
             st.connects += 1;
+            if let (Some(ack), Some(acked)) = (st.ack.as_mut(), client_ack) {
+                while ack.unacked.front().is_some_and(|(b, _)| *b <= acked) {
+                    ack.unacked.pop_front();
+                }
+            }
+            if st.ack.as_ref().is_some_and(|a| !a.unacked.is_empty()) {
+                timeout = Duration::ZERO;
+            }
             st.connect_generation
         };
         let _guard = ConnectGuard(self);
@@ -209,9 +243,25 @@ impl Session {
                 _ = &mut deadline => break,
             }
         }
+        let mut st = self.state();
+        let ack_batch = st.ack.as_mut().map(|ack| {
+            let batch = ack.next_batch;
+            ack.next_batch += 1;
+            for m in messages.drain(..) {
+                if ack.unacked.len() >= self.max_queue {
+                    // Unacknowledged messages count against maxQueue like queued ones.
+                    self.dropped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                ack.unacked.push_back((batch, m));
+            }
+            messages.extend(ack.unacked.iter().map(|(_, m)| m.clone()));
+            batch
+        });
         Drained {
             messages,
-            closed: self.closed(),
+            closed: st.closed,
+            ack_batch,
         }
     }
 }
@@ -288,7 +338,7 @@ mod tests {
         let s = session(8, OverflowPolicy::DropNewest);
         s.deliver(&Bytes::from_static(b"1"));
         s.deliver(&Bytes::from_static(b"2"));
-        let d = s.connect(Duration::from_secs(30)).await;
+        let d = s.connect(Duration::from_secs(30), None).await;
         assert_eq!(
             d.messages,
             vec![Bytes::from_static(b"1"), Bytes::from_static(b"2")]
@@ -298,7 +348,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn connect_times_out_empty() {
         let s = session(8, OverflowPolicy::DropNewest);
-        let d = s.connect(Duration::from_millis(200)).await;
+        let d = s.connect(Duration::from_millis(200), None).await;
         assert!(d.messages.is_empty());
         assert!(d.closed.is_none());
     }
@@ -309,12 +359,12 @@ mod tests {
         let start = tokio::time::Instant::now();
         let first = tokio::spawn({
             let s = s.clone();
-            async move { s.connect(Duration::from_secs(30)).await }
+            async move { s.connect(Duration::from_secs(30), None).await }
         });
         tokio::task::yield_now().await;
         let second = tokio::spawn({
             let s = s.clone();
-            async move { s.connect(Duration::from_secs(30)).await }
+            async move { s.connect(Duration::from_secs(30), None).await }
         });
         let d = first.await.unwrap();
         assert!(d.messages.is_empty());
@@ -331,12 +381,45 @@ mod tests {
             s.deliver(&Bytes::copy_from_slice(m));
         }
         assert_eq!(s.dropped(), 1);
-        let d = s.connect(Duration::ZERO).await;
+        let d = s.connect(Duration::ZERO, None).await;
         assert_eq!(
             d.messages,
             vec![Bytes::from_static(b"1"), Bytes::from_static(b"2")]
         );
         assert!(d.closed.is_none());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unacknowledged_messages_are_sent_again_until_acknowledged() {
+        let s = session(8, OverflowPolicy::DropNewest);
+        s.enable_ack();
+        s.deliver(&Bytes::from_static(b"1"));
+        let first = s.connect(Duration::ZERO, None).await;
+        assert_eq!((first.messages.len(), first.ack_batch), (1, Some(1)));
+        // The response was lost: the client still acknowledges batch 0.
+        s.deliver(&Bytes::from_static(b"2"));
+        let again = s.connect(Duration::from_secs(30), Some(0)).await;
+        assert_eq!(
+            again.messages,
+            vec![Bytes::from_static(b"1"), Bytes::from_static(b"2")]
+        );
+        assert_eq!(again.ack_batch, Some(2));
+        // Acknowledging batch 2 releases both; nothing is sent twice after that.
+        s.deliver(&Bytes::from_static(b"3"));
+        let next = s.connect(Duration::ZERO, Some(2)).await;
+        assert_eq!(next.messages, vec![Bytes::from_static(b"3")]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn unacknowledged_messages_are_answered_without_waiting() {
+        let s = session(8, OverflowPolicy::DropNewest);
+        s.enable_ack();
+        s.deliver(&Bytes::from_static(b"1"));
+        s.connect(Duration::ZERO, None).await;
+        let start = tokio::time::Instant::now();
+        let again = s.connect(Duration::from_secs(30), Some(0)).await;
+        assert_eq!(again.messages.len(), 1);
+        assert!(start.elapsed() < Duration::from_secs(1));
     }
 
     #[tokio::test(start_paused = true)]
@@ -352,7 +435,7 @@ mod tests {
         let s = session(8, OverflowPolicy::DropNewest);
         let pending = tokio::spawn({
             let s = s.clone();
-            async move { s.connect(Duration::from_secs(30)).await }
+            async move { s.connect(Duration::from_secs(30), None).await }
         });
         tokio::task::yield_now().await;
         let start = tokio::time::Instant::now();

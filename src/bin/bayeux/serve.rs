@@ -58,6 +58,7 @@ impl ServeArgs {
                 OverflowPolicy::DropNewest
             },
             max_message_size: self.max_message_size,
+            ..ServerConfig::default()
         }
     }
 }
