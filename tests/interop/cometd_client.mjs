@@ -1,7 +1,7 @@
 // The official CometD JavaScript client (run in Node by cometd-nodejs-client) against a
 // bayeux server. Usage: node cometd_client.mjs BAYEUX_URL BASE_URL long-polling|default
 import { adapt } from 'cometd-nodejs-client';
-import { CometD, LongPollingTransport } from 'cometd';
+import { CometD, LongPollingTransport, AckExtension } from 'cometd';
 import { makeReporter, Inbox, basic, assign, deadline } from './report.mjs';
 
 adapt();
@@ -93,8 +93,24 @@ r.expectEqual('workbin notifications',
   [['/v2/me/workbins', 'WorkbinStateChangeMessage', post.body.referenceId], ['/v2/me/emails', 'EmailStateChangeMessage', post.body.referenceId]],
   [n1, n2].map((n) => [n.channel, n.data && n.data.messageType, n.data && n.data.referenceId]));
 
-console.log(JSON.stringify({ clientIds: [a.getClientId(), b.getClientId(), agent.getClientId()] }));
-const d = await Promise.all([disconnect(a), disconnect(b), disconnect(agent)]);
+// CometD's ack extension: the handshake reply says acks are on, connect replies carry
+// batch numbers, and messages keep flowing.
+const acked = client();
+acked.registerExtension('ack', new AckExtension());
+const inboxD = new Inbox();
+const connectAcks = [];
+acked.addListener('/meta/connect', (m) => { if (m.ext && typeof m.ext.ack === 'number') connectAcks.push(m.ext.ack); });
+const hd = await handshake(acked);
+r.report('ack extension handshake', hd.ext && hd.ext.ack === true, 'ext.ack true', hd.ext);
+await subscribe(acked, '/acked/x', inboxD, 'acked');
+for (const n of [1, 2, 3]) await publish(b, '/acked/x', n);
+const ackedGot = [];
+for (let i = 0; i < 3; i++) ackedGot.push(pick(await inboxD.next()).data);
+r.expectEqual('ack extension delivery', [1, 2, 3], ackedGot);
+r.report('ack extension batches', connectAcks.length > 0 && connectAcks.every((v, i) => i === 0 || v > connectAcks[i - 1]), 'increasing ext.ack on connect replies', connectAcks);
+
+console.log(JSON.stringify({ clientIds: [a.getClientId(), b.getClientId(), agent.getClientId(), acked.getClientId()] }));
+const d = await Promise.all([disconnect(a), disconnect(b), disconnect(agent), disconnect(acked)]);
 r.report('disconnect', d.every((m) => m.successful), 'successful', d);
 console.log(JSON.stringify({ done: true, failed: r.failed }));
 process.exit(0);
