@@ -154,7 +154,7 @@ async fn a_second_connect_releases_the_first() {
         assert!(messages.is_empty());
         assert_eq!(reply["successful"], true);
         t.server.publish("/x", json!(1)).unwrap();
-        t.server.deliver(&id, "/direct", json!("to-you"));
+        assert_eq!(t.server.deliver(&id, "/direct", json!("to-you")), Ok(true));
         let (messages, _) = second.await.unwrap();
         assert_eq!(messages[0]["data"], "to-you");
     })
@@ -296,7 +296,19 @@ async fn service_channels_reach_server_listeners_only() {
         assert_eq!(got.data, Some(json!({"q": 1})));
         // A service listener learns who asked, so it can answer that session alone.
         assert_eq!(got.client_id.as_deref(), Some(sender.as_str()));
-        assert!(t.server.deliver(&sender, "/service/echo", json!({"a": 1})));
+        assert_eq!(
+            t.server.deliver(&sender, "/service/echo", json!({"a": 1})),
+            Ok(true)
+        );
+        assert_eq!(
+            t.server.deliver("nobody", "/service/echo", json!(1)),
+            Ok(false)
+        );
+        assert!(
+            t.server
+                .deliver(&sender, "/meta/connect", json!(1))
+                .is_err()
+        );
         let (msgs, _) = t.connect_now(&sender).await;
         assert_eq!(msgs[0]["data"], json!({"a": 1}));
         let (msgs, _) = t.connect_now(&watcher).await;

@@ -54,11 +54,17 @@ impl BayeuxError {
         Self::new(ErrorCode::BAD_REQUEST, &[], what)
     }
 
-    /// `400:<channel>:<why>`: a channel name that breaks the grammar.
+    /// `400:<channel>:<why>`: a channel name that breaks the grammar. A long name is
+    /// cut to its first 64 characters in the error, so a hostile one is not echoed whole.
     pub fn invalid_channel(channel: &str, why: impl fmt::Display) -> Self {
+        let shown: String = if channel.chars().count() > 64 {
+            channel.chars().take(64).chain("...".chars()).collect()
+        } else {
+            channel.to_string()
+        };
         Self::new(
             ErrorCode::BAD_REQUEST,
-            &[channel],
+            &[&shown],
             format!("Invalid channel: {why}"),
         )
     }

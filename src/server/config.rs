@@ -36,6 +36,27 @@ pub struct ServerConfig {
     /// Offer CometD's acknowledged-messages extension to clients that ask for it with
     /// `ext: {ack: true}` at handshake (on by default; clients opt in).
     pub ack_extension: bool,
+    /// The most messages in one request (HTTP 400 above it).
+    pub max_batch: usize,
+    /// The most subscriptions one session may hold (`409` above it).
+    pub max_subscriptions: usize,
+    /// The most sessions the server holds; further handshakes are refused with `409`
+    /// and advice to try again after `interval` + 1 s.
+    pub max_sessions: usize,
+    /// The longest channel name, in bytes (`400` above it).
+    pub max_channel_length: usize,
+    /// How long a client may take to send a request's headers once it started
+    /// (slowloris guard): the connection is closed after it.
+    pub header_timeout: Duration,
+    /// How long a client may take to send a request's body: HTTP 408 after it.
+    pub body_timeout: Duration,
+    /// Bind each session to the `BAYEUX_BROWSER` cookie set at its handshake: a request
+    /// that names the session from another (or no) cookie is answered `402`, as if the
+    /// session did not exist. Off by default, as in CometD.
+    pub bind_browser_cookie: bool,
+    /// Origins allowed to call the endpoint from a browser (CORS); empty: CORS off,
+    /// `*`: any origin.
+    pub cors_origins: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +69,14 @@ impl Default for ServerConfig {
             overflow: OverflowPolicy::DropNewest,
             max_message_size: 1024 * 1024,
             ack_extension: true,
+            max_batch: 1_000,
+            max_subscriptions: 1_000,
+            max_sessions: 100_000,
+            max_channel_length: 512,
+            header_timeout: Duration::from_secs(30),
+            body_timeout: Duration::from_secs(30),
+            bind_browser_cookie: false,
+            cors_origins: Vec::new(),
         }
     }
 }

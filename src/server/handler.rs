@@ -14,12 +14,20 @@ use super::session::{CloseReason, Session, SessionRef, new_client_id};
 use crate::protocol::message::{InvalidMessage, encode_array};
 use crate::protocol::{
     Advice, BAYEUX_VERSION, Batch, BayeuxError, ChannelName, ErrorCode, LONG_POLLING, META_CONNECT,
-    META_DISCONNECT, META_HANDSHAKE, META_SUBSCRIBE, META_UNSUBSCRIBE, Message,
+    META_DISCONNECT, META_HANDSHAKE, META_SUBSCRIBE, META_UNSUBSCRIBE, Message, Reconnect,
 };
 
 /// What the transport knows about the request, for the policy.
 pub(crate) struct RequestContext<'a> {
     pub headers: &'a HeaderMap,
+    /// The request's `BAYEUX_BROWSER` cookie, if it has one.
+    pub browser: Option<&'a str>,
+}
+
+/// The response body, and a `BAYEUX_BROWSER` cookie to set when a handshake made one.
+pub(crate) struct Processed {
+    pub body: Bytes,
+    pub set_browser: Option<String>,
 }
 
 /// A `/meta/connect` whose wait is deferred until the rest of its batch is handled, so
@@ -33,9 +41,16 @@ struct PendingConnect {
 /// Handles every message of a batch in order and returns the response body: the
 /// messages delivered by a `/meta/connect` first (as CometD does), then the replies in
 /// request order.
-pub(crate) async fn process(inner: &Arc<Inner>, ctx: &RequestContext<'_>, batch: Batch) -> Bytes {
+pub(crate) async fn process(
+    inner: &Arc<Inner>,
+    ctx: &RequestContext<'_>,
+    batch: Batch,
+) -> Processed {
     let mut replies: Vec<(Option<SessionInfo>, Message)> = Vec::with_capacity(batch.messages.len());
     let mut pending: Option<PendingConnect> = None;
+    // A handshake without a browser cookie makes one; later messages of the same batch
+    // belong to that browser.
+    let mut set_browser: Option<String> = None;
 
     for item in batch.messages {
         let mut message = match item {
@@ -45,10 +60,13 @@ pub(crate) async fn process(inner: &Arc<Inner>, ctx: &RequestContext<'_>, batch:
                 continue;
             }
         };
+        let browser = set_browser.as_deref().or(ctx.browser);
         let session = message
             .client_id
             .as_deref()
-            .and_then(|id| inner.session(id));
+            .and_then(|id| inner.session(id))
+            // Bound to another browser: answered as if it did not exist.
+            .filter(|s| !inner.config.bind_browser_cookie || s.browser() == browser);
         let info = session.as_ref().map(|s| s.info.clone());
         if !inner
             .extensions
@@ -68,7 +86,7 @@ pub(crate) async fn process(inner: &Arc<Inner>, ctx: &RequestContext<'_>, batch:
             ));
             continue;
         };
-        let channel = match ChannelName::parse(&name) {
+        let channel = match ChannelName::parse_bounded(&name, inner.config.max_channel_length) {
             Ok(c) if c.wildcard().is_none() => c,
             Ok(_) => {
                 let err = BayeuxError::new(
@@ -91,7 +109,11 @@ pub(crate) async fn process(inner: &Arc<Inner>, ctx: &RequestContext<'_>, batch:
         };
 
         if channel.as_str() == META_HANDSHAKE {
-            let (info, reply) = handshake(inner, ctx, &message);
+            if browser.is_none() {
+                set_browser = Some(new_client_id());
+            }
+            let browser = set_browser.as_deref().or(ctx.browser);
+            let (info, reply) = handshake(inner, ctx, browser, &message);
             replies.push((info, reply));
             continue;
         }
@@ -143,7 +165,10 @@ pub(crate) async fn process(inner: &Arc<Inner>, ctx: &RequestContext<'_>, batch:
         })
         .collect();
     let size: usize = delivered.iter().chain(&encoded).map(|b| b.len() + 1).sum();
-    encode_array(delivered.iter().chain(&encoded).map(|b| &b[..]), size)
+    Processed {
+        body: encode_array(delivered.iter().chain(&encoded).map(|b| &b[..]), size),
+        set_browser,
+    }
 }
 
 fn invalid_reply(invalid: InvalidMessage) -> Message {
@@ -179,6 +204,7 @@ fn major(version: &str) -> Option<u32> {
 fn handshake(
     inner: &Arc<Inner>,
     ctx: &RequestContext<'_>,
+    browser: Option<&str>,
     request: &Message,
 ) -> (Option<SessionInfo>, Message) {
     let mut reply = request.reply();
@@ -189,6 +215,16 @@ fn handshake(
     if inner.is_shutting_down() {
         let err = BayeuxError::new(ErrorCode(503), &[], "Server shutting down");
         return (None, reply.fail(&err).with_advice(Advice::none()));
+    }
+    if inner.session_count() >= inner.config.max_sessions {
+        // Refused, with advice to try again later rather than to give up.
+        let err = BayeuxError::limit("maxSessions", "Too many sessions");
+        let advice = Advice {
+            reconnect: Some(Reconnect::Handshake),
+            interval: Some(millis(inner.config.interval) + 1_000),
+            ..Advice::default()
+        };
+        return (None, reply.fail(&err).with_advice(advice));
     }
     // Version negotiation: the client's version, or failing that its minimum, must be 1.x.
     let version_ok = request.version.as_deref().and_then(major) == Some(1)
@@ -233,6 +269,7 @@ fn handshake(
         inner.next_recipient_id(),
         inner.config.max_queue,
         inner.config.overflow,
+        browser.map(str::to_string),
     ));
     // CometD's acknowledged-messages extension, when the client asks for it.
     let wants_ack =
@@ -314,7 +351,10 @@ async fn connect(
 }
 
 /// Parses the `subscription` field into validated patterns, or the error reply's error.
-fn subscription_channels(message: &Message) -> Result<Vec<ChannelName>, BayeuxError> {
+fn subscription_channels(
+    inner: &Inner,
+    message: &Message,
+) -> Result<Vec<ChannelName>, BayeuxError> {
     let Some(sub) = &message.subscription else {
         return Err(BayeuxError::bad_request("Subscription missing"));
     };
@@ -322,10 +362,18 @@ fn subscription_channels(message: &Message) -> Result<Vec<ChannelName>, BayeuxEr
     if names.is_empty() {
         return Err(BayeuxError::bad_request("Subscription missing"));
     }
+    // Refuse an oversized list before looking at its entries.
+    if names.len() > inner.config.max_subscriptions {
+        return Err(BayeuxError::limit(
+            "maxSubscriptions",
+            format!("More than {} channels", inner.config.max_subscriptions),
+        ));
+    }
     names
         .iter()
         .map(|name| {
-            let c = ChannelName::parse(name).map_err(|e| BayeuxError::invalid_channel(name, e))?;
+            let c = ChannelName::parse_bounded(name, inner.config.max_channel_length)
+                .map_err(|e| BayeuxError::invalid_channel(name, e))?;
             if c.is_meta() {
                 return Err(BayeuxError::subscribe_denied(name));
             }
@@ -334,16 +382,26 @@ fn subscription_channels(message: &Message) -> Result<Vec<ChannelName>, BayeuxEr
         .collect()
 }
 
-fn with_subscription(reply: Message, request: &Message) -> Message {
+/// Echoes the request's `subscription` in the reply, as CometD does, unless the list is
+/// over the limit (an oversized request is not copied back).
+fn with_subscription(inner: &Inner, reply: Message, request: &Message) -> Message {
+    let small = request
+        .subscription
+        .as_ref()
+        .is_some_and(|s| s.channels().len() <= inner.config.max_subscriptions);
     Message {
-        subscription: request.subscription.clone(),
+        subscription: if small {
+            request.subscription.clone()
+        } else {
+            None
+        },
         ..reply
     }
 }
 
 fn subscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) -> Message {
-    let reply = with_subscription(message.reply(), message);
-    let channels = match subscription_channels(message) {
+    let reply = with_subscription(inner, message.reply(), message);
+    let channels = match subscription_channels(inner, message) {
         Ok(c) => c,
         Err(e) => return reply.fail(&e),
     };
@@ -353,10 +411,16 @@ fn subscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) -> Mes
             return reply.fail(&BayeuxError::subscribe_denied(c.as_str()));
         }
     }
-    for c in channels {
+    let Some(added) = session.add_subscriptions(&channels, inner.config.max_subscriptions) else {
+        return reply.fail(&BayeuxError::limit(
+            "maxSubscriptions",
+            format!("More than {} subscriptions", inner.config.max_subscriptions),
+        ));
+    };
+    for c in added {
         // A session may subscribe to a service channel (CometD allows it), but service
         // messages are never broadcast, so only broadcast patterns enter the broker.
-        if session.add_subscription(&c) && !c.is_service() {
+        if !c.is_service() {
             inner.broker.subscribe(&c, session.clone());
         }
     }
@@ -364,8 +428,8 @@ fn subscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) -> Mes
 }
 
 fn unsubscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) -> Message {
-    let reply = with_subscription(message.reply(), message);
-    let channels = match subscription_channels(message) {
+    let reply = with_subscription(inner, message.reply(), message);
+    let channels = match subscription_channels(inner, message) {
         Ok(c) => c,
         Err(e) => return reply.fail(&e),
     };

@@ -10,7 +10,7 @@ use std::pin::Pin;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE};
+use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, ORIGIN, SET_COOKIE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
@@ -57,20 +57,42 @@ impl Server {
     /// existing hyper, axum or tower stack.
     ///
     /// - `POST` with a JSON body (one message or an array): 200 with the replies.
-    /// - Malformed JSON, a body that is not messages, an empty array: 400.
-    /// - A body over `max_message_size`: 413. Another method: 405.
+    /// - Malformed JSON, a body that is not messages, an empty array, more than
+    ///   `max_batch` messages: 400. A body over `max_message_size`: 413. A body slower
+    ///   than `body_timeout`: 408. Another method: 405.
+    /// - With `cors_origins`, CORS headers for allowed origins and `OPTIONS` preflights.
     pub async fn handle<B>(&self, request: Request<B>) -> Response<ResponseBody>
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
+        let origin = self.allowed_origin(request.headers());
+        let mut response = self.handle_inner(request).await;
+        if let Some(origin) = origin {
+            cors::allow(&mut response, &origin);
+        }
+        response
+    }
+
+    async fn handle_inner<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        let config = self.config();
+        if request.method() == Method::OPTIONS && !config.cors_origins.is_empty() {
+            return cors::preflight(
+                request.headers(),
+                self.allowed_origin(request.headers()).is_some(),
+            );
+        }
         if request.method() != Method::POST {
             let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "Bayeux requests use POST");
             res.headers_mut()
                 .insert(ALLOW, "POST".parse().expect("static header"));
             return res;
         }
-        let limit = self.config().max_message_size;
+        let limit = config.max_message_size;
         let declared = request
             .headers()
             .get(CONTENT_LENGTH)
@@ -80,10 +102,20 @@ impl Server {
             return too_large(limit);
         }
         let (parts, body) = request.into_parts();
-        let bytes = match Limited::new(body, limit).collect().await {
-            Ok(collected) => collected.to_bytes(),
-            Err(e) if e.is::<LengthLimitError>() => return too_large(limit),
-            Err(e) => {
+        let read = tokio::time::timeout(config.body_timeout, Limited::new(body, limit).collect());
+        let bytes = match read.await {
+            Err(_) => {
+                return text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} ms",
+                        config.body_timeout.as_millis()
+                    ),
+                );
+            }
+            Ok(Ok(collected)) => collected.to_bytes(),
+            Ok(Err(e)) if e.is::<LengthLimitError>() => return too_large(limit),
+            Ok(Err(e)) => {
                 return text(
                     StatusCode::BAD_REQUEST,
                     format!("could not read the request body: {e}"),
@@ -94,10 +126,101 @@ impl Server {
             Ok(b) => b,
             Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
         };
+        if batch.messages.len() > config.max_batch {
+            return text(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "a batch of {} messages is over maxBatch ({})",
+                    batch.messages.len(),
+                    config.max_batch
+                ),
+            );
+        }
         let ctx = RequestContext {
             headers: &parts.headers,
+            browser: browser_cookie(&parts.headers),
         };
-        json(process(self.inner(), &ctx, batch).await)
+        let processed = process(self.inner(), &ctx, batch).await;
+        let mut res = json(processed.body);
+        if let Some(browser) = processed.set_browser {
+            let cookie = format!("{BROWSER_COOKIE}={browser}; Path=/; HttpOnly; SameSite=Lax");
+            if let Ok(v) = cookie.parse() {
+                res.headers_mut().insert(SET_COOKIE, v);
+            }
+        }
+        res
+    }
+
+    /// The request's `Origin` when CORS allows it.
+    fn allowed_origin(&self, headers: &http::HeaderMap) -> Option<String> {
+        let origin = headers.get(ORIGIN)?.to_str().ok()?;
+        let allowed = &self.config().cors_origins;
+        allowed
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
+            .then(|| origin.to_string())
+    }
+}
+
+/// CometD's browser cookie name.
+pub const BROWSER_COOKIE: &str = "BAYEUX_BROWSER";
+
+/// The value of the `BAYEUX_BROWSER` cookie, if the request has one.
+fn browser_cookie(headers: &http::HeaderMap) -> Option<&str> {
+    headers
+        .get_all(COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(name, _)| *name == BROWSER_COOKIE)
+        .map(|(_, value)| value)
+        .filter(|v| !v.is_empty())
+}
+
+/// Cross-origin resource sharing, off unless origins are configured.
+mod cors {
+    use http::header::{
+        ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS,
+        ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE,
+        ACCESS_CONTROL_REQUEST_HEADERS, VARY,
+    };
+    use http::{HeaderMap, HeaderValue, Response, StatusCode};
+
+    use super::{ResponseBody, text};
+
+    /// Adds the headers that let the browser at `origin` read the response.
+    pub fn allow(res: &mut Response<ResponseBody>, origin: &str) {
+        if let Ok(v) = HeaderValue::from_str(origin) {
+            let h = res.headers_mut();
+            h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, v);
+            h.insert(
+                ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                HeaderValue::from_static("true"),
+            );
+            h.append(VARY, HeaderValue::from_static("Origin"));
+        }
+    }
+
+    /// Answers an `OPTIONS` preflight: 204 for an allowed origin, 403 otherwise.
+    pub fn preflight(headers: &HeaderMap, allowed: bool) -> Response<ResponseBody> {
+        if !allowed {
+            return text(StatusCode::FORBIDDEN, "origin not allowed");
+        }
+        let mut res = text(StatusCode::NO_CONTENT, "");
+        *res.body_mut() = ResponseBody::default();
+        let h = res.headers_mut();
+        h.insert(
+            ACCESS_CONTROL_ALLOW_METHODS,
+            HeaderValue::from_static("POST, OPTIONS"),
+        );
+        let requested = headers
+            .get(ACCESS_CONTROL_REQUEST_HEADERS)
+            .cloned()
+            .unwrap_or_else(|| HeaderValue::from_static("Content-Type, Authorization"));
+        h.insert(ACCESS_CONTROL_ALLOW_HEADERS, requested);
+        h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("3600"));
+        res
     }
 }
 
@@ -169,7 +292,8 @@ impl Service<Request<Incoming>> for BayeuxService {
 /// Serves `service` on `listener` over HTTP/1.1 until `shutdown` completes, then stops
 /// accepting, lets in-flight requests finish, and returns.
 ///
-/// Headers must arrive within 30 s of a connection's first byte (a slowloris guard).
+/// Headers must arrive within 30 s of a connection's first byte (a slowloris guard;
+/// [`Server::listen`] uses the server's `header_timeout`).
 /// Call [`Server::shutdown`] before (or as part of) `shutdown`, so that pending long
 /// polls are answered at once rather than at their timeout.
 pub async fn serve<S>(
@@ -184,11 +308,28 @@ where
         + 'static,
     S::Future: Send + 'static,
 {
+    serve_with_header_timeout(listener, service, shutdown, Duration::from_secs(30)).await
+}
+
+/// [`serve`] with a chosen header read timeout.
+pub(crate) async fn serve_with_header_timeout<S>(
+    listener: TcpListener,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+    header_timeout: Duration,
+) -> io::Result<()>
+where
+    S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30));
+        .header_read_timeout(header_timeout);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -271,10 +412,16 @@ impl Server {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(serve(listener, service, async move {
-            let _ = stopped.await;
-            server.shutdown();
-        }));
+        let header_timeout = server.config().header_timeout;
+        let task = tokio::spawn(serve_with_header_timeout(
+            listener,
+            service,
+            async move {
+                let _ = stopped.await;
+                server.shutdown();
+            },
+            header_timeout,
+        ));
         Ok(Listening {
             addr,
             stop: Some(stop),

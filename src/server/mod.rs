@@ -76,6 +76,10 @@ impl Inner {
         }
     }
 
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
     }
@@ -274,16 +278,36 @@ impl Server {
     }
 
     /// Sends `data` on `channel` to one session only (CometD's `ServerSession.deliver`),
-    /// whatever it subscribed to: the way to answer a service request or to notify one
-    /// user. Returns false when the session does not exist.
-    pub fn deliver(&self, client_id: &str, channel: &str, data: Value) -> bool {
-        let Some(session) = self.inner.session(client_id) else {
-            return false;
-        };
+    /// whatever it subscribed to: the way to answer a service request. Returns
+    /// `Ok(false)` when the session does not exist; the channel must be a plain,
+    /// non-meta name, and the security policy sees it as a server publish.
+    pub fn deliver(
+        &self,
+        client_id: &str,
+        channel: &str,
+        data: Value,
+    ) -> Result<bool, BayeuxError> {
+        let name = self.outbound_channel(channel)?;
         let mut message = Message::publish(channel, data);
+        if self.inner.policy.publish(None, &name, &message) == Decision::Deny {
+            return Err(BayeuxError::publish_denied(channel));
+        }
+        let Some(session) = self.inner.session(client_id) else {
+            return Ok(false);
+        };
         self.inner.outgoing(Some(&session.info), &mut message);
         session.deliver(&message.to_bytes());
-        true
+        Ok(true)
+    }
+
+    /// Validates a channel the server sends on: plain and not `/meta/**`.
+    fn outbound_channel(&self, channel: &str) -> Result<ChannelName, BayeuxError> {
+        let name = ChannelName::parse_bounded(channel, self.inner.config.max_channel_length)
+            .map_err(|e| BayeuxError::invalid_channel(channel, e))?;
+        if name.wildcard().is_some() || name.is_meta() {
+            return Err(BayeuxError::publish_denied(channel));
+        }
+        Ok(name)
     }
 
     /// Sends `data` on `channel` to every session of `user` that is subscribed to a
@@ -298,9 +322,9 @@ impl Server {
         channel: &str,
         data: Value,
     ) -> Result<usize, BayeuxError> {
-        let name =
-            ChannelName::parse(channel).map_err(|e| BayeuxError::invalid_channel(channel, e))?;
-        if name.wildcard().is_some() || name.is_meta() {
+        let name = self.outbound_channel(channel)?;
+        let mut message = Message::publish(channel, data);
+        if self.inner.policy.publish(None, &name, &message) == Decision::Deny {
             return Err(BayeuxError::publish_denied(channel));
         }
         let recipients: Vec<SessionRef> = self
@@ -313,7 +337,6 @@ impl Server {
         if recipients.is_empty() {
             return Ok(0);
         }
-        let mut message = Message::publish(channel, data);
         self.inner.outgoing(None, &mut message);
         let bytes = message.to_bytes();
         for s in &recipients {

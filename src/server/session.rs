@@ -76,6 +76,8 @@ pub(crate) struct Session {
     recipient_id: RecipientId,
     overflow: OverflowPolicy,
     max_queue: usize,
+    /// The `BAYEUX_BROWSER` cookie of the handshake, if any.
+    browser: Option<String>,
     tx: mpsc::Sender<Bytes>,
     rx: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
     state: Mutex<State>,
@@ -90,6 +92,7 @@ impl Session {
         recipient_id: RecipientId,
         max_queue: usize,
         overflow: OverflowPolicy,
+        browser: Option<String>,
     ) -> Self {
         let (tx, rx) = mpsc::channel(max_queue.max(1));
         Session {
@@ -97,6 +100,7 @@ impl Session {
             recipient_id,
             overflow,
             max_queue: max_queue.max(1),
+            browser,
             tx,
             rx: tokio::sync::Mutex::new(rx),
             state: Mutex::new(State {
@@ -126,9 +130,31 @@ impl Session {
         self.dropped.load(Ordering::Relaxed)
     }
 
-    /// Records a subscription; false if it was already there.
-    pub fn add_subscription(&self, pattern: &ChannelName) -> bool {
-        self.state().subscriptions.insert(pattern.clone())
+    /// The `BAYEUX_BROWSER` cookie the session was opened with.
+    pub fn browser(&self) -> Option<&str> {
+        self.browser.as_deref()
+    }
+
+    /// Records the patterns not yet subscribed, unless that would make more than `max`;
+    /// returns the ones added, or `None` (and adds nothing) over the limit.
+    pub fn add_subscriptions(
+        &self,
+        patterns: &[ChannelName],
+        max: usize,
+    ) -> Option<Vec<ChannelName>> {
+        let mut st = self.state();
+        let mut new: Vec<ChannelName> = patterns
+            .iter()
+            .filter(|p| !st.subscriptions.contains(*p))
+            .cloned()
+            .collect();
+        new.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        new.dedup();
+        if st.subscriptions.len() + new.len() > max {
+            return None;
+        }
+        st.subscriptions.extend(new.iter().cloned());
+        Some(new)
     }
 
     /// Forgets a subscription; false if there was none.
@@ -321,7 +347,7 @@ mod tests {
             client_id: new_client_id(),
             user: None,
         };
-        Arc::new(Session::new(info, 1, max_queue, overflow))
+        Arc::new(Session::new(info, 1, max_queue, overflow, None))
     }
 
     #[test]
