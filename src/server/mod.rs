@@ -179,7 +179,21 @@ async fn expire_sessions(inner: Weak<Inner>) {
         if inner.is_shutting_down() {
             return;
         }
-        inner.sweep(Instant::now());
+        let removed = inner.sweep(Instant::now());
+        if removed > 0 && inner.session_count() == 0 {
+            release_freed_memory();
+        }
+    }
+}
+
+/// Hands memory freed by expired sessions back to the operating system once the server
+/// is idle, so a burst of sessions does not leave the process at its peak size (glibc
+/// keeps freed memory otherwise).
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the OS; it has no other effect.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 

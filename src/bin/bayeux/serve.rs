@@ -33,6 +33,36 @@ pub struct ServeArgs {
     /// `maxMessageSize`: largest request body in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     max_message_size: usize,
+    /// Messages per request at most.
+    #[arg(long, default_value_t = 1_000)]
+    max_batch: usize,
+    /// Subscriptions per session at most.
+    #[arg(long, default_value_t = 1_000)]
+    max_subscriptions: usize,
+    /// Sessions at most; further handshakes are refused with advice to retry.
+    #[arg(long, default_value_t = 100_000)]
+    max_sessions: usize,
+    /// Longest channel name in bytes.
+    #[arg(long, default_value_t = 512)]
+    max_channel_length: usize,
+    /// ms a client may take to send request headers.
+    #[arg(long, default_value_t = 30_000)]
+    header_timeout: u64,
+    /// ms a client may take to send a request body.
+    #[arg(long, default_value_t = 30_000)]
+    body_timeout: u64,
+    /// Bind sessions to the BAYEUX_BROWSER cookie of their handshake.
+    #[arg(long)]
+    bind_browser_cookie: bool,
+    /// Allow this browser origin (CORS); repeat for several, `*` for any.
+    #[arg(long = "cors-origin")]
+    cors_origins: Vec<String>,
+    /// Do not offer CometD's acknowledged-messages extension.
+    #[arg(long)]
+    no_ack: bool,
+    /// Print the session count and memory to stderr every this many seconds.
+    #[arg(long)]
+    stats_every: Option<u64>,
     /// Users file (`name:password-or-SHA256:hex:role` lines) that turns credential
     /// checking on; without it the server runs in demo mode.
     #[arg(long)]
@@ -58,7 +88,15 @@ impl ServeArgs {
                 OverflowPolicy::DropNewest
             },
             max_message_size: self.max_message_size,
-            ..ServerConfig::default()
+            ack_extension: !self.no_ack,
+            max_batch: self.max_batch,
+            max_subscriptions: self.max_subscriptions,
+            max_sessions: self.max_sessions,
+            max_channel_length: self.max_channel_length,
+            header_timeout: Duration::from_millis(self.header_timeout),
+            body_timeout: Duration::from_millis(self.body_timeout),
+            bind_browser_cookie: self.bind_browser_cookie,
+            cors_origins: self.cors_origins.clone(),
         }
     }
 }
@@ -98,6 +136,20 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         "try: curl -s -X POST {base}/api/v2/users/agent1/workbins/wb1 -H 'Content-Type: application/json' \
          -d '{{\"operationName\":\"AddEmail\",\"uri\":\".../FE7978FEWFE\"}}'"
     );
+    if let Some(every) = args.stats_every {
+        let server = app.server().clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(every.max(1)));
+            loop {
+                tick.tick().await;
+                eprintln!(
+                    "bayeux: stats sessions={} rss_kib={}",
+                    server.session_count(),
+                    rss_kib()
+                );
+            }
+        });
+    }
     shutdown_signal().await;
     println!("bayeux: shutting down");
     listening.shutdown().await?;
@@ -117,4 +169,16 @@ async fn shutdown_signal() {
         }
     }
     let _ = tokio::signal::ctrl_c().await;
+}
+
+/// This process's resident memory in KiB (Linux), for `--stats-every`.
+fn rss_kib() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
 }

@@ -58,9 +58,10 @@ pub struct BenchArgs {
     /// Padding bytes added to each message's data.
     #[arg(long, default_value_t = 32)]
     payload: usize,
-    /// `pubsub` (the default) or `handshake` (sessions opened and closed as fast as
-    /// `--concurrency` workers can, for --duration seconds).
-    #[arg(long, default_value = "pubsub", value_parser = ["pubsub", "handshake"])]
+    /// `pubsub` (the default); `handshake` (sessions opened and closed as fast as
+    /// `--concurrency` workers can, for --duration seconds); `churn` (a soak: workers
+    /// handshake, subscribe, connect once, then either disconnect or vanish).
+    #[arg(long, default_value = "pubsub", value_parser = ["pubsub", "handshake", "churn"])]
     mode: String,
     /// Workers in handshake mode.
     #[arg(long, default_value_t = 32)]
@@ -113,7 +114,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         clock: Instant::now(),
     });
     let cpu_before = stats::own_cpu();
-    if args.mode == "handshake" {
+    if args.mode != "pubsub" {
         return handshake_mode(&args, run, cpu_before).await;
     }
     let workbin = args.publish_via == "workbin";
@@ -303,7 +304,9 @@ async fn progress(run: Arc<Run>) {
     }
 }
 
-/// Opens and closes sessions as fast as `concurrency` workers can for `duration`.
+/// Opens and closes sessions as fast as `concurrency` workers can for `duration`. In
+/// churn mode each session also subscribes and connects once, and every other one
+/// vanishes without a disconnect, to be expired by the server.
 async fn handshake_mode(
     args: &BenchArgs,
     run: Arc<Run>,
@@ -311,27 +314,35 @@ async fn handshake_mode(
 ) -> Result<(), Box<dyn std::error::Error>> {
     let until = Instant::now() + Duration::from_secs_f64(args.duration);
     let start = Instant::now();
+    let churn = args.mode == "churn";
     let mut workers = JoinSet::new();
-    for _ in 0..args.concurrency.max(1) {
+    for w in 0..args.concurrency.max(1) {
         let run = run.clone();
         workers.spawn(async move {
+            let mut n = 0u64;
             while Instant::now() < until {
-                if let Some(s) = session::handshake(&run, &[]).await {
-                    let cookie: Vec<(&str, &str)> = s
-                        .cookie
-                        .as_deref()
-                        .map(|c| ("cookie", c))
-                        .into_iter()
-                        .collect();
-                    let _ = wire::post(
-                        &run.pool,
-                        &run.url,
-                        wire::disconnect_body(&s.client_id),
-                        &cookie,
-                        run.http_timeout,
-                    )
-                    .await;
+                n += 1;
+                let Some(s) = session::handshake(&run, &[]).await else {
+                    continue;
+                };
+                let cookie: Vec<(&str, &str)> = s
+                    .cookie
+                    .as_deref()
+                    .map(|c| ("cookie", c))
+                    .into_iter()
+                    .collect();
+                if churn {
+                    let sub = wire::subscribe_body(&s.client_id, &format!("/churn/{}", w % 10));
+                    let _ = wire::post(&run.pool, &run.url, sub, &cookie, run.http_timeout).await;
+                    let connect = wire::connect_body(&s.client_id, true);
+                    let _ =
+                        wire::post(&run.pool, &run.url, connect, &cookie, run.http_timeout).await;
+                    if n % 2 == 0 {
+                        continue; // vanish: the server expires it
+                    }
                 }
+                let bye = wire::disconnect_body(&s.client_id);
+                let _ = wire::post(&run.pool, &run.url, bye, &cookie, run.http_timeout).await;
             }
         });
     }
@@ -341,7 +352,7 @@ async fn handshake_mode(
     let handshakes = Counters::get(&c.handshakes);
     let report = Report {
         url: args.url.clone(),
-        mode: "handshake".into(),
+        mode: args.mode.clone(),
         subscribers: 0,
         channels: 0,
         publishers: 0,
