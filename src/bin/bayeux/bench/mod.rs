@@ -337,7 +337,7 @@ async fn handshake_mode(
                     let connect = wire::connect_body(&s.client_id, true);
                     let _ =
                         wire::post(&run.pool, &run.url, connect, &cookie, run.http_timeout).await;
-                    if n % 2 == 0 {
+                    if n.is_multiple_of(2) {
                         continue; // vanish: the server expires it
                     }
                 }
