@@ -123,7 +123,12 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--plot-only", action="store_true", help="redraw benches/scaling.svg from BENCHMARKS-results.json")
     opts = ap.parse_args()
+    if opts.plot_only:
+        with open(os.path.join(ROOT, "BENCHMARKS-results.json")) as f:
+            write_svg(json.load(f))
+        return
 
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
     subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=INTEROP, check=True)
@@ -155,8 +160,9 @@ def main():
             rss = med(name, server, "server_rss_kib_peak")
             per_session = f"{rss / subs:.2f}" if subs and rss else "-"
             cpu = med(name, server, "server_cpu_us_per_delivery")
+            p99 = median([r.get("latency_ms", {}).get("p99") for r in results[name][server]]) or 0
             lines.append("| {} | {} | {:.0f} | {:.2f} | {} | {:.0f} | {} | {:.0f} |".format(
-                name, server, med(name, server, "delivered_per_sec") or 0, med(name, server, "latency_ms") and median([r["latency_ms"]["p99"] for r in results[name][server]]) or 0,
+                name, server, med(name, server, "delivered_per_sec") or 0, p99,
                 f"{cpu:.2f}" if cpu else "-", med(name, server, "handshakes_per_sec") or 0, per_session, med(name, server, "lost") or 0))
     lines.append("")
     lines.append("Ratios (peer / bayeux; above 1 means bayeux is better for CPU, RSS and p99, and below 1 for throughput):")
@@ -171,7 +177,7 @@ def main():
             if peer not in results[name]:
                 continue
             def ratio(key, sub=None):
-                get = (lambda r: r[key][sub]) if sub else (lambda r: r.get(key))
+                get = (lambda r: r.get(key, {}).get(sub)) if sub else (lambda r: r.get(key))
                 a = median([get(r) for r in results[name][peer]])
                 b = median([get(r) for r in ours])
                 return f"{a / b:.2f}" if a and b else "-"
@@ -204,24 +210,25 @@ def write_svg(results):
         ymax = max([v for pts in series.values() for _, v in pts] + [1]) * 1.1
         xmax = max(SWEEP)
         def X(n):
-            return ox + pad + (w - pad - 10) * n / xmax
+            return ox + pad + (w - pad - 30) * n / xmax
         def Y(v):
             return 20 + (h - 20) * (1 - v / ymax)
         parts.append(f'<text x="{ox + w / 2}" y="14" text-anchor="middle" font-weight="bold">{title} vs subscribers (1 channel)</text>')
-        parts.append(f'<line x1="{ox + pad}" y1="{h + 20}" x2="{ox + w - 10}" y2="{h + 20}" stroke="black"/>')
-        parts.append(f'<line x1="{ox + pad}" y1="20" x2="{ox + pad}" y2="{h + 20}" stroke="black"/>')
+        parts.append(f'<text x="{ox + w / 2}" y="{Y(0) + 30:.1f}" text-anchor="middle">subscribers</text>')
+        parts.append(f'<line x1="{ox + pad}" y1="{Y(0):.1f}" x2="{ox + w - 10}" y2="{Y(0):.1f}" stroke="black"/>')
+        parts.append(f'<line x1="{ox + pad}" y1="20" x2="{ox + pad}" y2="{Y(0):.1f}" stroke="black"/>')
         for i in range(5):
             v = ymax * i / 4
             parts.append(f'<text x="{ox + pad - 4}" y="{Y(v) + 4:.1f}" text-anchor="end">{v:,.0f}</text>')
         for n in SWEEP:
-            parts.append(f'<text x="{X(n):.1f}" y="{h + 34}" text-anchor="middle">{n}</text>')
+            parts.append(f'<text x="{X(n):.1f}" y="{Y(0) + 14:.1f}" text-anchor="middle">{n}</text>')
         for i, (server, pts) in enumerate(series.items()):
             if pts:
                 path = " ".join(f"{X(n):.1f},{Y(v):.1f}" for n, v in pts)
                 parts.append(f'<polyline points="{path}" fill="none" stroke="{colors[server]}" stroke-width="2"/>')
                 for n, v in pts:
                     parts.append(f'<circle cx="{X(n):.1f}" cy="{Y(v):.1f}" r="3" fill="{colors[server]}"/>')
-            parts.append(f'<text x="{ox + pad + 10}" y="{h + 50 - 0 if False else 36 + 14 * i}" fill="{colors[server]}">{server}</text>')
+            parts.append(f'<text x="{ox + pad + 10}" y="{36 + 14 * i}" fill="{colors[server]}">{server}</text>')
     parts.append("</svg>")
     with open(os.path.join(ROOT, "benches", "scaling.svg"), "w") as f:
         f.write("\n".join(parts))
