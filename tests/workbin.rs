@@ -446,3 +446,22 @@ async fn a_trusted_ext_user_id_names_the_session_user() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_slow_body_gets_408_and_publishes_nothing() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    timeout(LIMIT, async {
+        let config = bayeux::ServerConfig { body_timeout: Duration::from_millis(200), ..fast_config() };
+        let app = DemoApp::new(config, Access::demo(), WorkbinConfig::default(), "/cometd");
+        let listening = app.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let mut tcp = tokio::net::TcpStream::connect(listening.local_addr()).await.unwrap();
+        tcp.write_all(b"POST /api/v2/users/a/workbins/w HTTP/1.1\r\nHost: x\r\nContent-Length: 60\r\n\r\n{\"operationName\":").await.unwrap();
+        let mut buf = vec![0u8; 2048];
+        let n = tcp.read(&mut buf).await.unwrap();
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+        assert!(text.contains(r#""statusCode":9"#), "{text}");
+    })
+    .await
+    .unwrap();
+}

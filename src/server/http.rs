@@ -92,19 +92,12 @@ impl Server {
                 .insert(ALLOW, "POST".parse().expect("static header"));
             return res;
         }
-        let limit = config.max_message_size;
-        let declared = request
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return too_large(limit);
-        }
         let (parts, body) = request.into_parts();
-        let read = tokio::time::timeout(config.body_timeout, Limited::new(body, limit).collect());
-        let bytes = match read.await {
-            Err(_) => {
+        let limit = config.max_message_size;
+        let bytes = match read_body(&parts.headers, body, limit, config.body_timeout).await {
+            Ok(bytes) => bytes,
+            Err(BodyError::TooLarge) => return too_large(limit),
+            Err(BodyError::TimedOut) => {
                 return text(
                     StatusCode::REQUEST_TIMEOUT,
                     format!(
@@ -113,9 +106,7 @@ impl Server {
                     ),
                 );
             }
-            Ok(Ok(collected)) => collected.to_bytes(),
-            Ok(Err(e)) if e.is::<LengthLimitError>() => return too_large(limit),
-            Ok(Err(e)) => {
+            Err(BodyError::Read(e)) => {
                 return text(
                     StatusCode::BAD_REQUEST,
                     format!("could not read the request body: {e}"),
@@ -159,6 +150,44 @@ impl Server {
             .iter()
             .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
             .then(|| origin.to_string())
+    }
+}
+
+/// Why a request body could not be read.
+pub(crate) enum BodyError {
+    /// Over the limit (declared or actual): 413.
+    TooLarge,
+    /// Not complete within the body timeout: 408.
+    TimedOut,
+    /// The connection failed while reading.
+    Read(String),
+}
+
+/// Reads a whole request body of at most `limit` bytes within `timeout`, refusing at once
+/// a body whose declared `Content-Length` is over the limit. Shared by every endpoint so
+/// that none can be held by a slow or oversized body.
+pub(crate) async fn read_body<B>(
+    headers: &http::HeaderMap,
+    body: B,
+    limit: usize,
+    timeout: Duration,
+) -> Result<Bytes, BodyError>
+where
+    B: Body,
+    B::Error: std::error::Error + Send + Sync + 'static,
+{
+    let declared = headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+        Err(_) => Err(BodyError::TimedOut),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(BodyError::TooLarge),
+        Ok(Err(e)) => Err(BodyError::Read(e.to_string())),
     }
 }
 

@@ -8,7 +8,7 @@
 mod broker;
 mod config;
 mod handler;
-mod http;
+pub(crate) mod http;
 mod local;
 mod policy;
 mod registry;

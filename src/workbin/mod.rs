@@ -18,9 +18,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::header::{ALLOW, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::Full;
 use hyper::body::Body;
 
 pub use app::DemoApp;
@@ -28,6 +28,7 @@ pub use notification::{Notification, WORKBINS_CHANNEL, notifications, timestamp}
 pub use request::{Assignment, Media, Operation, WorkbinError, parse_body, parse_path};
 pub use users::{Access, Caller, Role, UserDirectory, UsersFileError, basic_credentials};
 
+use crate::server::http::{BodyError, read_body};
 use crate::server::{ResponseBody, Server};
 
 /// Settings of the workbin endpoint.
@@ -161,18 +162,13 @@ impl Workbin {
             Caller::NotSupervisor(user) => return Err(WorkbinError::forbidden(&user)),
         }
         let limit = self.max_body;
-        let declared = request
-            .headers()
-            .get(CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|n| n > limit as u64) {
-            return Err(WorkbinError::too_large(limit));
-        }
-        let body = match Limited::new(request.into_body(), limit).collect().await {
-            Ok(b) => b.to_bytes(),
-            Err(e) if e.is::<LengthLimitError>() => return Err(WorkbinError::too_large(limit)),
-            Err(e) => {
+        let timeout = self.server.config().body_timeout;
+        let (parts, body) = request.into_parts();
+        let body = match read_body(&parts.headers, body, limit, timeout).await {
+            Ok(bytes) => bytes,
+            Err(BodyError::TooLarge) => return Err(WorkbinError::too_large(limit)),
+            Err(BodyError::TimedOut) => return Err(WorkbinError::timed_out(timeout)),
+            Err(BodyError::Read(e)) => {
                 return Err(WorkbinError::malformed(format!(
                     "could not read the body: {e}"
                 )));

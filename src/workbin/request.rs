@@ -180,6 +180,18 @@ impl WorkbinError {
         )
     }
 
+    /// 9: the body did not arrive within the body timeout (HTTP 408).
+    pub fn timed_out(timeout: std::time::Duration) -> Self {
+        Self::new(
+            StatusCode::REQUEST_TIMEOUT,
+            9,
+            format!(
+                "the request body did not arrive within {} ms",
+                timeout.as_millis()
+            ),
+        )
+    }
+
     /// 7: no valid credentials (HTTP 401).
     pub fn unauthorized() -> Self {
         Self::new(

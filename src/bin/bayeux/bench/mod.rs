@@ -353,24 +353,13 @@ async fn handshake_mode(
     let report = Report {
         url: args.url.clone(),
         mode: args.mode.clone(),
-        subscribers: 0,
-        channels: 0,
-        publishers: 0,
         publish_seconds: secs,
-        published: 0,
-        published_per_sec: 0.0,
-        delivered: 0,
-        delivered_per_sec: 0.0,
-        expected_deliveries: 0,
-        lost: 0,
-        duplicates: 0,
-        latency_ms: Percentiles::default(),
         handshakes,
         handshakes_per_sec: handshakes as f64 / secs.max(1e-9),
-        rehandshakes: 0,
         http_errors: Counters::get(&c.http_errors),
         bayeux_errors: Counters::get(&c.bayeux_errors),
         tool_cpu_seconds: (stats::own_cpu() - cpu_before).as_secs_f64(),
+        ..Report::default()
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

@@ -106,7 +106,7 @@ impl Percentiles {
 }
 
 /// The result of a run, printed for people or as JSON for scripts.
-#[derive(Serialize)]
+#[derive(Serialize, Default)]
 pub struct Report {
     pub url: String,
     pub mode: String,
