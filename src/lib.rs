@@ -15,6 +15,8 @@
 //!   HTTP transport as a hyper `Service` you can mount anywhere.
 //! - [`client`]: a client over hyper's HTTP client whose subscriptions are `Stream`s and
 //!   which re-handshakes and re-subscribes by itself.
+//! - [`workbin`]: the demo publisher, a contact center's workbin REST API whose
+//!   notifications reach each agent's sessions over Bayeux.
 //!
 //! ## Serving
 //!
@@ -51,6 +53,8 @@
 //!
 //! To mount the endpoint inside your own hyper server, call [`Server::handle`] from your
 //! service (it takes any request body type) or use [`Server::service`].
+
+#![warn(missing_docs)]
 
 mod base64;
 pub mod client;
