@@ -69,11 +69,7 @@ async fn connect_is_held_until_a_publish_arrives() {
             true
         );
         t.connect_now(&sub).await;
-        let pending = tokio::spawn({
-            let (t, sub) = (t.clone(), sub.clone());
-            async move { t.connect(&sub).await }
-        });
-        eventually("the connect to be pending", || t.server.is_connected(&sub)).await;
+        let pending = pending_connect(&t, &sub).await;
         // The publish reply comes back while the connect is still held.
         let reply = t
             .publish(&publisher, "/chat/room", json!({"text": "hi"}))
@@ -137,14 +133,7 @@ async fn a_second_connect_releases_the_first() {
         let t = std::sync::Arc::new(TestServer::with_config(config).await);
         let id = t.handshake().await;
         t.connect_now(&id).await;
-        let first = tokio::spawn({
-            let (t, id) = (t.clone(), id.clone());
-            async move { t.connect(&id).await }
-        });
-        eventually("the first connect to be pending", || {
-            t.server.is_connected(&id)
-        })
-        .await;
+        let first = pending_connect(&t, &id).await;
         // The first is answered long before its 30 s timeout (the test's bound is 20 s).
         let second = tokio::spawn({
             let (t, id) = (t.clone(), id.clone());
@@ -451,11 +440,7 @@ async fn disconnect_ends_the_session_and_releases_its_connect() {
         let t = std::sync::Arc::new(TestServer::with_config(config).await);
         let id = t.handshake().await;
         t.connect_now(&id).await;
-        let pending = tokio::spawn({
-            let (t, id) = (t.clone(), id.clone());
-            async move { t.connect(&id).await }
-        });
-        eventually("the connect to be pending", || t.server.is_connected(&id)).await;
+        let pending = pending_connect(&t, &id).await;
         let r = &t
             .post(json!({"channel": "/meta/disconnect", "clientId": id, "id": "d"}))
             .await[0];
@@ -553,11 +538,7 @@ async fn shutdown_answers_pending_connects_at_once() {
         let t = std::sync::Arc::new(TestServer::start(server.clone()).await);
         let id = t.handshake().await;
         t.connect_now(&id).await;
-        let pending = tokio::spawn({
-            let (t, id) = (t.clone(), id.clone());
-            async move { t.connect(&id).await }
-        });
-        eventually("the connect to be pending", || server.is_connected(&id)).await;
+        let pending = pending_connect(&t, &id).await;
         server.shutdown();
         let (_, reply) = pending.await.unwrap();
         assert_eq!(reply["successful"], true);

@@ -318,6 +318,34 @@ impl Service<Request<Incoming>> for BayeuxService {
     }
 }
 
+/// A hyper service that [`serve`] and [`Server::listen_with`] can run: it answers every
+/// request (no error type) with this crate's response body, and can be cloned per
+/// connection and moved across threads. [`BayeuxService`] and the workbin `DemoApp` are
+/// such services; any other with these bounds is too.
+pub trait HttpService:
+    Service<
+        Request<Incoming>,
+        Response = Response<ResponseBody>,
+        Error = Infallible,
+        Future: Send + 'static,
+    > + Clone
+    + Send
+    + 'static
+{
+}
+
+impl<S> HttpService for S where
+    S: Service<
+            Request<Incoming>,
+            Response = Response<ResponseBody>,
+            Error = Infallible,
+            Future: Send + 'static,
+        > + Clone
+        + Send
+        + 'static
+{
+}
+
 /// Serves `service` on `listener` over HTTP/1.1 until `shutdown` completes, then stops
 /// accepting, lets in-flight requests finish, and returns.
 ///
@@ -325,35 +353,21 @@ impl Service<Request<Incoming>> for BayeuxService {
 /// [`Server::listen`] uses the server's `header_timeout`).
 /// Call [`Server::shutdown`] before (or as part of) `shutdown`, so that pending long
 /// polls are answered at once rather than at their timeout.
-pub async fn serve<S>(
+pub async fn serve<S: HttpService>(
     listener: TcpListener,
     service: S,
     shutdown: impl Future<Output = ()>,
-) -> io::Result<()>
-where
-    S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) -> io::Result<()> {
     serve_with_header_timeout(listener, service, shutdown, Duration::from_secs(30)).await
 }
 
 /// [`serve`] with a chosen header read timeout.
-pub(crate) async fn serve_with_header_timeout<S>(
+pub(crate) async fn serve_with_header_timeout<S: HttpService>(
     listener: TcpListener,
     service: S,
     shutdown: impl Future<Output = ()>,
     header_timeout: Duration,
-) -> io::Result<()>
-where
-    S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-{
+) -> io::Result<()> {
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder
@@ -426,18 +440,11 @@ impl Server {
     }
 
     /// Like [`Server::listen`] with any service (e.g. one that routes other paths too).
-    pub async fn listen_with<S>(
+    pub async fn listen_with<S: HttpService>(
         server: Server,
         addr: SocketAddr,
         service: S,
-    ) -> io::Result<Listening>
-    where
-        S: Service<Request<Incoming>, Response = Response<ResponseBody>, Error = Infallible>
-            + Clone
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-    {
+    ) -> io::Result<Listening> {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();

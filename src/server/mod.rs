@@ -22,7 +22,7 @@ use serde_json::Value;
 
 pub use broker::{Broker, InMemoryBroker, Recipient, RecipientId};
 pub use config::{OverflowPolicy, ServerConfig};
-pub use http::{BayeuxService, Listening, ResponseBody, serve};
+pub use http::{BayeuxService, HttpService, Listening, ResponseBody, serve};
 pub use local::LocalSubscription;
 pub use policy::{
     AllowAll, Decision, Extension, HandshakeDecision, HandshakeRequest, SecurityPolicy, SessionInfo,

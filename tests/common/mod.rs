@@ -120,6 +120,23 @@ impl TestServer {
     }
 }
 
+/// Starts a `/meta/connect` in the background and returns once the server holds it, so
+/// a test can act on a pending long poll; the handle yields the connect's result.
+pub async fn pending_connect(
+    t: &std::sync::Arc<TestServer>,
+    client_id: &str,
+) -> tokio::task::JoinHandle<(Vec<Value>, Value)> {
+    let handle = tokio::spawn({
+        let (t, id) = (t.clone(), client_id.to_string());
+        async move { t.connect(&id).await }
+    });
+    eventually("the connect to be pending", || {
+        t.server.is_connected(client_id)
+    })
+    .await;
+    handle
+}
+
 /// Splits a connect response into the delivered messages and the connect reply.
 pub fn split_connect(mut replies: Vec<Value>) -> (Vec<Value>, Value) {
     let pos = replies
