@@ -23,14 +23,15 @@
 //! ```no_run
 //! use bayeux::server::{Server, ServerConfig};
 //!
-//! # async fn run() -> std::io::Result<()> {
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let server = Server::new(ServerConfig::default());
 //! let listening = server.listen("127.0.0.1:8080".parse().unwrap(), "/cometd").await?;
 //!
-//! // Publish from Rust: encoded once, delivered to every subscriber of /news.
-//! server.publish("/news", serde_json::json!({"headline": "hello"})).unwrap();
+//! // Publish from Rust: encoded once, routed by the broker to every subscriber of /news.
+//! server.publish("/news", serde_json::json!({"headline": "hello"})).await?;
 //!
-//! listening.shutdown().await
+//! listening.shutdown().await?;
+//! # Ok(())
 //! # }
 //! ```
 //!

@@ -23,15 +23,21 @@ async fn listen_prints_one_json_line_per_message() {
             .unwrap();
         let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
         // The subscriptions are in place once a publish reaches a recipient.
-        eventually("the listener's subscriptions", || {
-            t.server.publish("/alerts", json!("probe")).unwrap() > 0
+        eventually_async("the listener's subscriptions", async || {
+            t.server
+                .publish("/alerts", json!("probe"))
+                .await
+                .unwrap()
+                .local_recipients
+                > 0
         })
         .await;
         t.server
             .publish("/chat/a/b", json!({"text": "deep"}))
+            .await
             .unwrap();
-        t.server.publish("/ignored", json!(0)).unwrap();
-        t.server.publish("/alerts", json!("last")).unwrap();
+        t.server.publish("/ignored", json!(0)).await.unwrap();
+        t.server.publish("/alerts", json!("last")).await.unwrap();
         let mut got = Vec::new();
         while let Some(line) = lines.next_line().await.unwrap() {
             got.push(serde_json::from_str::<Value>(&line).unwrap());
@@ -82,8 +88,13 @@ async fn listen_reports_reconnections_on_stderr() {
             err.next_line().await.unwrap().unwrap(),
             "bayeux: reconnected"
         );
-        eventually("the re-subscription", || {
-            second.publish("/x", json!(1)).unwrap() > 0
+        eventually_async("the re-subscription", async || {
+            second
+                .publish("/x", json!(1))
+                .await
+                .unwrap()
+                .local_recipients
+                > 0
         })
         .await;
         let mut out = BufReader::new(child.stdout.take().unwrap()).lines();

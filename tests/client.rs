@@ -190,18 +190,37 @@ async fn dropping_a_subscription_unsubscribes() {
         c.handshake().await.unwrap();
         let a = c.subscribe("/drop").await.unwrap();
         let mut b = c.subscribe("/drop").await.unwrap();
-        assert_eq!(t.server.publish("/drop", json!(0)).unwrap(), 1);
+        assert_eq!(
+            t.server
+                .publish("/drop", json!(0))
+                .await
+                .unwrap()
+                .local_recipients,
+            1
+        );
         drop(a);
         // Another local subscription still uses the channel: the server keeps it.
         assert_eq!(next_data(&mut b).await, json!(0));
-        t.server.publish("/drop", json!(1)).unwrap();
+        t.server.publish("/drop", json!(1)).await.unwrap();
         assert_eq!(next_data(&mut b).await, json!(1));
         b.unsubscribe().await.unwrap();
-        assert_eq!(t.server.publish("/drop", json!(2)).unwrap(), 0);
+        assert_eq!(
+            t.server
+                .publish("/drop", json!(2))
+                .await
+                .unwrap()
+                .local_recipients,
+            0
+        );
         let c2 = c.subscribe("/drop2").await.unwrap();
         drop(c2);
-        eventually("the drop-time unsubscribe", || {
-            t.server.publish("/drop2", json!(0)).unwrap() == 0
+        eventually_async("the drop-time unsubscribe", async || {
+            t.server
+                .publish("/drop2", json!(0))
+                .await
+                .unwrap()
+                .local_recipients
+                == 0
         })
         .await;
     })
@@ -223,7 +242,7 @@ async fn the_client_recovers_when_the_server_restarts_on_the_same_port() {
         c.handshake().await.unwrap();
         let old_id = c.client_id().unwrap();
         let mut sub = c.subscribe("/live/**").await.unwrap();
-        first.publish("/live/a", json!("before")).unwrap();
+        first.publish("/live/a", json!("before")).await.unwrap();
         assert_eq!(next_data(&mut sub).await, json!("before"));
 
         listening.shutdown().await.unwrap();
@@ -236,7 +255,11 @@ async fn the_client_recovers_when_the_server_restarts_on_the_same_port() {
         eventually("the re-subscription", || second.session_count() == 1).await;
         let mut delivered = 0;
         while delivered == 0 {
-            delivered = second.publish("/live/b", json!("after")).unwrap();
+            delivered = second
+                .publish("/live/b", json!("after"))
+                .await
+                .unwrap()
+                .local_recipients;
             if delivered == 0 {
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
@@ -296,7 +319,14 @@ async fn an_expired_session_is_re_established_with_its_subscriptions() {
         .await;
         // Publish until the renewed subscription is in place, then receive through the
         // same stream.
-        while t.server.publish("/keep", json!("still here")).unwrap() == 0 {
+        while t
+            .server
+            .publish("/keep", json!("still here"))
+            .await
+            .unwrap()
+            .local_recipients
+            == 0
+        {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(next_data(&mut sub).await, json!("still here"));

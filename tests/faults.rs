@@ -118,7 +118,14 @@ async fn run(ack: bool) -> (Vec<Vec<u64>>, usize) {
     }
     for chunk in 0..MESSAGES / 50 {
         for i in chunk * 50..(chunk + 1) * 50 {
-            assert_eq!(server.publish("/faults/data", json!(i)).unwrap(), 3);
+            assert_eq!(
+                server
+                    .publish("/faults/data", json!(i))
+                    .await
+                    .unwrap()
+                    .local_recipients,
+                3
+            );
         }
         tokio::task::yield_now().await;
     }
@@ -127,7 +134,7 @@ async fn run(ack: bool) -> (Vec<Vec<u64>>, usize) {
         // The end marker comes after every data message that was not lost (each
         // session's messages keep their order); publish it until this subscriber sees one.
         loop {
-            server.publish("/faults/end", json!("end")).unwrap();
+            server.publish("/faults/end", json!("end")).await.unwrap();
             if timeout(Duration::from_millis(500), end.next())
                 .await
                 .is_ok()

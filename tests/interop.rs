@@ -35,7 +35,9 @@ async fn our_server() -> (DemoApp, Listening) {
     tokio::spawn(async move {
         while let Some(m) = echo.next().await {
             if let Some(sender) = m.client_id.as_deref() {
-                let _ = server.deliver(sender, "/service/echo", json!({"echo": m.data}));
+                let _ = server
+                    .deliver(sender, "/service/echo", json!({"echo": m.data}))
+                    .await;
             }
         }
     });

@@ -45,7 +45,11 @@ impl Watchdog {
             while !s.load(Ordering::SeqCst) {
                 let n = p.load(Ordering::SeqCst);
                 assert_eq!(
-                    server.publish("/watch", json!(n)).unwrap(),
+                    server
+                        .publish("/watch", json!(n))
+                        .await
+                        .unwrap()
+                        .local_recipients,
                     1,
                     "the watchdog lost its session"
                 );

@@ -142,8 +142,15 @@ async fn a_second_connect_releases_the_first() {
         let (messages, reply) = first.await.unwrap();
         assert!(messages.is_empty());
         assert_eq!(reply["successful"], true);
-        t.server.publish("/x", json!(1)).unwrap();
-        assert_eq!(t.server.deliver(&id, "/direct", json!("to-you")), Ok(true));
+        t.server.publish("/x", json!(1)).await.unwrap();
+        assert_eq!(
+            t.server
+                .deliver(&id, "/direct", json!("to-you"))
+                .await
+                .unwrap()
+                .local_recipients,
+            1
+        );
         let (messages, _) = second.await.unwrap();
         assert_eq!(messages[0]["data"], "to-you");
     })
@@ -190,7 +197,14 @@ async fn a_session_without_connects_expires() {
         let (_, reply) = t.connect(&id).await;
         assert_eq!(reply["error"], "402::Unknown client");
         // Its subscription went with it.
-        assert_eq!(t.server.publish("/a", json!(1)).unwrap(), 0);
+        assert_eq!(
+            t.server
+                .publish("/a", json!(1))
+                .await
+                .unwrap()
+                .local_recipients,
+            0
+        );
     })
     .await
     .unwrap();
@@ -286,16 +300,25 @@ async fn service_channels_reach_server_listeners_only() {
         // A service listener learns who asked, so it can answer that session alone.
         assert_eq!(got.client_id.as_deref(), Some(sender.as_str()));
         assert_eq!(
-            t.server.deliver(&sender, "/service/echo", json!({"a": 1})),
-            Ok(true)
+            t.server
+                .deliver(&sender, "/service/echo", json!({"a": 1}))
+                .await
+                .unwrap()
+                .local_recipients,
+            1
         );
         assert_eq!(
-            t.server.deliver("nobody", "/service/echo", json!(1)),
-            Ok(false)
+            t.server
+                .deliver("nobody", "/service/echo", json!(1))
+                .await
+                .unwrap()
+                .local_recipients,
+            0
         );
         assert!(
             t.server
                 .deliver(&sender, "/meta/connect", json!(1))
+                .await
                 .is_err()
         );
         let (msgs, _) = t.connect_now(&sender).await;
@@ -322,7 +345,14 @@ async fn meta_and_wildcard_channels_are_protected() {
             assert!(r["error"].as_str().unwrap().starts_with("403:"), "{r}");
         }
         // All or nothing: "/ok" was not subscribed by the refused array.
-        assert_eq!(t.server.publish("/ok", json!(1)).unwrap(), 0);
+        assert_eq!(
+            t.server
+                .publish("/ok", json!(1))
+                .await
+                .unwrap()
+                .local_recipients,
+            0
+        );
         for bad in [
             json!("no-slash"),
             json!("/a//b"),
@@ -390,7 +420,7 @@ async fn queue_overflow_drops_the_newest_by_default() {
         t.subscribe(&slow, json!("/q")).await;
         t.subscribe(&fine, json!("/q")).await;
         for i in 0..5 {
-            t.server.publish("/q", json!(i)).unwrap();
+            t.server.publish("/q", json!(i)).await.unwrap();
             // `fine` keeps up, `slow` never connects.
             let (msgs, _) = t.connect_now(&fine).await;
             assert_eq!(msgs[0]["data"], i);
@@ -417,7 +447,7 @@ async fn queue_overflow_can_close_the_session() {
         let slow = t.handshake().await;
         t.subscribe(&slow, json!("/q")).await;
         for i in 0..3 {
-            t.server.publish("/q", json!(i)).unwrap();
+            t.server.publish("/q", json!(i)).await.unwrap();
         }
         let (_, reply) = t.connect_now(&slow).await;
         assert_eq!(reply["successful"], false);
@@ -558,16 +588,30 @@ async fn in_process_publish_and_subscribe() {
         let mut local = t.server.subscribe("/feed/**").unwrap();
         let client = t.handshake().await;
         t.subscribe(&client, json!("/feed/a")).await;
-        assert_eq!(t.server.publish("/feed/a", json!({"n": 1})).unwrap(), 2);
+        assert_eq!(
+            t.server
+                .publish("/feed/a", json!({"n": 1}))
+                .await
+                .unwrap()
+                .local_recipients,
+            2
+        );
         assert_eq!(local.next().await.unwrap().data, Some(json!({"n": 1})));
         t.publish(&client, "/feed/b/c", json!("from http")).await;
         let m = local.next().await.unwrap();
         assert_eq!(m.channel.as_deref(), Some("/feed/b/c"));
         assert_eq!(m.client_id, None);
         drop(local);
-        assert_eq!(t.server.publish("/feed/a", json!(2)).unwrap(), 1);
-        assert!(t.server.publish("/feed/*", json!(1)).is_err());
-        assert!(t.server.publish("/meta/x", json!(1)).is_err());
+        assert_eq!(
+            t.server
+                .publish("/feed/a", json!(2))
+                .await
+                .unwrap()
+                .local_recipients,
+            1
+        );
+        assert!(t.server.publish("/feed/*", json!(1)).await.is_err());
+        assert!(t.server.publish("/meta/x", json!(1)).await.is_err());
         assert!(t.server.subscribe("/meta/**").is_err());
     })
     .await
@@ -629,7 +673,14 @@ async fn policy_and_extensions_apply_to_http_and_in_process_paths() {
         let r = t.publish(&id, "/readonly", json!(1)).await;
         assert_eq!(r["error"], "403:/readonly:Publish denied");
         t.subscribe(&id, json!("/readonly")).await;
-        assert_eq!(t.server.publish("/readonly", json!("ok")).unwrap(), 1);
+        assert_eq!(
+            t.server
+                .publish("/readonly", json!("ok"))
+                .await
+                .unwrap()
+                .local_recipients,
+            1
+        );
         let (msgs, _) = t.connect_now(&id).await;
         assert_eq!(msgs[0]["ext"]["stamp"], true);
         let r = &t

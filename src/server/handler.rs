@@ -1,5 +1,7 @@
 //! Handlers for each incoming message: the meta channels and publishes. Transport-free:
-//! the HTTP layer hands a parsed [`Batch`] in and gets the response body out.
+//! a transport hands a parsed [`Batch`] in and gets the replies out, with the batch's
+//! `/meta/connect` left for the transport to complete in its own way (long-polling holds
+//! it; a socket answers it as a heartbeat).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,12 +10,14 @@ use bytes::Bytes;
 use http::HeaderMap;
 
 use super::Inner;
-use super::broker::Recipient;
+use super::broker::Destination;
+use super::index::Recipient;
 use super::policy::{Decision, HandshakeDecision, HandshakeRequest, SessionInfo};
-use super::session::{CloseReason, Session, SessionRef, new_client_id};
+use super::session::{CloseReason, Outbound, Session, SessionRef, SubscribeError, new_client_id};
+use super::transport::ConnectionType;
 use crate::protocol::message::{InvalidMessage, encode_array};
 use crate::protocol::{
-    Advice, BAYEUX_VERSION, Batch, BayeuxError, ChannelName, ErrorCode, LONG_POLLING, META_CONNECT,
+    Advice, BAYEUX_VERSION, Batch, BayeuxError, ChannelName, ErrorCode, META_CONNECT,
     META_DISCONNECT, META_HANDSHAKE, META_SUBSCRIBE, META_UNSUBSCRIBE, Message, Reconnect,
 };
 
@@ -24,18 +28,43 @@ pub(crate) struct RequestContext<'a> {
     pub browser: Option<&'a str>,
 }
 
-/// The response body, and a `BAYEUX_BROWSER` cookie to set when a handshake made one.
+/// A handled batch: its replies in request order, the `/meta/connect` the transport
+/// must complete, and a `BAYEUX_BROWSER` cookie to set when a handshake made one.
 pub(crate) struct Processed {
-    pub body: Bytes,
+    replies: Vec<(Option<SessionInfo>, Message)>,
+    pub connect: Option<HeldConnect>,
     pub set_browser: Option<String>,
 }
 
-/// A `/meta/connect` whose wait is deferred until the rest of its batch is handled, so
+impl Processed {
+    /// Replaces the placeholder reply at `slot` (the held connect's).
+    pub fn set_reply(&mut self, slot: usize, reply: Message) {
+        self.replies[slot].1 = reply;
+    }
+
+    /// Encodes the response: `delivered` first (as CometD does), then the replies in
+    /// request order, each seen by the outgoing extensions.
+    pub fn encode(self, inner: &Inner, delivered: Vec<Bytes>) -> Bytes {
+        let encoded: Vec<Bytes> = self
+            .replies
+            .into_iter()
+            .map(|(info, mut reply)| {
+                inner.outgoing(info.as_ref(), &mut reply);
+                reply.to_bytes()
+            })
+            .collect();
+        let size: usize = delivered.iter().chain(&encoded).map(|b| b.len() + 1).sum();
+        encode_array(delivered.iter().chain(&encoded).map(|b| &b[..]), size)
+    }
+}
+
+/// A `/meta/connect` left for the transport, handled after the rest of its batch so
 /// that a batch like `[subscribe, connect]` or `[connect, publish]` is not held up.
-struct PendingConnect {
-    slot: usize,
-    request: Message,
-    session: SessionRef,
+pub(crate) struct HeldConnect {
+    /// Where its reply goes among the batch's replies.
+    pub slot: usize,
+    pub request: Message,
+    pub session: SessionRef,
 }
 
 /// Handles every message of a batch in order and returns the response body: the
@@ -47,7 +76,7 @@ pub(crate) async fn process(
     batch: Batch,
 ) -> Processed {
     let mut replies: Vec<(Option<SessionInfo>, Message)> = Vec::with_capacity(batch.messages.len());
-    let mut pending: Option<PendingConnect> = None;
+    let mut pending: Option<HeldConnect> = None;
     // A handshake without a browser cookie makes one; later messages of the same batch
     // belong to that browser.
     let mut set_browser: Option<String> = None;
@@ -125,9 +154,10 @@ pub(crate) async fn process(
             META_CONNECT => {
                 if let Some(earlier) = pending.take() {
                     // Two connects in one batch: the earlier one is answered at once.
-                    replies[earlier.slot].1 = connect_reply(inner, &earlier.request, None);
+                    replies[earlier.slot].1 =
+                        connect_reply(inner, &earlier.request, &Outbound::closed_or_empty(None));
                 }
-                pending = Some(PendingConnect {
+                pending = Some(HeldConnect {
                     slot: replies.len(),
                     request: message.clone(),
                     session: session.clone(),
@@ -145,28 +175,14 @@ pub(crate) async fn process(
                     BayeuxError::new(ErrorCode::BAD_REQUEST, &[&name], "Unknown meta channel");
                 message.reply().fail(&err)
             }
-            _ => publish(inner, &session, &channel, message),
+            _ => publish(inner, &session, &channel, message).await,
         };
         replies.push((Some(session.info.clone()), reply));
     }
 
-    let mut delivered = Vec::new();
-    if let Some(p) = pending {
-        let (reply, messages) = connect(inner, &p.session, &p.request).await;
-        replies[p.slot].1 = reply;
-        delivered = messages;
-    }
-
-    let encoded: Vec<Bytes> = replies
-        .into_iter()
-        .map(|(info, mut reply)| {
-            inner.outgoing(info.as_ref(), &mut reply);
-            reply.to_bytes()
-        })
-        .collect();
-    let size: usize = delivered.iter().chain(&encoded).map(|b| b.len() + 1).sum();
     Processed {
-        body: encode_array(delivered.iter().chain(&encoded).map(|b| &b[..]), size),
+        replies,
+        connect: pending,
         set_browser,
     }
 }
@@ -210,7 +226,13 @@ fn handshake(
     let mut reply = request.reply();
     reply.client_id = None;
     reply.version = Some(BAYEUX_VERSION.to_string());
-    reply.supported_connection_types = Some(vec![LONG_POLLING.to_string()]);
+    reply.supported_connection_types = Some(
+        inner
+            .connection_types
+            .iter()
+            .map(|t| t.as_str().to_string())
+            .collect(),
+    );
 
     if inner.is_shutting_down() {
         let err = BayeuxError::new(ErrorCode(503), &[], "Server shutting down");
@@ -239,9 +261,12 @@ fn handshake(
         return (None, reply.fail(&err).with_advice(Advice::none()));
     }
     // CometD accepts a handshake without supportedConnectionTypes; so do we. One that
-    // lists types must include long-polling.
+    // lists types must share one with this server's transports.
     if let Some(types) = &request.supported_connection_types
-        && !types.iter().any(|t| t == LONG_POLLING)
+        && !types
+            .iter()
+            .filter_map(|t| ConnectionType::from_name(t))
+            .any(|t| inner.connection_types.contains(&t))
     {
         let err = BayeuxError::new(ErrorCode::UNSUPPORTED, &[], "Unsupported connection types");
         return (None, reply.fail(&err).with_advice(Advice::none()));
@@ -281,23 +306,25 @@ fn handshake(
             .get_or_insert_with(Default::default)
             .insert("ack".into(), true.into());
     }
-    inner.insert_session(session);
+    if !inner.insert_session(session) {
+        // Shut down between the check above and now.
+        let err = BayeuxError::new(ErrorCode(503), &[], "Server shutting down");
+        return (None, reply.fail(&err).with_advice(Advice::none()));
+    }
     reply.client_id = Some(info.client_id.clone());
     (Some(info), reply.succeed().with_advice(retry_advice(inner)))
 }
 
-/// The reply to a connect; `closed` says whether the session ended meanwhile.
-fn connect_reply(inner: &Inner, request: &Message, closed: Option<CloseReason>) -> Message {
+/// The reply to a connect that a transport completed with `outbound`: advice as the
+/// session's state asks, and the ack batch number when acknowledgements are on.
+pub(crate) fn connect_reply(inner: &Inner, request: &Message, outbound: &Outbound) -> Message {
     let reply = request.reply();
-    match closed {
+    let mut reply = match outbound.closed {
         None => reply.succeed().with_advice(retry_advice(inner)),
         Some(CloseReason::Disconnected) => reply.succeed().with_advice(Advice::none()),
         // The server is going away; a restarted one will answer 402 and the client
         // will handshake again.
-        Some(CloseReason::Shutdown) => reply.succeed().with_advice(Advice::retry(
-            millis(inner.config.interval),
-            millis(inner.config.timeout),
-        )),
+        Some(CloseReason::Shutdown) => reply.succeed().with_advice(retry_advice(inner)),
         Some(CloseReason::Overflow) => reply
             .fail(&BayeuxError::limit(
                 "maxQueue",
@@ -307,23 +334,22 @@ fn connect_reply(inner: &Inner, request: &Message, closed: Option<CloseReason>) 
         Some(CloseReason::Expired) => reply
             .fail(&BayeuxError::unknown_client())
             .with_advice(Advice::handshake()),
+    };
+    if let Some(batch) = outbound.ack_batch {
+        reply
+            .ext
+            .get_or_insert_with(Default::default)
+            .insert("ack".into(), batch.into());
     }
+    reply
 }
 
-async fn connect(
-    inner: &Arc<Inner>,
-    session: &SessionRef,
-    request: &Message,
-) -> (Message, Vec<Bytes>) {
-    if let Some(reason) = session.closed() {
-        inner.remove_session(session, reason);
-        return (connect_reply(inner, request, Some(reason)), Vec::new());
-    }
-    // As CometD does, a session's first connect is answered at once, to hand the client
-    // its advice: clients such as aiocometd wait for that reply before going on. Later
-    // connects wait up to `timeout`, or less if the client asks (CometD's JavaScript
-    // client sends `timeout: 0` on its first connect).
-    let mut timeout = if session.never_connected() {
+/// How long a connect may wait for messages. As CometD does, a session's first connect
+/// is answered at once, to hand the client its advice: clients such as aiocometd wait
+/// for that reply before going on. Later connects wait up to `timeout`, or less if the
+/// client asks (CometD's JavaScript client sends `timeout: 0` on its first connect).
+pub(crate) fn connect_timeout(inner: &Inner, session: &Session, request: &Message) -> Duration {
+    let mut timeout = if session.never_attached() {
         Duration::ZERO
     } else {
         inner.config.timeout
@@ -331,23 +357,16 @@ async fn connect(
     if let Some(t) = request.advice.as_ref().and_then(|a| a.timeout) {
         timeout = timeout.min(Duration::from_millis(u64::try_from(t).unwrap_or(0)));
     }
-    let client_ack = request
+    timeout
+}
+
+/// The batch number the client acknowledges in a connect's `ext.ack`.
+pub(crate) fn client_ack(request: &Message) -> Option<u64> {
+    request
         .ext
         .as_ref()
         .and_then(|e| e.get("ack"))
-        .and_then(|a| a.as_u64());
-    let drained = session.connect(timeout, client_ack).await;
-    if let Some(reason) = drained.closed {
-        inner.remove_session(session, reason);
-    }
-    let mut reply = connect_reply(inner, request, drained.closed);
-    if let Some(batch) = drained.ack_batch {
-        reply
-            .ext
-            .get_or_insert_with(Default::default)
-            .insert("ack".into(), batch.into());
-    }
-    (reply, drained.messages)
+        .and_then(|a| a.as_u64())
 }
 
 /// Parses the `subscription` field into validated patterns, or the error reply's error.
@@ -411,20 +430,25 @@ fn subscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) -> Mes
             return reply.fail(&BayeuxError::subscribe_denied(c.as_str()));
         }
     }
-    let Some(added) = session.add_subscriptions(&channels, inner.config.max_subscriptions) else {
-        return reply.fail(&BayeuxError::limit(
+    // A session may subscribe to a service channel (CometD allows it), but service
+    // messages are never broadcast, so only broadcast patterns enter the index.
+    let recipient: Arc<dyn Recipient> = session.clone();
+    let added = session.subscribe(&channels, inner.config.max_subscriptions, |c| {
+        if !c.is_service() {
+            inner.subscribe_recipient(c, recipient.clone());
+        }
+    });
+    match added {
+        Ok(_) => reply.succeed(),
+        // Ended while this request was on its way (disconnect, expiry, shutdown).
+        Err(SubscribeError::Closed) => reply
+            .fail(&BayeuxError::unknown_client())
+            .with_advice(Advice::handshake()),
+        Err(SubscribeError::TooMany) => reply.fail(&BayeuxError::limit(
             "maxSubscriptions",
             format!("More than {} subscriptions", inner.config.max_subscriptions),
-        ));
-    };
-    for c in added {
-        // A session may subscribe to a service channel (CometD allows it), but service
-        // messages are never broadcast, so only broadcast patterns enter the broker.
-        if !c.is_service() {
-            inner.broker.subscribe(&c, session.clone());
-        }
+        )),
     }
-    reply.succeed()
 }
 
 fn unsubscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) -> Message {
@@ -433,15 +457,18 @@ fn unsubscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) -> M
         Ok(c) => c,
         Err(e) => return reply.fail(&e),
     };
+    let id = session.recipient_id();
     for c in channels {
-        if session.remove_subscription(&c) && !c.is_service() {
-            inner.broker.unsubscribe(&c, session.recipient_id());
-        }
+        session.unsubscribe(&c, |c| {
+            if !c.is_service() {
+                inner.unsubscribe_recipient(c, id);
+            }
+        });
     }
     reply.succeed()
 }
 
-fn publish(
+async fn publish(
     inner: &Arc<Inner>,
     session: &SessionRef,
     channel: &ChannelName,
@@ -454,18 +481,254 @@ fn publish(
     if inner.policy.publish(Some(&session.info), channel, &message) == Decision::Deny {
         return reply.fail(&BayeuxError::publish_denied(channel.as_str()));
     }
-    if channel.is_service() {
-        // Only server-side listeners see service messages, with the sender's clientId
-        // so that they can answer it.
-        inner.services.publish(channel, &message.to_bytes());
-    } else {
-        // The clientId is the sender's session credential: never broadcast it.
-        let mut outgoing = Message {
-            client_id: None,
-            ..message
-        };
-        inner.outgoing(None, &mut outgoing);
-        inner.broker.publish(channel, &outgoing.to_bytes());
+    // Ended while this request was on its way: its messages are not the client's any
+    // more to send.
+    if session.closed().is_some() {
+        return reply
+            .fail(&BayeuxError::unknown_client())
+            .with_advice(Advice::handshake());
     }
-    reply.succeed()
+    if channel.is_service() {
+        // Only this node's server-side listeners see service messages, with the
+        // sender's clientId so that they can answer it.
+        inner.deliver_to_services(channel, &message.to_bytes());
+        return reply.succeed();
+    }
+    // The clientId is the sender's session credential: never broadcast it.
+    let outgoing = Message {
+        client_id: None,
+        ..message
+    };
+    match inner
+        .route(Destination::Subscribers, channel.clone(), outgoing)
+        .await
+    {
+        Ok(_) => reply.succeed(),
+        Err(e) => reply.fail(&BayeuxError::new(
+            ErrorCode(500),
+            &[channel.as_str()],
+            format!("Publish failed: {e}"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The races between a request that looked its session up and a concurrent end of
+    //! that session (disconnect, expiry, shutdown), played deterministically: the
+    //! session is closed between the lookup and the handling.
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::server::{Server, ServerConfig};
+
+    fn message(value: serde_json::Value) -> Message {
+        Message::from_value(value).unwrap()
+    }
+
+    fn no_headers() -> HeaderMap {
+        HeaderMap::new()
+    }
+
+    /// Opens a session through the handshake handler; returns it.
+    fn open(inner: &Arc<Inner>, user: Option<&str>) -> SessionRef {
+        let headers = no_headers();
+        let ctx = RequestContext {
+            headers: &headers,
+            browser: None,
+        };
+        let (info, reply) = handshake(
+            inner,
+            &ctx,
+            None,
+            &message(json!({"channel": "/meta/handshake", "version": "1.0"})),
+        );
+        assert!(reply.is_successful(), "{reply:?}");
+        let session = inner.session(&info.unwrap().client_id).unwrap();
+        if let Some(user) = user {
+            // The policy would bind the user; this test binds it by hand.
+            let bound = Arc::new(Session::new(
+                SessionInfo {
+                    client_id: new_client_id(),
+                    user: Some(user.to_string()),
+                },
+                inner.next_recipient_id(),
+                8,
+                inner.config.overflow,
+                None,
+            ));
+            inner.remove_session(&session, CloseReason::Disconnected);
+            assert!(inner.insert_session(bound.clone()));
+            return bound;
+        }
+        session
+    }
+
+    fn subscribe_message(session: &Session, channel: &str) -> Message {
+        message(
+            json!({"channel": "/meta/subscribe", "clientId": session.id(),
+                       "subscription": channel}),
+        )
+    }
+
+    fn is_unknown_client(reply: &Message) -> bool {
+        !reply.is_successful()
+            && reply.bayeux_error().is_some_and(|e| e.code == 402)
+            && reply.advice.as_ref().and_then(|a| a.reconnect)
+                == Some(crate::protocol::Reconnect::Handshake)
+    }
+
+    #[tokio::test]
+    async fn a_subscribe_after_the_session_ended_is_refused_and_indexes_nothing() {
+        let server = Server::new(ServerConfig::default());
+        let inner = server.inner().clone();
+        for reason in [
+            CloseReason::Disconnected,
+            CloseReason::Expired,
+            CloseReason::Shutdown,
+        ] {
+            let session = open(&inner, None);
+            inner.remove_session(&session, reason);
+            let reply = subscribe(&inner, &session, &subscribe_message(&session, "/race"));
+            assert!(is_unknown_client(&reply), "{reason:?}: {reply:?}");
+            let receipt = server.publish("/race", json!(1)).await.unwrap();
+            assert_eq!(receipt.local_recipients, 0, "{reason:?}");
+            assert!(session.take().messages.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_subscribe_before_the_end_is_undone_by_it() {
+        let server = Server::new(ServerConfig::default());
+        let inner = server.inner().clone();
+        let session = open(&inner, None);
+        let reply = subscribe(&inner, &session, &subscribe_message(&session, "/a/**"));
+        assert!(reply.is_successful());
+        assert_eq!(
+            server
+                .publish("/a/b", json!(1))
+                .await
+                .unwrap()
+                .local_recipients,
+            1
+        );
+        inner.remove_session(&session, CloseReason::Disconnected);
+        assert_eq!(
+            server
+                .publish("/a/b", json!(2))
+                .await
+                .unwrap()
+                .local_recipients,
+            0
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn subscribes_racing_with_disconnects_never_leave_a_dead_session_indexed() {
+        let server = Server::new(ServerConfig::default());
+        let inner = server.inner().clone();
+        for _ in 0..200 {
+            let session = open(&inner, None);
+            let (i, s) = (inner.clone(), session.clone());
+            let subscriber = tokio::spawn(async move {
+                for n in 0..5 {
+                    subscribe(&i, &s, &subscribe_message(&s, &format!("/r/{n}")));
+                }
+            });
+            let (i, s) = (inner.clone(), session.clone());
+            let closer = tokio::task::spawn_blocking(move || {
+                i.remove_session(&s, CloseReason::Disconnected)
+            });
+            subscriber.await.unwrap();
+            closer.await.unwrap();
+        }
+        for n in 0..5 {
+            let receipt = server.publish(&format!("/r/{n}"), json!(n)).await.unwrap();
+            assert_eq!(receipt.local_recipients, 0);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_publish_after_the_session_ended_is_refused_and_sends_nothing() {
+        let server = Server::new(ServerConfig::default());
+        let inner = server.inner().clone();
+        let mut watcher = server.subscribe("/news").unwrap();
+        let session = open(&inner, None);
+        inner.remove_session(&session, CloseReason::Disconnected);
+        let channel = ChannelName::parse("/news").unwrap();
+        let request = message(json!({"channel": "/news", "clientId": session.id(), "data": 1}));
+        let reply = publish(&inner, &session, &channel, request).await;
+        assert!(is_unknown_client(&reply), "{reply:?}");
+        // The in-process listener got nothing: the next thing it sees is this marker.
+        server.publish("/news", json!("marker")).await.unwrap();
+        use futures::StreamExt;
+        assert_eq!(watcher.next().await.unwrap().data, Some(json!("marker")));
+    }
+
+    #[tokio::test]
+    async fn per_user_and_per_session_delivery_skip_an_ended_session() {
+        let server = Server::new(ServerConfig::default());
+        let inner = server.inner().clone();
+        let session = open(&inner, Some("agent"));
+        assert!(
+            subscribe(&inner, &session, &subscribe_message(&session, "/v2/me/*")).is_successful()
+        );
+        let to_user = server
+            .deliver_to_user("agent", "/v2/me/emails", json!(1))
+            .await;
+        assert_eq!(to_user.unwrap().local_recipients, 1);
+        inner.remove_session(&session, CloseReason::Expired);
+        let to_user = server
+            .deliver_to_user("agent", "/v2/me/emails", json!(2))
+            .await;
+        assert_eq!(to_user.unwrap().local_recipients, 0);
+        let to_session = server.deliver(session.id(), "/direct", json!(3)).await;
+        assert_eq!(to_session.unwrap().local_recipients, 0);
+        // A delivery that looked the session up just before the end finds it closed.
+        assert!(!session.deliver(&Bytes::from_static(b"{}")));
+        assert!(session.take().messages.is_empty());
+    }
+
+    #[tokio::test]
+    async fn the_ack_store_of_an_ended_session_is_freed() {
+        let server = Server::new(ServerConfig::default());
+        let inner = server.inner().clone();
+        let session = open(&inner, None);
+        session.enable_ack();
+        assert!(
+            subscribe(&inner, &session, &subscribe_message(&session, "/acked")).is_successful()
+        );
+        server.publish("/acked", json!(1)).await.unwrap();
+        assert_eq!(session.take().messages.len(), 1);
+        // Unacknowledged now; the session ends before the client acknowledges.
+        inner.remove_session(&session, CloseReason::Expired);
+        assert!(
+            !session.acknowledge(None),
+            "nothing is kept for a dead session"
+        );
+        let out = session.take();
+        assert!(out.messages.is_empty());
+        assert_eq!(out.closed, Some(CloseReason::Expired));
+    }
+
+    #[tokio::test]
+    async fn a_handshake_racing_with_shutdown_leaves_no_session() {
+        let server = Server::new(ServerConfig::default());
+        let inner = server.inner().clone();
+        let late = Arc::new(Session::new(
+            SessionInfo {
+                client_id: new_client_id(),
+                user: None,
+            },
+            inner.next_recipient_id(),
+            8,
+            inner.config.overflow,
+            None,
+        ));
+        server.shutdown();
+        // The handshake checked the flag before shutdown and inserts after it.
+        assert!(!inner.insert_session(late));
+        assert_eq!(server.session_count(), 0);
+    }
 }

@@ -24,6 +24,7 @@ use tokio::task::JoinHandle;
 
 use super::Server;
 use super::handler::{RequestContext, process};
+use super::transport::long_polling;
 use crate::protocol::Batch;
 
 /// The body type of every response this crate produces.
@@ -131,9 +132,11 @@ impl Server {
             headers: &parts.headers,
             browser: browser_cookie(&parts.headers),
         };
-        let processed = process(self.inner(), &ctx, batch).await;
-        let mut res = json(processed.body);
-        if let Some(browser) = processed.set_browser {
+        let mut processed = process(self.inner(), &ctx, batch).await;
+        let set_browser = processed.set_browser.take();
+        let body = long_polling::respond(self.inner(), processed).await;
+        let mut res = json(body);
+        if let Some(browser) = set_browser {
             let cookie = format!("{BROWSER_COOKIE}={browser}; Path=/; HttpOnly; SameSite=Lax");
             if let Ok(v) = cookie.parse() {
                 res.headers_mut().insert(SET_COOKIE, v);

@@ -9,7 +9,8 @@ use bytes::Bytes;
 use futures::Stream;
 use tokio::sync::mpsc;
 
-use super::broker::{Broker, Recipient, RecipientId};
+use super::Inner;
+use super::index::{Recipient, RecipientId};
 use crate::protocol::{ChannelName, Message};
 
 /// The broker side of a [`LocalSubscription`]: a bounded queue (drop-newest when full).
@@ -24,10 +25,12 @@ impl Recipient for LocalListener {
         self.id
     }
 
-    fn deliver(&self, message: &Bytes) {
-        if self.tx.try_send(message.clone()).is_err() {
+    fn deliver(&self, message: &Bytes) -> bool {
+        let queued = self.tx.try_send(message.clone()).is_ok();
+        if !queued {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
+        queued
     }
 }
 
@@ -41,20 +44,29 @@ pub struct LocalSubscription {
     pattern: ChannelName,
     id: RecipientId,
     rx: mpsc::Receiver<Bytes>,
-    broker: Weak<dyn Broker>,
+    server: Weak<Inner>,
     dropped: Arc<AtomicU64>,
+}
+
+impl std::fmt::Debug for LocalSubscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalSubscription")
+            .field("pattern", &self.pattern)
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
 }
 
 impl LocalSubscription {
     pub(crate) fn register(
-        broker: &Arc<dyn Broker>,
+        server: &Arc<Inner>,
         pattern: ChannelName,
         id: RecipientId,
         capacity: usize,
     ) -> Self {
         let (tx, rx) = mpsc::channel(capacity.max(1));
         let dropped = Arc::new(AtomicU64::new(0));
-        broker.subscribe(
+        server.subscribe_recipient(
             &pattern,
             Arc::new(LocalListener {
                 id,
@@ -66,7 +78,7 @@ impl LocalSubscription {
             pattern,
             id,
             rx,
-            broker: Arc::downgrade(broker),
+            server: Arc::downgrade(server),
             dropped,
         }
     }
@@ -103,8 +115,8 @@ impl Stream for LocalSubscription {
 
 impl Drop for LocalSubscription {
     fn drop(&mut self) {
-        if let Some(broker) = self.broker.upgrade() {
-            broker.unsubscribe(&self.pattern, self.id);
+        if let Some(server) = self.server.upgrade() {
+            server.unsubscribe_recipient(&self.pattern, self.id);
         }
     }
 }

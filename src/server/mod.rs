@@ -7,12 +7,16 @@
 
 mod broker;
 mod config;
+mod error;
 mod handler;
 pub(crate) mod http;
+mod index;
 mod local;
+mod local_delivery;
 mod policy;
 mod registry;
 mod session;
+pub mod transport;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
@@ -20,13 +24,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-pub use broker::{Broker, InMemoryBroker, Recipient, RecipientId};
+pub use broker::{Broker, BrokerError, Destination, Envelope, InMemoryBroker, Receipt, Routing};
 pub use config::{OverflowPolicy, ServerConfig};
+pub use error::PublishError;
 pub use http::{BayeuxService, HttpService, Listening, ResponseBody, serve};
+pub use index::{ChannelIndex, Recipient, RecipientId};
 pub use local::LocalSubscription;
+pub use local_delivery::LocalDelivery;
 pub use policy::{
     AllowAll, Decision, Extension, HandshakeDecision, HandshakeRequest, SecurityPolicy, SessionInfo,
 };
+pub use transport::ConnectionType;
 
 use crate::protocol::{BayeuxError, ChannelName, Message};
 use registry::Registry;
@@ -35,12 +43,17 @@ use session::{CloseReason, SessionRef};
 /// State shared by every handle of one server.
 pub(crate) struct Inner {
     pub config: ServerConfig,
+    /// The routing boundary: every delivery to clients goes through it.
     pub broker: Arc<dyn Broker>,
-    /// Server-side listeners of `/service/**` channels; never reached by broadcasts.
-    pub services: Arc<dyn Broker>,
+    /// This node's broadcast subscriptions (sessions and in-process listeners).
+    index: Arc<ChannelIndex>,
+    /// Server-side listeners of `/service/**` channels: local to this node, never routed.
+    services: ChannelIndex,
     pub policy: Arc<dyn SecurityPolicy>,
     pub extensions: Vec<Arc<dyn Extension>>,
-    sessions: Registry,
+    /// The connection types offered at handshake: those of the transports this server runs.
+    pub connection_types: Vec<ConnectionType>,
+    sessions: Arc<Registry>,
     next_recipient: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -54,26 +67,42 @@ impl Inner {
         self.sessions.get(client_id)
     }
 
-    pub fn insert_session(&self, session: SessionRef) {
-        self.sessions.insert(session);
+    /// Adds a session; false when the server is shutting down (nothing added).
+    pub fn insert_session(&self, session: SessionRef) -> bool {
+        self.sessions.insert(session)
     }
 
-    /// Ends a session: out of the registry, out of the broker, pending connect woken.
+    /// Ends a session: out of the registry, out of the index, its transport woken.
+    /// The subscriptions are removed under the session's own lock, so a subscribe that
+    /// raced with this cannot add one back.
     pub fn remove_session(&self, session: &SessionRef, reason: CloseReason) {
         self.sessions.remove(session);
-        for pattern in session.close(reason) {
-            if !pattern.is_service() {
-                self.broker.unsubscribe(&pattern, session.recipient_id());
-            }
+        let id = session.recipient_id();
+        session.close(reason, |pattern| self.unsubscribe_recipient(pattern, id));
+    }
+
+    /// Subscribes a recipient in the right index, telling the broker when this node
+    /// gains interest in the pattern.
+    pub fn subscribe_recipient(&self, pattern: &ChannelName, recipient: Arc<dyn Recipient>) {
+        if pattern.is_service() {
+            self.services.subscribe(pattern, recipient);
+        } else if self.index.add(pattern, recipient).boundary {
+            self.broker.interest(pattern, true);
         }
     }
 
-    pub fn broker_for(&self, pattern: &ChannelName) -> &Arc<dyn Broker> {
+    /// The reverse of [`Inner::subscribe_recipient`].
+    pub fn unsubscribe_recipient(&self, pattern: &ChannelName, id: RecipientId) {
         if pattern.is_service() {
-            &self.services
-        } else {
-            &self.broker
+            self.services.unsubscribe(pattern, id);
+        } else if self.index.remove(pattern, id).boundary {
+            self.broker.interest(pattern, false);
         }
+    }
+
+    /// Hands a client's `/service/**` message to this node's server-side listeners.
+    pub fn deliver_to_services(&self, channel: &ChannelName, message: &bytes::Bytes) -> usize {
+        self.services.deliver(channel, message)
     }
 
     pub fn session_count(&self) -> usize {
@@ -91,8 +120,24 @@ impl Inner {
         }
     }
 
-    /// Removes sessions that have been idle for longer than `interval + maxInterval`
-    /// (CometD's rule), and sessions closed by a queue overflow with no connect to see it.
+    /// Encodes `message` (outgoing extensions first) and routes it through the broker.
+    pub async fn route(
+        &self,
+        destination: Destination,
+        channel: ChannelName,
+        mut message: Message,
+    ) -> Result<Receipt, BrokerError> {
+        self.outgoing(None, &mut message);
+        let envelope = Envelope {
+            channel,
+            destination,
+            message: message.to_bytes(),
+        };
+        self.broker.route(envelope).await
+    }
+
+    /// Removes sessions that have had no transport attached for longer than
+    /// `interval + maxInterval` (CometD's rule).
     fn sweep(&self, now: Instant) -> usize {
         let limit = self.config.interval + self.config.max_interval;
         let stale = self.sessions.filter(|s| s.is_idle_longer_than(limit, now));
@@ -109,12 +154,31 @@ pub struct Server {
     inner: Arc<Inner>,
 }
 
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("sessions", &self.session_count())
+            .field("connection_types", &self.inner.connection_types)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
 /// Builds a [`Server`] with a configuration, a policy, extensions and a broker.
 pub struct ServerBuilder {
     config: ServerConfig,
     broker: Option<Arc<dyn Broker>>,
     policy: Arc<dyn SecurityPolicy>,
     extensions: Vec<Arc<dyn Extension>>,
+}
+
+impl std::fmt::Debug for ServerBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerBuilder")
+            .field("config", &self.config)
+            .field("extensions", &self.extensions.len())
+            .finish_non_exhaustive()
+    }
 }
 
 impl ServerBuilder {
@@ -136,25 +200,32 @@ impl ServerBuilder {
         self
     }
 
-    /// Sets the broker that indexes subscriptions (default: [`InMemoryBroker`]).
+    /// Sets the broker that routes every delivery (default: a new [`InMemoryBroker`]).
+    /// Servers that share a broker share their channels.
     pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
         self.broker = Some(broker);
         self
     }
 
-    /// Builds the server and starts its session-expiry task. Must be called inside a
-    /// tokio runtime. The task stops when the last handle is dropped or on
-    /// [`Server::shutdown`].
+    /// Builds the server, attaches it to its broker and starts its session-expiry task.
+    /// Must be called inside a tokio runtime. The task stops when the last handle is
+    /// dropped or on [`Server::shutdown`].
     pub fn build(self) -> Server {
+        let broker = self
+            .broker
+            .unwrap_or_else(|| Arc::new(InMemoryBroker::new()));
+        let index = Arc::new(ChannelIndex::new());
+        let sessions = Arc::new(Registry::default());
+        broker.attach(LocalDelivery::new(index.clone(), sessions.clone()));
         let inner = Arc::new(Inner {
             config: self.config,
-            broker: self
-                .broker
-                .unwrap_or_else(|| Arc::new(InMemoryBroker::new())),
-            services: Arc::new(InMemoryBroker::new()),
+            broker,
+            index,
+            services: ChannelIndex::new(),
             policy: self.policy,
             extensions: self.extensions,
-            sessions: Registry::default(),
+            connection_types: vec![ConnectionType::LongPolling],
+            sessions,
             next_recipient: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         });
@@ -179,21 +250,7 @@ async fn expire_sessions(inner: Weak<Inner>) {
         if inner.is_shutting_down() {
             return;
         }
-        let removed = inner.sweep(Instant::now());
-        if removed > 0 && inner.session_count() == 0 {
-            release_freed_memory();
-        }
-    }
-}
-
-/// Hands memory freed by expired sessions back to the operating system once the server
-/// is idle, so a burst of sessions does not leave the process at its peak size (glibc
-/// keeps freed memory otherwise).
-fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free heap pages to the OS; it has no other effect.
-    unsafe {
-        libc::malloc_trim(0);
+        inner.sweep(Instant::now());
     }
 }
 
@@ -222,58 +279,73 @@ impl Server {
         &self.inner
     }
 
-    /// The number of live sessions.
+    /// The connection types this server offers at handshake, in order of preference:
+    /// those of the transports it runs.
+    pub fn connection_types(&self) -> &[ConnectionType] {
+        &self.inner.connection_types
+    }
+
+    /// The number of live sessions on this node.
     pub fn session_count(&self) -> usize {
         self.inner.sessions.len()
     }
 
-    /// The user bound to a session at handshake, if the session exists.
+    /// The user bound to a session at handshake, if the session exists on this node.
     pub fn session_info(&self, client_id: &str) -> Option<SessionInfo> {
         self.inner.session(client_id).map(|s| s.info.clone())
     }
 
-    /// Whether the session has a `/meta/connect` waiting right now (CometD's
-    /// `isConnected`), for monitoring; false when the session does not exist.
+    /// Whether a transport is attached to the session right now (a `/meta/connect`
+    /// waiting: CometD's `isConnected`), for monitoring; false when the session does not
+    /// exist on this node.
     pub fn is_connected(&self, client_id: &str) -> bool {
         self.inner
             .session(client_id)
-            .is_some_and(|s| s.has_pending_connect())
+            .is_some_and(|s| s.is_attached())
     }
 
     /// Messages a session lost because its queue was full (see [`OverflowPolicy`]), or
-    /// `None` when the session does not exist.
+    /// `None` when the session does not exist on this node.
     pub fn dropped_messages(&self, client_id: &str) -> Option<u64> {
         self.inner.session(client_id).map(|s| s.dropped())
     }
 
     /// Publishes `data` on the broadcast channel `channel` from the server itself:
-    /// encoded once, delivered to every matching subscriber. Returns how many recipients
-    /// it reached. The security policy sees it with no session.
-    pub fn publish(&self, channel: &str, data: Value) -> Result<usize, BayeuxError> {
-        self.publish_message(Message::publish(channel, data))
+    /// encoded once and routed through the broker to every matching subscriber. The
+    /// security policy sees it with no session. The receipt counts this node's
+    /// recipients.
+    pub async fn publish(&self, channel: &str, data: Value) -> Result<Receipt, PublishError> {
+        self.publish_message(Message::publish(channel, data)).await
     }
 
     /// Like [`Server::publish`] with a whole message (to set `id` or `ext`).
-    pub fn publish_message(&self, mut message: Message) -> Result<usize, BayeuxError> {
+    pub async fn publish_message(&self, mut message: Message) -> Result<Receipt, PublishError> {
         let name = message.channel_str().to_string();
         let channel =
             ChannelName::parse(&name).map_err(|e| BayeuxError::invalid_channel(&name, e))?;
         if channel.wildcard().is_some() || channel.is_meta() {
-            return Err(BayeuxError::publish_denied(&name));
+            return Err(BayeuxError::publish_denied(&name).into());
         }
         if self.inner.policy.publish(None, &channel, &message) == Decision::Deny {
-            return Err(BayeuxError::publish_denied(&name));
+            return Err(BayeuxError::publish_denied(&name).into());
         }
         message.client_id = None;
-        self.inner.outgoing(None, &mut message);
+        if channel.is_service() {
+            // Service channels stay on this node, for its server-side listeners.
+            self.inner.outgoing(None, &mut message);
+            let bytes = message.to_bytes();
+            return Ok(Receipt::local(
+                self.inner.deliver_to_services(&channel, &bytes),
+            ));
+        }
         Ok(self
             .inner
-            .broker_for(&channel)
-            .publish(&channel, &message.to_bytes()))
+            .route(Destination::Subscribers, channel, message)
+            .await?)
     }
 
     /// Subscribes an in-process listener to `pattern` (wildcards allowed; `/service/**`
-    /// patterns receive what clients send to those service channels).
+    /// patterns receive what clients send to those service channels on this node).
     pub fn subscribe(&self, pattern: &str) -> Result<LocalSubscription, BayeuxError> {
         let channel =
             ChannelName::parse(pattern).map_err(|e| BayeuxError::invalid_channel(pattern, e))?;
@@ -284,7 +356,7 @@ impl Server {
             return Err(BayeuxError::subscribe_denied(pattern));
         }
         Ok(LocalSubscription::register(
-            self.inner.broker_for(&channel),
+            &self.inner,
             channel,
             self.inner.next_recipient_id(),
             self.inner.config.max_queue,
@@ -292,78 +364,63 @@ impl Server {
     }
 
     /// Sends `data` on `channel` to one session only (CometD's `ServerSession.deliver`),
-    /// whatever it subscribed to: the way to answer a service request. Returns
-    /// `Ok(false)` when the session does not exist; the channel must be a plain,
+    /// whatever it subscribed to: the way to answer a service request. Routed through the
+    /// broker, so it reaches the session on whichever node holds it; the receipt counts
+    /// 1 when the session is on this node and queued it. The channel must be a plain,
     /// non-meta name, and the security policy sees it as a server publish.
-    pub fn deliver(
+    pub async fn deliver(
         &self,
         client_id: &str,
         channel: &str,
         data: Value,
-    ) -> Result<bool, BayeuxError> {
-        let name = self.outbound_channel(channel)?;
-        let mut message = Message::publish(channel, data);
-        if self.inner.policy.publish(None, &name, &message) == Decision::Deny {
-            return Err(BayeuxError::publish_denied(channel));
-        }
-        let Some(session) = self.inner.session(client_id) else {
-            return Ok(false);
-        };
-        self.inner.outgoing(Some(&session.info), &mut message);
-        session.deliver(&message.to_bytes());
-        Ok(true)
-    }
-
-    /// Validates a channel the server sends on: plain and not `/meta/**`.
-    fn outbound_channel(&self, channel: &str) -> Result<ChannelName, BayeuxError> {
-        let name = ChannelName::parse_bounded(channel, self.inner.config.max_channel_length)
-            .map_err(|e| BayeuxError::invalid_channel(channel, e))?;
-        if name.wildcard().is_some() || name.is_meta() {
-            return Err(BayeuxError::publish_denied(channel));
-        }
-        Ok(name)
+    ) -> Result<Receipt, PublishError> {
+        let (name, message) = self.outbound(channel, data)?;
+        Ok(self
+            .inner
+            .route(Destination::Session(client_id.to_string()), name, message)
+            .await?)
     }
 
     /// Sends `data` on `channel` to every session of `user` that is subscribed to a
-    /// pattern matching `channel`, encoded once; returns how many sessions got it.
+    /// pattern matching `channel`, encoded once; the receipt counts this node's sessions
+    /// that queued it.
     ///
     /// This is per-user delivery: channels such as `/v2/me/emails` mean "the user of
-    /// this session", so a message for one user must never go through the broadcast
-    /// broker, where any subscriber of the channel would see it.
-    pub fn deliver_to_user(
+    /// this session", so a message for one user never goes to the channel's other
+    /// subscribers.
+    pub async fn deliver_to_user(
         &self,
         user: &str,
         channel: &str,
         data: Value,
-    ) -> Result<usize, BayeuxError> {
-        let name = self.outbound_channel(channel)?;
-        let mut message = Message::publish(channel, data);
-        if self.inner.policy.publish(None, &name, &message) == Decision::Deny {
-            return Err(BayeuxError::publish_denied(channel));
-        }
-        let recipients: Vec<SessionRef> = self
+    ) -> Result<Receipt, PublishError> {
+        let (name, message) = self.outbound(channel, data)?;
+        Ok(self
             .inner
-            .sessions
-            .of_user(user)
-            .into_iter()
-            .filter(|s| s.is_subscribed_to(&name))
-            .collect();
-        if recipients.is_empty() {
-            return Ok(0);
-        }
-        self.inner.outgoing(None, &mut message);
-        let bytes = message.to_bytes();
-        for s in &recipients {
-            s.deliver(&bytes);
-        }
-        Ok(recipients.len())
+            .route(Destination::User(user.to_string()), name, message)
+            .await?)
     }
 
-    /// Ends every session and answers every pending `/meta/connect` at once, so HTTP
-    /// connections can close promptly. New handshakes are refused afterwards.
+    /// Validates a channel the server sends on (plain, not `/meta/**`) and asks the
+    /// policy, as for a server publish.
+    fn outbound(&self, channel: &str, data: Value) -> Result<(ChannelName, Message), PublishError> {
+        let name = ChannelName::parse_bounded(channel, self.inner.config.max_channel_length)
+            .map_err(|e| BayeuxError::invalid_channel(channel, e))?;
+        if name.wildcard().is_some() || name.is_meta() {
+            return Err(BayeuxError::publish_denied(channel).into());
+        }
+        let message = Message::publish(channel, data);
+        if self.inner.policy.publish(None, &name, &message) == Decision::Deny {
+            return Err(BayeuxError::publish_denied(channel).into());
+        }
+        Ok((name, message))
+    }
+
+    /// Ends every session and wakes every attached transport at once, so connections
+    /// can close promptly. New handshakes are refused afterwards.
     pub fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Release);
-        for s in &self.inner.sessions.all() {
+        for s in &self.inner.sessions.close() {
             self.inner.remove_session(s, CloseReason::Shutdown);
         }
     }

@@ -10,6 +10,8 @@ use super::session::SessionRef;
 struct Maps {
     by_id: HashMap<String, SessionRef>,
     by_user: HashMap<String, Vec<SessionRef>>,
+    /// Set by shutdown: no session is added afterwards.
+    closed: bool,
 }
 
 /// Session lookup for the handlers (by `clientId`) and for per-user delivery.
@@ -31,8 +33,13 @@ impl Registry {
         self.read().by_id.get(client_id).cloned()
     }
 
-    pub fn insert(&self, session: SessionRef) {
+    /// Adds the session; false (and nothing added) once the registry is closed, so a
+    /// handshake racing with shutdown cannot leave a session behind.
+    pub fn insert(&self, session: SessionRef) -> bool {
         let mut maps = self.write();
+        if maps.closed {
+            return false;
+        }
         if let Some(user) = &session.info.user {
             maps.by_user
                 .entry(user.clone())
@@ -40,6 +47,14 @@ impl Registry {
                 .push(session.clone());
         }
         maps.by_id.insert(session.id().to_string(), session);
+        true
+    }
+
+    /// Refuses every later insert and hands back the sessions present.
+    pub fn close(&self) -> Vec<SessionRef> {
+        let mut maps = self.write();
+        maps.closed = true;
+        maps.by_id.values().cloned().collect()
     }
 
     /// Removes the session; false if it was already gone.
@@ -64,11 +79,6 @@ impl Registry {
     /// The sessions bound to `user`.
     pub fn of_user(&self, user: &str) -> Vec<SessionRef> {
         self.read().by_user.get(user).cloned().unwrap_or_default()
-    }
-
-    /// Every session (for sweeps and shutdown).
-    pub fn all(&self) -> Vec<SessionRef> {
-        self.read().by_id.values().cloned().collect()
     }
 
     /// The sessions `pred` selects, without cloning the others.

@@ -1,5 +1,10 @@
-//! One client session: its id, subscriptions, bounded outbound queue, pending
-//! `/meta/connect`, and expiry bookkeeping.
+//! One client session, whatever transport carries it: its id, subscriptions, bounded
+//! outbound queue, acknowledged batches and expiry bookkeeping.
+//!
+//! A transport never reaches into the queue. It [`attach`](Session::attach)es to the
+//! session, awaits [`ready`](Session::ready) (something to send, a newer attachment that
+//! replaces it, or the end of the session) and [`take`](Session::take)s the next batch.
+//! Long-polling does that once per `/meta/connect`; a socket does it in a loop.
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt::Write as _;
@@ -8,10 +13,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use tokio::sync::{Notify, mpsc};
+use tokio::sync::Notify;
 
-use super::broker::{Recipient, RecipientId};
 use super::config::OverflowPolicy;
+use super::index::{Recipient, RecipientId};
 use super::policy::SessionInfo;
 use crate::protocol::ChannelName;
 
@@ -26,12 +31,12 @@ pub(crate) fn new_client_id() -> String {
     id
 }
 
-/// Why a session ended; decides what its pending connect is told.
+/// Why a session ended; decides what its transport tells the client.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum CloseReason {
     /// The client sent `/meta/disconnect`.
     Disconnected,
-    /// No connect for longer than `maxInterval`.
+    /// No transport attached for longer than `interval + maxInterval`.
     Expired,
     /// Its queue overflowed under [`OverflowPolicy::CloseSession`].
     Overflow,
@@ -39,38 +44,68 @@ pub(crate) enum CloseReason {
     Shutdown,
 }
 
-/// CometD's acknowledged-messages extension, per session: what a connect response sent
-/// stays here, tagged with the response's batch number, until the client's next connect
-/// acknowledges that batch; a response that never arrived is sent again.
+/// CometD's acknowledged-messages extension, per session: what a batch sent stays here,
+/// tagged with the batch number, until the client acknowledges that batch; a batch that
+/// never arrived is sent again.
 struct AckState {
     next_batch: u64,
     unacked: VecDeque<(u64, Bytes)>,
 }
 
 struct State {
-    subscriptions: HashSet<ChannelName>,
+    queue: VecDeque<Bytes>,
     ack: Option<AckState>,
     closed: Option<CloseReason>,
-    /// Connects in progress (normally 0 or 1; briefly 2 while one replaces another).
-    connects: u32,
-    /// Incremented by each connect; a pending connect whose number is no longer the
-    /// latest returns at once (a newer connect replaced it). Zero until the first one.
-    connect_generation: u64,
-    /// When the last connect ended, or the handshake if none has.
+    /// Transports attached right now (a pending long poll; briefly two while a newer
+    /// one replaces an older one).
+    attached: u32,
+    /// Incremented by each attachment: an attachment whose number is no longer the
+    /// latest has been replaced. Zero until the first one.
+    generation: u64,
+    /// When the last attachment ended, or the handshake if none has.
     last_active: Instant,
 }
 
-/// What a `/meta/connect` took from the queue.
-pub(crate) struct Drained {
+/// What a transport takes from the session to send.
+#[derive(Debug)]
+pub(crate) struct Outbound {
+    /// The messages to send, in order: with acknowledgements on, the unacknowledged ones
+    /// first.
     pub messages: Vec<Bytes>,
-    /// Set when the session ended while (or before) the connect waited.
+    /// Set when the session has ended.
     pub closed: Option<CloseReason>,
-    /// With acknowledgements on: the batch number of this response (`ext.ack`).
+    /// With acknowledgements on: the batch number of these messages (`ext.ack`).
     pub ack_batch: Option<u64>,
 }
 
-/// A client session. Shared between the session registry, the broker (as a
-/// [`Recipient`]) and the request handlers.
+impl Outbound {
+    /// Nothing to send, because the session ended.
+    pub fn closed(reason: CloseReason) -> Self {
+        Self::closed_or_empty(Some(reason))
+    }
+
+    /// Nothing to send; `closed` says whether the session ended.
+    pub fn closed_or_empty(closed: Option<CloseReason>) -> Self {
+        Outbound {
+            messages: Vec::new(),
+            closed,
+            ack_batch: None,
+        }
+    }
+}
+
+/// What [`Session::enqueue`] did with a message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Enqueued {
+    Queued,
+    /// Not queued: the queue was full (counted in `dropped`).
+    Dropped,
+    /// Not queued: the session has ended.
+    Closed,
+}
+
+/// A client session. Shared between the registry, the channel index (as a
+/// [`Recipient`]), the handlers and the transports.
 pub(crate) struct Session {
     pub info: SessionInfo,
     recipient_id: RecipientId,
@@ -78,12 +113,19 @@ pub(crate) struct Session {
     max_queue: usize,
     /// The `BAYEUX_BROWSER` cookie of the handshake, if any.
     browser: Option<String>,
-    tx: mpsc::Sender<Bytes>,
-    rx: tokio::sync::Mutex<mpsc::Receiver<Bytes>>,
+    /// The session's patterns. Held while the channel index is updated, so that
+    /// "subscribed in the index" and "session alive" always agree: [`Session::close`]
+    /// takes it too. Lock order: `subscriptions`, then the index, then `state`.
+    subscriptions: Mutex<HashSet<ChannelName>>,
     state: Mutex<State>,
-    /// Wakes the pending connect: a newer connect, or the session ending.
+    /// Wakes the attached transport: a message queued into an empty queue, a newer
+    /// attachment, or the session ending.
     wake: Notify,
     dropped: AtomicU64,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Session {
@@ -94,21 +136,19 @@ impl Session {
         overflow: OverflowPolicy,
         browser: Option<String>,
     ) -> Self {
-        let (tx, rx) = mpsc::channel(max_queue.max(1));
         Session {
             info,
             recipient_id,
             overflow,
             max_queue: max_queue.max(1),
             browser,
-            tx,
-            rx: tokio::sync::Mutex::new(rx),
+            subscriptions: Mutex::new(HashSet::new()),
             state: Mutex::new(State {
-                subscriptions: HashSet::new(),
+                queue: VecDeque::new(),
                 ack: None,
                 closed: None,
-                connects: 0,
-                connect_generation: 0,
+                attached: 0,
+                generation: 0,
                 last_active: Instant::now(),
             }),
             wake: Notify::new(),
@@ -117,7 +157,7 @@ impl Session {
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.state)
     }
 
     /// The session's `clientId`.
@@ -135,53 +175,88 @@ impl Session {
         self.browser.as_deref()
     }
 
-    /// Records the patterns not yet subscribed, unless that would make more than `max`;
-    /// returns the ones added, or `None` (and adds nothing) over the limit.
-    pub fn add_subscriptions(
+    /// Records the patterns not yet subscribed and hands each new one to `index` while
+    /// the subscription set is locked, so that a concurrent [`Session::close`] either
+    /// sees them (and removes them from the index) or happens first (and nothing is
+    /// added). Fails, adding nothing, when the session has ended or when the total would
+    /// be over `max`.
+    pub fn subscribe(
         &self,
         patterns: &[ChannelName],
         max: usize,
-    ) -> Option<Vec<ChannelName>> {
-        let mut st = self.state();
+        mut index: impl FnMut(&ChannelName),
+    ) -> Result<Vec<ChannelName>, SubscribeError> {
+        let mut subs = lock(&self.subscriptions);
+        if self.closed().is_some() {
+            return Err(SubscribeError::Closed);
+        }
         let mut new: Vec<ChannelName> = patterns
             .iter()
-            .filter(|p| !st.subscriptions.contains(*p))
+            .filter(|p| !subs.contains(*p))
             .cloned()
             .collect();
         new.sort_by(|a, b| a.as_str().cmp(b.as_str()));
         new.dedup();
-        if st.subscriptions.len() + new.len() > max {
-            return None;
+        if subs.len() + new.len() > max {
+            return Err(SubscribeError::TooMany);
         }
-        st.subscriptions.extend(new.iter().cloned());
-        Some(new)
+        for p in &new {
+            index(p);
+            subs.insert(p.clone());
+        }
+        Ok(new)
     }
 
-    /// Forgets a subscription; false if there was none.
-    pub fn remove_subscription(&self, pattern: &ChannelName) -> bool {
-        self.state().subscriptions.remove(pattern)
+    /// Forgets a subscription, calling `index` while the set is locked; false if there
+    /// was none.
+    pub fn unsubscribe(&self, pattern: &ChannelName, index: impl FnOnce(&ChannelName)) -> bool {
+        let mut subs = lock(&self.subscriptions);
+        let removed = subs.remove(pattern);
+        if removed {
+            index(pattern);
+        }
+        removed
     }
 
     /// Whether one of the session's patterns matches the plain channel `channel`.
     pub fn is_subscribed_to(&self, channel: &ChannelName) -> bool {
-        self.state()
-            .subscriptions
-            .iter()
-            .any(|p| p.matches(channel))
+        lock(&self.subscriptions).iter().any(|p| p.matches(channel))
     }
 
-    /// Ends the session (first reason wins), wakes its pending connect, and hands back
-    /// its subscriptions so the caller can remove them from the broker.
-    pub fn close(&self, reason: CloseReason) -> Vec<ChannelName> {
-        let subs = {
+    /// Ends the session (the first reason wins): its queue and unacknowledged messages
+    /// are freed (but after an overflow, which the transport reports with what was
+    /// queued), later messages are refused, the attached transport is woken, and
+    /// `index` is called for every subscription while the set is locked, so that none
+    /// can be added back. Returns false when the session had already ended.
+    pub fn close(&self, reason: CloseReason, mut index: impl FnMut(&ChannelName)) -> bool {
+        let mut subs = lock(&self.subscriptions);
+        let first = self.mark_closed(reason);
+        for p in subs.drain() {
+            index(&p);
+        }
+        first
+    }
+
+    /// Marks the session ended without touching the subscriptions (which needs their
+    /// lock): the overflow path runs inside the channel index's fan-out. The transport,
+    /// or the expiry sweep, completes the close.
+    fn mark_closed(&self, reason: CloseReason) -> bool {
+        let first = {
             let mut st = self.state();
-            if st.closed.is_none() {
+            let first = st.closed.is_none();
+            if first {
                 st.closed = Some(reason);
             }
-            st.subscriptions.drain().collect()
+            // What an overflow left queued still goes out with the news that the
+            // session ended; otherwise nobody will read it, so it is freed now.
+            if reason != CloseReason::Overflow {
+                st.queue = VecDeque::new();
+                st.ack = None;
+            }
+            first
         };
         self.wake.notify_waiters();
-        subs
+        first
     }
 
     /// Why the session ended, if it has.
@@ -197,114 +272,148 @@ impl Session {
         });
     }
 
-    /// True until the session's first `/meta/connect` has started.
-    pub fn never_connected(&self) -> bool {
-        self.state().connect_generation == 0
+    /// True until a transport has attached for the first time.
+    pub fn never_attached(&self) -> bool {
+        self.state().generation == 0
     }
 
-    /// True while a `/meta/connect` is in progress.
-    pub fn has_pending_connect(&self) -> bool {
-        self.state().connects > 0
+    /// True while a transport is attached (CometD's `isConnected`).
+    pub fn is_attached(&self) -> bool {
+        self.state().attached > 0
     }
 
-    /// True when no connect is in progress and the last one ended more than `limit` ago.
+    /// True when no transport is attached and the last one left more than `limit` ago.
     pub fn is_idle_longer_than(&self, limit: Duration, now: Instant) -> bool {
         let st = self.state();
-        st.connects == 0 && now.saturating_duration_since(st.last_active) > limit
+        st.attached == 0 && now.saturating_duration_since(st.last_active) > limit
     }
 
-    /// The long poll: waits until a message is queued, `timeout` passes, a newer connect
-    /// replaces this one, or the session ends; then takes everything queued.
-    ///
-    /// Cancel-safe: if the HTTP request goes away, the future is dropped and the
-    /// bookkeeping is restored by a guard. Messages are only taken from the queue at the
-    /// moment the future completes.
-    ///
-    /// With acknowledgements on, `client_ack` (the batch the client last received)
-    /// releases the messages of that batch and the ones before; anything still
-    /// unacknowledged is sent again at once, followed by whatever is new.
-    pub async fn connect(&self, mut timeout: Duration, client_ack: Option<u64>) -> Drained {
+    /// Attaches a transport, replacing (and waking) the one attached before, if any.
+    /// The session does not expire while an attachment lives.
+    pub fn attach(&self) -> Attachment<'_> {
         let generation = {
             let mut st = self.state();
-            st.connect_generation += 1;
-            st.connects += 1;
-            if let (Some(ack), Some(acked)) = (st.ack.as_mut(), client_ack) {
-                while ack.unacked.front().is_some_and(|(b, _)| *b <= acked) {
-                    ack.unacked.pop_front();
-                }
-            }
-            if st.ack.as_ref().is_some_and(|a| !a.unacked.is_empty()) {
-                timeout = Duration::ZERO;
-            }
-            st.connect_generation
+            st.generation += 1;
+            st.attached += 1;
+            st.generation
         };
-        let _guard = ConnectGuard(self);
-        // Release an older pending connect, which holds the queue's receiver.
         self.wake.notify_waiters();
-        let mut rx = self.rx.lock().await;
-        let mut messages = Vec::new();
-        drain_into(&mut rx, &mut messages);
-        let deadline = tokio::time::sleep(timeout);
-        tokio::pin!(deadline);
-        while messages.is_empty() {
+        Attachment {
+            session: self,
+            generation,
+        }
+    }
+
+    /// Releases the batches up to `acked` (the last batch the client received), with
+    /// acknowledgements on; returns true when unacknowledged messages remain, which the
+    /// next batch sends again.
+    pub fn acknowledge(&self, acked: Option<u64>) -> bool {
+        let mut st = self.state();
+        let Some(ack) = st.ack.as_mut() else {
+            return false;
+        };
+        if let Some(acked) = acked {
+            while ack.unacked.front().is_some_and(|(b, _)| *b <= acked) {
+                ack.unacked.pop_front();
+            }
+        }
+        !ack.unacked.is_empty()
+    }
+
+    /// Waits until there is something for `attachment` to do: a message queued, the
+    /// attachment replaced by a newer one, or the session ended. Cancel-safe: it takes
+    /// nothing from the queue.
+    pub async fn ready(&self, attachment: &Attachment<'_>) {
+        loop {
             let notified = self.wake.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             {
                 let st = self.state();
-                if st.closed.is_some() || st.connect_generation != generation {
-                    break;
+                if st.closed.is_some()
+                    || st.generation != attachment.generation
+                    || !st.queue.is_empty()
+                {
+                    return;
                 }
             }
-            tokio::select! {
-                biased;
-                m = rx.recv() => {
-                    if let Some(m) = m {
-                        messages.push(m);
-                        drain_into(&mut rx, &mut messages);
-                    }
-                    break;
-                }
-                _ = &mut notified => {}
-                _ = &mut deadline => break,
-            }
+            notified.await;
         }
+    }
+
+    /// Takes everything queued. With acknowledgements on, the messages become the next
+    /// batch and are kept until acknowledged; the unacknowledged ones are sent first.
+    pub fn take(&self) -> Outbound {
         let mut st = self.state();
+        let st = &mut *st;
+        let mut messages: Vec<Bytes> = st.queue.drain(..).collect();
         let ack_batch = st.ack.as_mut().map(|ack| {
             let batch = ack.next_batch;
             ack.next_batch += 1;
-            for m in messages.drain(..) {
-                if ack.unacked.len() >= self.max_queue {
-                    // Unacknowledged messages count against maxQueue like queued ones.
-                    self.dropped.fetch_add(1, Ordering::Relaxed);
-                    continue;
-                }
-                ack.unacked.push_back((batch, m));
-            }
+            ack.unacked.extend(messages.drain(..).map(|m| (batch, m)));
             messages.extend(ack.unacked.iter().map(|(_, m)| m.clone()));
             batch
         });
-        Drained {
+        Outbound {
             messages,
             closed: st.closed,
             ack_batch,
         }
     }
-}
 
-fn drain_into(rx: &mut mpsc::Receiver<Bytes>, out: &mut Vec<Bytes>) {
-    while let Ok(m) = rx.try_recv() {
-        out.push(m);
+    /// Queues an already-encoded message for the client. Never blocks: it runs inside
+    /// the fan-out. Unacknowledged messages count against `maxQueue` like queued ones.
+    pub fn enqueue(&self, message: &Bytes) -> Enqueued {
+        let mut st = self.state();
+        if st.closed.is_some() {
+            return Enqueued::Closed;
+        }
+        let held = st.queue.len() + st.ack.as_ref().map_or(0, |a| a.unacked.len());
+        if held >= self.max_queue {
+            drop(st);
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            if self.overflow == OverflowPolicy::CloseSession {
+                self.mark_closed(CloseReason::Overflow);
+            }
+            return Enqueued::Dropped;
+        }
+        let was_empty = st.queue.is_empty();
+        st.queue.push_back(message.clone());
+        drop(st);
+        if was_empty {
+            self.wake.notify_waiters();
+        }
+        Enqueued::Queued
     }
 }
 
-/// Restores the connect bookkeeping however the connect ends (including cancellation).
-struct ConnectGuard<'a>(&'a Session);
+/// Why [`Session::subscribe`] added nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum SubscribeError {
+    /// The session has ended.
+    Closed,
+    /// Over `maxSubscriptions`.
+    TooMany,
+}
 
-impl Drop for ConnectGuard<'_> {
+/// A transport's hold on a session; dropping it detaches (and starts the expiry clock
+/// when it was the last one).
+pub(crate) struct Attachment<'a> {
+    session: &'a Session,
+    generation: u64,
+}
+
+impl Attachment<'_> {
+    /// False once a newer attachment replaced this one.
+    pub fn is_current(&self) -> bool {
+        self.session.state().generation == self.generation
+    }
+}
+
+impl Drop for Attachment<'_> {
     fn drop(&mut self) {
-        let mut st = self.0.state();
-        st.connects -= 1;
+        let mut st = self.session.state();
+        st.attached -= 1;
         st.last_active = Instant::now();
     }
 }
@@ -314,24 +423,8 @@ impl Recipient for Session {
         self.recipient_id
     }
 
-    fn deliver(&self, message: &Bytes) {
-        match self.tx.try_send(message.clone()) {
-            Ok(()) => {}
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                self.dropped.fetch_add(1, Ordering::Relaxed);
-                if self.overflow == OverflowPolicy::CloseSession {
-                    // Mark only: the broker's lock is held here. The pending connect, or
-                    // the expiry sweep, removes the session from the broker.
-                    let mut st = self.state();
-                    if st.closed.is_none() {
-                        st.closed = Some(CloseReason::Overflow);
-                    }
-                    drop(st);
-                    self.wake.notify_waiters();
-                }
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {}
-        }
+    fn deliver(&self, message: &Bytes) -> bool {
+        self.enqueue(message) == Enqueued::Queued
     }
 }
 
@@ -350,6 +443,14 @@ mod tests {
         Arc::new(Session::new(info, 1, max_queue, overflow, None))
     }
 
+    fn b(s: &'static str) -> Bytes {
+        Bytes::from_static(s.as_bytes())
+    }
+
+    fn c(s: &str) -> ChannelName {
+        ChannelName::parse(s).unwrap()
+    }
+
     #[test]
     fn client_ids_are_long_and_distinct() {
         let a = new_client_id();
@@ -359,117 +460,129 @@ mod tests {
         assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn connect_returns_queued_messages_at_once() {
+    #[test]
+    fn take_returns_what_was_queued_in_order() {
         let s = session(8, OverflowPolicy::DropNewest);
-        s.deliver(&Bytes::from_static(b"1"));
-        s.deliver(&Bytes::from_static(b"2"));
-        let d = s.connect(Duration::from_secs(30), None).await;
-        assert_eq!(
-            d.messages,
-            vec![Bytes::from_static(b"1"), Bytes::from_static(b"2")]
+        s.enqueue(&b("1"));
+        s.enqueue(&b("2"));
+        assert_eq!(s.take().messages, vec![b("1"), b("2")]);
+        assert!(s.take().messages.is_empty());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn ready_wakes_on_a_message_a_newer_attachment_or_the_end() {
+        let s = session(8, OverflowPolicy::DropNewest);
+        let first = s.attach();
+        // Nothing yet: not ready.
+        assert!(
+            tokio::time::timeout(Duration::from_secs(1), s.ready(&first))
+                .await
+                .is_err()
         );
+        s.enqueue(&b("x"));
+        s.ready(&first).await;
+        s.take();
+        let second = s.attach();
+        s.ready(&first).await;
+        assert!(!first.is_current() && second.is_current());
+        drop(first);
+        s.close(CloseReason::Disconnected, |_| {});
+        s.ready(&second).await;
+        assert_eq!(s.take().closed, Some(CloseReason::Disconnected));
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn connect_times_out_empty() {
-        let s = session(8, OverflowPolicy::DropNewest);
-        let d = s.connect(Duration::from_millis(200), None).await;
-        assert!(d.messages.is_empty());
-        assert!(d.closed.is_none());
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn a_second_connect_releases_the_first() {
-        let s = session(8, OverflowPolicy::DropNewest);
-        let start = tokio::time::Instant::now();
-        let first = tokio::spawn({
-            let s = s.clone();
-            async move { s.connect(Duration::from_secs(30), None).await }
-        });
-        tokio::task::yield_now().await;
-        let second = tokio::spawn({
-            let s = s.clone();
-            async move { s.connect(Duration::from_secs(30), None).await }
-        });
-        let d = first.await.unwrap();
-        assert!(d.messages.is_empty());
-        // Released by the second connect, not by its own 30 s timeout (virtual time).
-        assert!(start.elapsed() < Duration::from_secs(1));
-        s.deliver(&Bytes::from_static(b"x"));
-        assert_eq!(second.await.unwrap().messages.len(), 1);
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn overflow_drop_newest_keeps_the_oldest() {
+    #[test]
+    fn overflow_drop_newest_keeps_the_oldest() {
         let s = session(2, OverflowPolicy::DropNewest);
-        for m in [&b"1"[..], b"2", b"3"] {
-            s.deliver(&Bytes::copy_from_slice(m));
-        }
-        assert_eq!(s.dropped(), 1);
-        let d = s.connect(Duration::ZERO, None).await;
+        let results: Vec<Enqueued> = ["1", "2", "3"].iter().map(|m| s.enqueue(&b(m))).collect();
         assert_eq!(
-            d.messages,
-            vec![Bytes::from_static(b"1"), Bytes::from_static(b"2")]
+            results,
+            vec![Enqueued::Queued, Enqueued::Queued, Enqueued::Dropped]
         );
-        assert!(d.closed.is_none());
+        assert_eq!(s.dropped(), 1);
+        let out = s.take();
+        assert_eq!(out.messages, vec![b("1"), b("2")]);
+        assert!(out.closed.is_none());
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn unacknowledged_messages_are_sent_again_until_acknowledged() {
+    #[test]
+    fn overflow_close_session_ends_it_and_hands_over_what_was_queued() {
+        let s = session(1, OverflowPolicy::CloseSession);
+        s.enqueue(&b("1"));
+        assert_eq!(s.enqueue(&b("2")), Enqueued::Dropped);
+        assert_eq!(s.closed(), Some(CloseReason::Overflow));
+        assert_eq!(s.enqueue(&b("3")), Enqueued::Closed);
+        let out = s.take();
+        assert_eq!(out.messages, vec![b("1")]);
+        assert_eq!(out.closed, Some(CloseReason::Overflow));
+    }
+
+    #[test]
+    fn unacknowledged_messages_are_sent_again_until_acknowledged() {
         let s = session(8, OverflowPolicy::DropNewest);
         s.enable_ack();
-        s.deliver(&Bytes::from_static(b"1"));
-        let first = s.connect(Duration::ZERO, None).await;
+        s.enqueue(&b("1"));
+        let first = s.take();
         assert_eq!((first.messages.len(), first.ack_batch), (1, Some(1)));
-        // The response was lost: the client still acknowledges batch 0.
-        s.deliver(&Bytes::from_static(b"2"));
-        let again = s.connect(Duration::from_secs(30), Some(0)).await;
-        assert_eq!(
-            again.messages,
-            vec![Bytes::from_static(b"1"), Bytes::from_static(b"2")]
-        );
+        // The batch was lost: the client still acknowledges batch 0.
+        s.enqueue(&b("2"));
+        assert!(s.acknowledge(Some(0)));
+        let again = s.take();
+        assert_eq!(again.messages, vec![b("1"), b("2")]);
         assert_eq!(again.ack_batch, Some(2));
         // Acknowledging batch 2 releases both; nothing is sent twice after that.
-        s.deliver(&Bytes::from_static(b"3"));
-        let next = s.connect(Duration::ZERO, Some(2)).await;
-        assert_eq!(next.messages, vec![Bytes::from_static(b"3")]);
+        s.enqueue(&b("3"));
+        assert!(!s.acknowledge(Some(2)));
+        assert_eq!(s.take().messages, vec![b("3")]);
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn unacknowledged_messages_are_answered_without_waiting() {
+    #[test]
+    fn unacknowledged_messages_count_against_max_queue() {
+        let s = session(2, OverflowPolicy::DropNewest);
+        s.enable_ack();
+        s.enqueue(&b("1"));
+        s.take();
+        s.enqueue(&b("2"));
+        assert_eq!(s.enqueue(&b("3")), Enqueued::Dropped);
+        s.acknowledge(Some(1));
+        assert_eq!(s.enqueue(&b("3")), Enqueued::Queued);
+    }
+
+    #[test]
+    fn a_closed_session_refuses_messages_and_subscriptions() {
         let s = session(8, OverflowPolicy::DropNewest);
         s.enable_ack();
-        s.deliver(&Bytes::from_static(b"1"));
-        s.connect(Duration::ZERO, None).await;
-        let start = tokio::time::Instant::now();
-        let again = s.connect(Duration::from_secs(30), Some(0)).await;
-        assert_eq!(again.messages.len(), 1);
-        assert!(start.elapsed() < Duration::from_secs(1));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn overflow_close_session_ends_it() {
-        let s = session(1, OverflowPolicy::CloseSession);
-        s.deliver(&Bytes::from_static(b"1"));
-        s.deliver(&Bytes::from_static(b"2"));
-        assert_eq!(s.closed(), Some(CloseReason::Overflow));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn close_wakes_the_pending_connect() {
-        let s = session(8, OverflowPolicy::DropNewest);
-        let pending = tokio::spawn({
-            let s = s.clone();
-            async move { s.connect(Duration::from_secs(30), None).await }
-        });
-        tokio::task::yield_now().await;
-        let start = tokio::time::Instant::now();
-        s.close(CloseReason::Disconnected);
+        s.enqueue(&b("1"));
+        s.take();
+        s.enqueue(&b("2"));
+        let mut removed = Vec::new();
+        s.subscribe(&[c("/a")], 10, |_| {}).unwrap();
+        assert!(s.close(CloseReason::Disconnected, |p| removed.push(p.clone())));
+        assert_eq!(removed, vec![c("/a")]);
+        // Queue and ack store are freed; nothing new is accepted.
+        assert!(!s.acknowledge(None));
+        assert_eq!(s.enqueue(&b("3")), Enqueued::Closed);
+        assert!(s.take().messages.is_empty());
+        let mut indexed = false;
         assert_eq!(
-            pending.await.unwrap().closed,
-            Some(CloseReason::Disconnected)
+            s.subscribe(&[c("/b")], 10, |_| indexed = true),
+            Err(SubscribeError::Closed)
         );
-        assert!(start.elapsed() < Duration::from_secs(1));
+        assert!(!indexed);
+        assert!(!s.close(CloseReason::Expired, |_| {}));
+        assert_eq!(s.closed(), Some(CloseReason::Disconnected));
+    }
+
+    #[test]
+    fn attachments_hold_off_expiry() {
+        let s = session(8, OverflowPolicy::DropNewest);
+        let limit = Duration::from_millis(10);
+        let later = Instant::now() + Duration::from_secs(1);
+        assert!(s.never_attached());
+        let a = s.attach();
+        assert!(s.is_attached() && !s.is_idle_longer_than(limit, later));
+        drop(a);
+        assert!(!s.is_attached() && !s.never_attached());
+        assert!(s.is_idle_longer_than(limit, Instant::now() + Duration::from_secs(1)));
     }
 }

@@ -14,7 +14,7 @@ mod notification;
 mod request;
 mod users;
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
 
 use bytes::Bytes;
@@ -58,8 +58,9 @@ pub struct Workbin {
     max_body: usize,
     public_url: OnceLock<String>,
     /// The last `referenceId` handed out. Held while an assignment's notifications are
-    /// delivered, so each agent receives them in `referenceId` order.
-    last_reference: Mutex<u64>,
+    /// routed (an asynchronous lock, as a broker may wait on the network), so each agent
+    /// receives them in `referenceId` order.
+    last_reference: tokio::sync::Mutex<u64>,
 }
 
 impl Workbin {
@@ -74,7 +75,7 @@ impl Workbin {
             access,
             max_body: config.max_body,
             public_url,
-            last_reference: Mutex::new(0),
+            last_reference: tokio::sync::Mutex::new(0),
         }
     }
 
@@ -83,26 +84,25 @@ impl Workbin {
         let _ = self.public_url.set(url);
     }
 
-    /// Publishes the notifications of `assignment` to its agent's sessions and returns
-    /// the new `referenceId` (increasing, never reused within the process).
-    pub fn assign(&self, assignment: &Assignment) -> u64 {
+    /// Publishes the notifications of `assignment` to its agent's sessions (through the
+    /// server's broker, so on whichever node they are) and returns the new
+    /// `referenceId` (increasing, never reused within the process). Fails when the
+    /// broker could not route them.
+    pub async fn assign(&self, assignment: &Assignment) -> Result<u64, WorkbinError> {
         let base = self
             .public_url
             .get()
             .map_or("http://localhost", String::as_str);
-        let mut last = self
-            .last_reference
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut last = self.last_reference.lock().await;
         *last += 1;
         let reference = *last;
         for n in notifications(assignment, reference, base, SystemTime::now()) {
-            // Channel names are constants, so this cannot fail.
-            let _ = self
-                .server
-                .deliver_to_user(&assignment.user_id, n.channel, n.data);
+            self.server
+                .deliver_to_user(&assignment.user_id, n.channel, n.data)
+                .await
+                .map_err(WorkbinError::not_delivered)?;
         }
-        reference
+        Ok(reference)
     }
 
     /// Answers one HTTP request to the workbin API (any path: unknown ones get 404).
@@ -175,7 +175,7 @@ impl Workbin {
             }
         };
         let assignment = parse_body(&user_id, &workbin_id, &body)?;
-        Ok(self.assign(&assignment))
+        self.assign(&assignment).await
     }
 }
 

@@ -192,6 +192,16 @@ impl WorkbinError {
         )
     }
 
+    /// 10: the notifications could not be routed to every node (HTTP 503); the
+    /// `referenceId` was used, and the agent's sessions on this node may have them.
+    pub fn not_delivered(cause: impl std::fmt::Display) -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            10,
+            format!("the notifications could not be delivered: {cause}"),
+        )
+    }
+
     /// 7: no valid credentials (HTTP 401).
     pub fn unauthorized() -> Self {
         Self::new(

@@ -1,0 +1,51 @@
+//! A node's own delivery: what a [`Broker`](super::Broker) hands messages to.
+
+use std::sync::Arc;
+
+use super::broker::{Destination, Envelope};
+use super::index::{ChannelIndex, Recipient};
+use super::registry::Registry;
+
+/// Delivers routed messages to this node's recipients: broadcasts through the channel
+/// index, per-user messages to the user's subscribed sessions, per-session messages to
+/// that session. Cheap to clone. A broker receives one from each server that attaches
+/// to it ([`Broker::attach`](super::Broker::attach)).
+#[derive(Clone)]
+pub struct LocalDelivery {
+    index: Arc<ChannelIndex>,
+    sessions: Arc<Registry>,
+}
+
+impl std::fmt::Debug for LocalDelivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalDelivery")
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl LocalDelivery {
+    pub(crate) fn new(index: Arc<ChannelIndex>, sessions: Arc<Registry>) -> Self {
+        LocalDelivery { index, sessions }
+    }
+
+    /// Hands the envelope to every matching recipient of this node; returns how many
+    /// queued it. Never blocks.
+    pub fn deliver(&self, envelope: &Envelope) -> usize {
+        match &envelope.destination {
+            Destination::Subscribers => self.index.deliver(&envelope.channel, &envelope.message),
+            Destination::User(user) => self
+                .sessions
+                .of_user(user)
+                .iter()
+                .filter(|s| s.is_subscribed_to(&envelope.channel))
+                .filter(|s| s.deliver(&envelope.message))
+                .count(),
+            Destination::Session(client_id) => self
+                .sessions
+                .get(client_id)
+                .is_some_and(|s| s.deliver(&envelope.message))
+                .into(),
+        }
+    }
+}

@@ -1,0 +1,61 @@
+//! The long-polling transport over the transport-neutral session: a `/meta/connect` is
+//! held until the session has something to send, `timeout` passes, a newer connect
+//! replaces it, or the session ends; its response carries the messages, then the
+//! replies of its batch.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::server::Inner;
+use crate::server::handler::{self, HeldConnect, Processed};
+use crate::server::session::Outbound;
+
+/// Completes a processed batch as one long-polling response body: waits for its held
+/// connect, if it has one. Cancel-safe: if the HTTP request goes away, nothing was
+/// taken from the session.
+pub(crate) async fn respond(inner: &Arc<Inner>, mut processed: Processed) -> Bytes {
+    let delivered = match processed.connect.take() {
+        Some(connect) => {
+            let (reply, messages) = hold(inner, &connect).await;
+            processed.set_reply(connect.slot, reply);
+            messages
+        }
+        None => Vec::new(),
+    };
+    processed.encode(inner, delivered)
+}
+
+/// Holds one connect; returns its reply and the messages to deliver with it.
+async fn hold(inner: &Arc<Inner>, connect: &HeldConnect) -> (crate::protocol::Message, Vec<Bytes>) {
+    let session = &connect.session;
+    if let Some(reason) = session.closed() {
+        inner.remove_session(session, reason);
+        let outbound = Outbound::closed(reason);
+        return (
+            handler::connect_reply(inner, &connect.request, &outbound),
+            Vec::new(),
+        );
+    }
+    let mut timeout = handler::connect_timeout(inner, session, &connect.request);
+    let attachment = session.attach();
+    if session.acknowledge(handler::client_ack(&connect.request)) {
+        // What the client has not acknowledged goes out again at once.
+        timeout = Duration::ZERO;
+    }
+    // Polls `ready` before the deadline, so a zero timeout still takes what is queued.
+    let _ = tokio::time::timeout(timeout, session.ready(&attachment)).await;
+    let outbound = if attachment.is_current() {
+        session.take()
+    } else {
+        // Replaced by a newer connect, which takes the queue: answer this one empty.
+        Outbound::closed_or_empty(session.closed())
+    };
+    drop(attachment);
+    if let Some(reason) = outbound.closed {
+        inner.remove_session(session, reason);
+    }
+    let reply = handler::connect_reply(inner, &connect.request, &outbound);
+    (reply, outbound.messages)
+}

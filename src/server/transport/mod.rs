@@ -1,0 +1,57 @@
+//! Transports: how a session's messages reach its client.
+//!
+//! Every transport drives the same transport-neutral session (see the crate's
+//! `server::session` module): it hands incoming batches to the request handler, attaches
+//! to the session, awaits its next batch and writes it out. Long-polling answers one
+//! held `/meta/connect` per batch; a WebSocket transport writes a frame per batch.
+
+pub(crate) mod long_polling;
+
+use std::fmt;
+
+use crate::protocol::LONG_POLLING;
+
+/// A Bayeux connection type, as named in `supportedConnectionTypes` and
+/// `connectionType`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ConnectionType {
+    /// `long-polling`: HTTP POSTs, with `/meta/connect` held until there is something
+    /// to send or `timeout` passes.
+    LongPolling,
+}
+
+impl ConnectionType {
+    /// The name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConnectionType::LongPolling => LONG_POLLING,
+        }
+    }
+
+    /// The connection type with this wire name, if this crate knows it.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            LONG_POLLING => Some(ConnectionType::LongPolling),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for ConnectionType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip() {
+        let t = ConnectionType::LongPolling;
+        assert_eq!(ConnectionType::from_name(t.as_str()), Some(t));
+        assert_eq!(ConnectionType::from_name("carrier-pigeon"), None);
+    }
+}
