@@ -55,17 +55,38 @@
 //! To mount the endpoint inside your own hyper server, call [`Server::handle`] from your
 //! service (it takes any request body type) or use [`Server::service`].
 
-#![warn(missing_docs)]
+//! ## Features
+//!
+//! - `server`: [`server`], the Bayeux server and its long-polling transport.
+//! - `client`: [`client`], the Bayeux client.
+//! - `tower`: the endpoint as a tower `Service`, for axum and other tower stacks.
+//! - `workbin`: [`workbin`], the demo publisher.
+//! - `cli`: the `bayeux` binary (serve, listen, assign, demo, bench).
+//!
+//! All are on by default, for the binary. A library that embeds only the server builds
+//! with `default-features = false, features = ["server"]`: hyper (with `http`,
+//! `http-body-util`, `hyper-util`), tokio, serde, serde_json, futures, bytes, and
+//! `getrandom` for session ids.
 
+#![warn(missing_docs)]
+#![warn(missing_debug_implementations)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+#[cfg(any(feature = "client", feature = "workbin"))]
+#[cfg_attr(not(all(feature = "client", feature = "workbin")), allow(dead_code))]
 mod base64;
+#[cfg(feature = "client")]
 pub mod client;
 pub mod protocol;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "workbin")]
 pub mod workbin;
 
+#[cfg(feature = "server")]
 pub use server::{Server, ServerConfig};
 
 /// The README's Rust examples, compiled as doc tests so that they stay true.
-#[cfg(doctest)]
+#[cfg(all(doctest, feature = "server", feature = "client"))]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;

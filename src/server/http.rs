@@ -268,7 +268,7 @@ fn too_large(limit: usize) -> Response<ResponseBody> {
 /// With a mount path such as `/cometd`, it answers that path and everything below it
 /// (the CometD JavaScript client appends `/handshake`, `/connect`... to the URL) and
 /// answers 404 elsewhere.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct BayeuxService {
     server: Server,
     path: Option<String>,
@@ -305,6 +305,20 @@ impl BayeuxService {
     }
 }
 
+impl BayeuxService {
+    /// Answers one request: Bayeux at the mount path and below, 404 elsewhere.
+    pub(crate) async fn respond<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    where
+        B: Body,
+        B::Error: std::error::Error + Send + Sync + 'static,
+    {
+        if !self.matches(request.uri().path()) {
+            return text(StatusCode::NOT_FOUND, "not found");
+        }
+        self.server.handle(request).await
+    }
+}
+
 impl Service<Request<Incoming>> for BayeuxService {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
@@ -312,12 +326,7 @@ impl Service<Request<Incoming>> for BayeuxService {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move {
-            if !this.matches(request.uri().path()) {
-                return Ok(text(StatusCode::NOT_FOUND, "not found"));
-            }
-            Ok(this.server.handle(request).await)
-        })
+        Box::pin(async move { Ok(this.respond(request).await) })
     }
 }
 
@@ -405,6 +414,7 @@ pub(crate) async fn serve_with_header_timeout<S: HttpService>(
 }
 
 /// A running HTTP server started by [`Server::listen`].
+#[derive(Debug)]
 pub struct Listening {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,

@@ -16,6 +16,8 @@ mod local_delivery;
 mod policy;
 mod registry;
 mod session;
+#[cfg(feature = "tower")]
+mod tower;
 pub mod transport;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

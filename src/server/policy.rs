@@ -15,6 +15,7 @@ pub struct SessionInfo {
 }
 
 /// The context of a handshake, for a policy deciding whether to accept it.
+#[derive(Debug)]
 pub struct HandshakeRequest<'a> {
     /// The `/meta/handshake` message (its `ext` often carries credentials).
     pub message: &'a Message,

@@ -16,7 +16,7 @@ use crate::server::{BayeuxService, Listening, ResponseBody, Server, ServerConfig
 
 /// Routes the Bayeux mount path to the Bayeux server and everything else to the
 /// workbin API (which answers 404 for unknown paths). Cheap to clone.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct DemoApp {
     bayeux: BayeuxService,
     workbin: Arc<Workbin>,

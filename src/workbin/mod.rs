@@ -52,6 +52,7 @@ impl Default for WorkbinConfig {
 
 /// The workbin endpoint: validates assignments and publishes their notifications
 /// through a Bayeux [`Server`].
+#[derive(Debug)]
 pub struct Workbin {
     server: Server,
     access: Arc<Access>,

@@ -56,6 +56,17 @@ pub struct UserDirectory {
     users: HashMap<String, UserEntry>,
 }
 
+/// Lists the user names only: secrets never reach a log.
+impl std::fmt::Debug for UserDirectory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut names: Vec<&String> = self.users.keys().collect();
+        names.sort();
+        f.debug_struct("UserDirectory")
+            .field("users", &names)
+            .finish()
+    }
+}
+
 impl UserDirectory {
     /// Parses the text of a users file.
     pub fn parse(text: &str) -> Result<Self, UsersFileError> {
@@ -134,6 +145,7 @@ pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 }
 
 /// Who may use the demo server, and which agent each Bayeux session belongs to.
+#[derive(Debug)]
 pub struct Access {
     directory: Option<UserDirectory>,
     trust_ext_user_id: bool,

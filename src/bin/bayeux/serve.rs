@@ -150,10 +150,36 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             }
         });
     }
+    tokio::spawn(trim_when_idle(app.server().clone()));
     shutdown_signal().await;
     println!("bayeux: shutting down");
     listening.shutdown().await?;
     Ok(())
+}
+
+/// Hands memory freed by ended sessions back to the operating system once the server
+/// has no session left, so a burst of sessions does not leave the process at its peak
+/// size (glibc keeps freed memory otherwise). The binary's choice, not the library's: an
+/// embedding application owns its allocator.
+async fn trim_when_idle(server: bayeux::Server) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let mut had_sessions = false;
+    loop {
+        tick.tick().await;
+        let now = server.session_count() > 0;
+        if had_sessions && !now {
+            release_freed_memory();
+        }
+        had_sessions = now;
+    }
+}
+
+fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free heap pages to the OS; it has no other effect.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 async fn shutdown_signal() {
