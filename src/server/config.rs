@@ -2,17 +2,48 @@
 
 use std::time::Duration;
 
-/// What a session's queue does when it already holds `max_queue` messages.
+/// What a session's queue does when a message does not fit (over `max_queue` messages
+/// or `max_queue_bytes` bytes), for sessions that did not ask for acknowledged delivery.
+///
+/// A session that negotiated the ack extension was promised every message, so it is
+/// never dropped from quietly: whatever the policy, an overflow ends it as
+/// [`OverflowPolicy::CloseSession`] does, and the client hears of it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum OverflowPolicy {
     /// The new message is not queued for this session (others still get it), and the
-    /// session's drop counter grows. The session stays alive. This is the default: one
-    /// slow client never costs the others anything, and it keeps its session.
+    /// drop counters grow. The session stays alive. This is the default: one slow
+    /// client never costs the others anything, and it keeps its session.
     DropNewest,
+    /// The oldest queued messages make room for the new one (CometD users know this as
+    /// dropping the head of the queue); counted like drop-newest.
+    DropOldest,
     /// The session is ended: its pending `/meta/connect` (or its next one) is answered
     /// with `409` and `reconnect: handshake`, so the client learns it missed messages and
     /// can re-synchronise after its new handshake.
     CloseSession,
+}
+
+impl OverflowPolicy {
+    /// The name used by `bayeux serve --overflow`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OverflowPolicy::DropNewest => "drop-newest",
+            OverflowPolicy::DropOldest => "drop-oldest",
+            OverflowPolicy::CloseSession => "close-session",
+        }
+    }
+
+    /// The policy named `name` (`drop-newest`, `drop-oldest`, `close-session`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            OverflowPolicy::DropNewest,
+            OverflowPolicy::DropOldest,
+            OverflowPolicy::CloseSession,
+        ]
+        .into_iter()
+        .find(|p| p.as_str() == name)
+    }
 }
 
 /// Tunables of a [`Server`](super::Server). All durations are milliseconds on the wire.
@@ -26,9 +57,14 @@ pub struct ServerConfig {
     /// `maxInterval`: how long after its last connect ended a session may stay without
     /// a new one before it expires. CometD's default: 10 000 ms.
     pub max_interval: Duration,
-    /// `maxQueue`: the most messages waiting for one session. CometD's default is
-    /// unbounded; ours is bounded so that one stalled client cannot exhaust memory.
+    /// `maxQueue`: the most messages held for one session, queued or sent but not yet
+    /// acknowledged. CometD's default is unbounded; ours is bounded so that one stalled
+    /// client cannot exhaust memory.
     pub max_queue: usize,
+    /// `maxQueueBytes`: the most bytes of messages held for one session, counted as
+    /// `max_queue` is. A message that arrives when nothing is held is always accepted,
+    /// whatever its size.
+    pub max_queue_bytes: usize,
     /// What happens when a queue is full.
     pub overflow: OverflowPolicy,
     /// `maxMessageSize`: the largest request body, in bytes (413 above it).
@@ -65,7 +101,10 @@ impl Default for ServerConfig {
             timeout: Duration::from_millis(30_000),
             interval: Duration::ZERO,
             max_interval: Duration::from_millis(10_000),
-            max_queue: 1_000,
+            // A burst of a few thousand small messages during a network hiccup fits;
+            // 10 000 stalled sessions hold at most 10 000 x 512 KiB (see the README).
+            max_queue: 10_000,
+            max_queue_bytes: 512 * 1024,
             overflow: OverflowPolicy::DropNewest,
             max_message_size: 1024 * 1024,
             ack_extension: true,

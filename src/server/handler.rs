@@ -292,8 +292,8 @@ fn handshake(
     let session = Arc::new(Session::new(
         info.clone(),
         inner.next_recipient_id(),
-        inner.config.max_queue,
-        inner.config.overflow,
+        inner.queue_limits(),
+        inner.stats.clone(),
         browser.map(str::to_string),
     ));
     // CometD's acknowledged-messages extension, when the client asks for it.
@@ -554,8 +554,8 @@ mod tests {
                     user: Some(user.to_string()),
                 },
                 inner.next_recipient_id(),
-                8,
-                inner.config.overflow,
+                inner.queue_limits(),
+                inner.stats.clone(),
                 None,
             ));
             inner.remove_session(&session, CloseReason::Disconnected);
@@ -722,8 +722,8 @@ mod tests {
                 user: None,
             },
             inner.next_recipient_id(),
-            8,
-            inner.config.overflow,
+            inner.queue_limits(),
+            inner.stats.clone(),
             None,
         ));
         server.shutdown();

@@ -16,6 +16,7 @@ mod local_delivery;
 mod policy;
 mod registry;
 mod session;
+mod stats;
 #[cfg(feature = "tower")]
 mod tower;
 pub mod transport;
@@ -33,6 +34,7 @@ pub use http::{BayeuxService, HttpService, Listening, ResponseBody, serve};
 pub use index::{ChannelIndex, Recipient, RecipientId};
 pub use local::LocalSubscription;
 pub use local_delivery::LocalDelivery;
+pub use stats::ServerStats;
 pub use policy::{
     AllowAll, Decision, Extension, HandshakeDecision, HandshakeRequest, SecurityPolicy, SessionInfo,
 };
@@ -56,6 +58,7 @@ pub(crate) struct Inner {
     /// The connection types offered at handshake: those of the transports this server runs.
     pub connection_types: Vec<ConnectionType>,
     sessions: Arc<Registry>,
+    pub stats: Arc<stats::Stats>,
     next_recipient: AtomicU64,
     shutting_down: AtomicBool,
 }
@@ -113,6 +116,15 @@ impl Inner {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// The queue bounds of a new session.
+    pub fn queue_limits(&self) -> session::QueueLimits {
+        session::QueueLimits {
+            max_messages: self.config.max_queue.max(1),
+            max_bytes: self.config.max_queue_bytes,
+            overflow: self.config.overflow,
+        }
     }
 
     /// Runs every extension's `outgoing` hook on `message`.
@@ -228,6 +240,7 @@ impl ServerBuilder {
             extensions: self.extensions,
             connection_types: vec![ConnectionType::LongPolling],
             sessions,
+            stats: Arc::default(),
             next_recipient: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
         });
@@ -304,6 +317,12 @@ impl Server {
         self.inner
             .session(client_id)
             .is_some_and(|s| s.is_attached())
+    }
+
+    /// Counters of what this node has done (sessions, messages dropped on overflow,
+    /// sessions ended by an overflow), for monitoring.
+    pub fn stats(&self) -> ServerStats {
+        self.inner.stats.snapshot(self.session_count())
     }
 
     /// Messages a session lost because its queue was full (see [`OverflowPolicy`]), or

@@ -17,6 +17,7 @@ use tokio::sync::Notify;
 
 use super::config::OverflowPolicy;
 use super::index::{Recipient, RecipientId};
+use super::stats::Stats;
 use super::policy::SessionInfo;
 use crate::protocol::ChannelName;
 
@@ -52,8 +53,33 @@ struct AckState {
     unacked: VecDeque<(u64, Bytes)>,
 }
 
+/// What one held message costs against `maxQueueBytes`: its bytes and its queue slot
+/// (the `Bytes` handle and the slot it sits in), so that the bound holds for many tiny
+/// messages too.
+fn charge(message: &Bytes) -> usize {
+    message.len() + SLOT_COST
+}
+
+/// The memory a queued message costs besides its bytes.
+const SLOT_COST: usize = 48;
+
+/// The bounds of one session's queue, and what happens past them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct QueueLimits {
+    /// `maxQueue`: messages held (queued, or sent and not yet acknowledged).
+    pub max_messages: usize,
+    /// `maxQueueBytes`: their bytes, each message charged its size and its slot.
+    pub max_bytes: usize,
+    /// What a session without acknowledgements does on overflow.
+    pub overflow: OverflowPolicy,
+}
+
 struct State {
     queue: VecDeque<Bytes>,
+    /// What the queue and the unacknowledged messages are charged, in bytes.
+    held_bytes: usize,
+    /// Set at the first overflow, so it is reported once per session.
+    overflowed: bool,
     ack: Option<AckState>,
     closed: Option<CloseReason>,
     /// Transports attached right now (a pending long poll; briefly two while a newer
@@ -109,8 +135,9 @@ pub(crate) enum Enqueued {
 pub(crate) struct Session {
     pub info: SessionInfo,
     recipient_id: RecipientId,
-    overflow: OverflowPolicy,
-    max_queue: usize,
+    limits: QueueLimits,
+    /// The server-wide counters this session adds to.
+    stats: Arc<Stats>,
     /// The `BAYEUX_BROWSER` cookie of the handshake, if any.
     browser: Option<String>,
     /// The session's patterns. Held while the channel index is updated, so that
@@ -132,19 +159,21 @@ impl Session {
     pub fn new(
         info: SessionInfo,
         recipient_id: RecipientId,
-        max_queue: usize,
-        overflow: OverflowPolicy,
+        limits: QueueLimits,
+        stats: Arc<Stats>,
         browser: Option<String>,
     ) -> Self {
         Session {
             info,
             recipient_id,
-            overflow,
-            max_queue: max_queue.max(1),
+            limits,
+            stats,
             browser,
             subscriptions: Mutex::new(HashSet::new()),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
+                held_bytes: 0,
+                overflowed: false,
                 ack: None,
                 closed: None,
                 attached: 0,
@@ -252,6 +281,7 @@ impl Session {
             if reason != CloseReason::Overflow {
                 st.queue = VecDeque::new();
                 st.ack = None;
+                st.held_bytes = 0;
             }
             first
         };
@@ -312,12 +342,17 @@ impl Session {
         let Some(ack) = st.ack.as_mut() else {
             return false;
         };
+        let mut released = 0;
         if let Some(acked) = acked {
             while ack.unacked.front().is_some_and(|(b, _)| *b <= acked) {
-                ack.unacked.pop_front();
+                if let Some((_, m)) = ack.unacked.pop_front() {
+                    released += charge(&m);
+                }
             }
         }
-        !ack.unacked.is_empty()
+        let remaining = !ack.unacked.is_empty();
+        st.held_bytes -= released;
+        remaining
     }
 
     /// Waits until there is something for `attachment` to do: a message queued, the
@@ -347,6 +382,10 @@ impl Session {
         let mut st = self.state();
         let st = &mut *st;
         let mut messages: Vec<Bytes> = st.queue.drain(..).collect();
+        if st.ack.is_none() {
+            // Sent and forgotten: no longer held.
+            st.held_bytes -= messages.iter().map(charge).sum::<usize>();
+        }
         let ack_batch = st.ack.as_mut().map(|ack| {
             let batch = ack.next_batch;
             ack.next_batch += 1;
@@ -362,28 +401,88 @@ impl Session {
     }
 
     /// Queues an already-encoded message for the client. Never blocks: it runs inside
-    /// the fan-out. Unacknowledged messages count against `maxQueue` like queued ones.
+    /// the fan-out. Unacknowledged messages count against the bounds like queued ones.
+    ///
+    /// A message that does not fit is handled by the overflow policy; a session with
+    /// acknowledgements on is closed instead, whatever the policy, since it was promised
+    /// every message.
     pub fn enqueue(&self, message: &Bytes) -> Enqueued {
+        let cost = charge(message);
         let mut st = self.state();
         if st.closed.is_some() {
             return Enqueued::Closed;
         }
-        let held = st.queue.len() + st.ack.as_ref().map_or(0, |a| a.unacked.len());
-        if held >= self.max_queue {
+        let mut dropped_oldest = 0u64;
+        loop {
+            let held = st.queue.len() + st.ack.as_ref().map_or(0, |a| a.unacked.len());
+            let fits = held == 0
+                || (held < self.limits.max_messages
+                    && st.held_bytes + cost <= self.limits.max_bytes);
+            if fits {
+                break;
+            }
+            let first_overflow = !std::mem::replace(&mut st.overflowed, true);
+            let close = st.ack.is_some() || self.limits.overflow == OverflowPolicy::CloseSession;
+            if !close
+                && self.limits.overflow == OverflowPolicy::DropOldest
+                && let Some(old) = st.queue.pop_front()
+            {
+                st.held_bytes -= charge(&old);
+                dropped_oldest += 1;
+                if first_overflow {
+                    self.report_overflow("drop-oldest");
+                }
+                continue;
+            }
             drop(st);
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-            if self.overflow == OverflowPolicy::CloseSession {
-                self.mark_closed(CloseReason::Overflow);
+            self.count_dropped(dropped_oldest + 1);
+            if close {
+                if self.mark_closed(CloseReason::Overflow) {
+                    self.stats.overflow_closes.fetch_add(1, Ordering::Relaxed);
+                }
+                if first_overflow {
+                    self.report_overflow(if self.limits.overflow == OverflowPolicy::CloseSession {
+                        "close-session"
+                    } else {
+                        "close-session (acknowledged delivery)"
+                    });
+                }
+            } else if first_overflow {
+                self.report_overflow("drop-newest");
             }
             return Enqueued::Dropped;
         }
         let was_empty = st.queue.is_empty();
         st.queue.push_back(message.clone());
+        st.held_bytes += cost;
         drop(st);
+        if dropped_oldest > 0 {
+            self.count_dropped(dropped_oldest);
+        }
         if was_empty {
             self.wake.notify_waiters();
         }
         Enqueued::Queued
+    }
+
+    fn count_dropped(&self, n: u64) {
+        self.dropped.fetch_add(n, Ordering::Relaxed);
+        self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Says once per session that its queue overflowed, and what was done.
+    fn report_overflow(&self, action: &str) {
+        #[cfg(feature = "tracing")]
+        tracing::warn!(
+            client_id = %self.info.client_id,
+            user = self.info.user.as_deref().unwrap_or(""),
+            max_queue = self.limits.max_messages,
+            max_queue_bytes = self.limits.max_bytes,
+            action,
+            "session queue overflow"
+        );
+        #[cfg(not(feature = "tracing"))]
+        let _ = action;
     }
 }
 
@@ -436,11 +535,19 @@ mod tests {
     use super::*;
 
     fn session(max_queue: usize, overflow: OverflowPolicy) -> Arc<Session> {
+        with_limits(QueueLimits {
+            max_messages: max_queue,
+            max_bytes: usize::MAX,
+            overflow,
+        })
+    }
+
+    fn with_limits(limits: QueueLimits) -> Arc<Session> {
         let info = SessionInfo {
             client_id: new_client_id(),
             user: None,
         };
-        Arc::new(Session::new(info, 1, max_queue, overflow, None))
+        Arc::new(Session::new(info, 1, limits, Arc::default(), None))
     }
 
     fn b(s: &'static str) -> Bytes {
@@ -518,6 +625,77 @@ mod tests {
     }
 
     #[test]
+    fn overflow_drop_oldest_keeps_the_newest() {
+        let s = session(2, OverflowPolicy::DropOldest);
+        for m in ["1", "2", "3", "4"] {
+            assert_eq!(s.enqueue(&b(m)), Enqueued::Queued);
+        }
+        assert_eq!(s.dropped(), 2);
+        assert_eq!(s.stats.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(s.take().messages, vec![b("3"), b("4")]);
+        assert!(s.closed().is_none());
+    }
+
+    #[test]
+    fn the_byte_bound_counts_each_message_and_its_slot() {
+        let s = with_limits(QueueLimits {
+            max_messages: 1_000,
+            max_bytes: 2 * (10 + SLOT_COST),
+            overflow: OverflowPolicy::DropNewest,
+        });
+        let ten = Bytes::from(vec![b'x'; 10]);
+        assert_eq!(s.enqueue(&ten), Enqueued::Queued);
+        assert_eq!(s.enqueue(&ten), Enqueued::Queued);
+        assert_eq!(s.enqueue(&Bytes::from_static(b"1")), Enqueued::Dropped);
+        s.take();
+        // Sent without acknowledgements: no longer held.
+        assert_eq!(s.enqueue(&ten), Enqueued::Queued);
+        // A message larger than the bound still goes into an empty queue.
+        s.take();
+        assert_eq!(s.enqueue(&Bytes::from(vec![b'y'; 4096])), Enqueued::Queued);
+    }
+
+    #[test]
+    fn with_acknowledgements_an_overflow_closes_the_session_whatever_the_policy() {
+        for policy in [
+            OverflowPolicy::DropNewest,
+            OverflowPolicy::DropOldest,
+            OverflowPolicy::CloseSession,
+        ] {
+            let s = session(2, policy);
+            s.enable_ack();
+            s.enqueue(&b("1"));
+            s.take(); // batch 1, unacknowledged: still held
+            s.enqueue(&b("2"));
+            assert_eq!(s.enqueue(&b("3")), Enqueued::Dropped, "{policy:?}");
+            assert_eq!(s.closed(), Some(CloseReason::Overflow), "{policy:?}");
+            assert_eq!(s.stats.overflow_closes.load(Ordering::Relaxed), 1);
+            assert_eq!(s.dropped(), 1);
+            // What was held goes out with the news: nothing is lost silently.
+            let out = s.take();
+            assert_eq!(out.messages, vec![b("1"), b("2")]);
+            assert_eq!(out.closed, Some(CloseReason::Overflow));
+        }
+    }
+
+    #[test]
+    fn acknowledged_batches_release_their_bytes() {
+        let s = with_limits(QueueLimits {
+            max_messages: 1_000,
+            max_bytes: 2 * (1 + SLOT_COST),
+            overflow: OverflowPolicy::DropNewest,
+        });
+        s.enable_ack();
+        s.enqueue(&b("1"));
+        s.enqueue(&b("2"));
+        assert_eq!(s.take().ack_batch, Some(1));
+        s.acknowledge(Some(1));
+        assert_eq!(s.enqueue(&b("3")), Enqueued::Queued);
+        assert_eq!(s.enqueue(&b("4")), Enqueued::Queued);
+        assert!(s.closed().is_none());
+    }
+
+    #[test]
     fn unacknowledged_messages_are_sent_again_until_acknowledged() {
         let s = session(8, OverflowPolicy::DropNewest);
         s.enable_ack();
@@ -536,17 +714,6 @@ mod tests {
         assert_eq!(s.take().messages, vec![b("3")]);
     }
 
-    #[test]
-    fn unacknowledged_messages_count_against_max_queue() {
-        let s = session(2, OverflowPolicy::DropNewest);
-        s.enable_ack();
-        s.enqueue(&b("1"));
-        s.take();
-        s.enqueue(&b("2"));
-        assert_eq!(s.enqueue(&b("3")), Enqueued::Dropped);
-        s.acknowledge(Some(1));
-        assert_eq!(s.enqueue(&b("3")), Enqueued::Queued);
-    }
 
     #[test]
     fn a_closed_session_refuses_messages_and_subscriptions() {

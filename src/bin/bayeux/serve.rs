@@ -24,11 +24,15 @@ pub struct ServeArgs {
     /// `maxInterval`: ms without a connect before a session expires.
     #[arg(long, default_value_t = 10_000)]
     max_interval: u64,
-    /// `maxQueue`: messages queued per session at most.
-    #[arg(long, default_value_t = 1_000)]
+    /// `maxQueue`: messages held per session at most (queued or unacknowledged).
+    #[arg(long, default_value_t = ServerConfig::default().max_queue)]
     max_queue: usize,
-    /// What a full queue does: `drop-newest` or `close-session`.
-    #[arg(long, default_value = "drop-newest", value_parser = ["drop-newest", "close-session"])]
+    /// `maxQueueBytes`: bytes held per session at most (queued or unacknowledged).
+    #[arg(long, default_value_t = ServerConfig::default().max_queue_bytes)]
+    max_queue_bytes: usize,
+    /// What a full queue does to a session without acknowledged delivery (one with it is
+    /// always closed and told): `drop-newest`, `drop-oldest` or `close-session`.
+    #[arg(long, default_value = "drop-newest", value_parser = ["drop-newest", "drop-oldest", "close-session"])]
     overflow: String,
     /// `maxMessageSize`: largest request body in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
@@ -82,11 +86,8 @@ impl ServeArgs {
             interval: Duration::from_millis(self.interval),
             max_interval: Duration::from_millis(self.max_interval),
             max_queue: self.max_queue,
-            overflow: if self.overflow == "close-session" {
-                OverflowPolicy::CloseSession
-            } else {
-                OverflowPolicy::DropNewest
-            },
+            max_queue_bytes: self.max_queue_bytes,
+            overflow: OverflowPolicy::from_name(&self.overflow).unwrap_or(OverflowPolicy::DropNewest),
             max_message_size: self.max_message_size,
             ack_extension: !self.no_ack,
             max_batch: self.max_batch,
@@ -142,10 +143,13 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             let mut tick = tokio::time::interval(Duration::from_secs(every.max(1)));
             loop {
                 tick.tick().await;
+                let stats = server.stats();
                 eprintln!(
-                    "bayeux: stats sessions={} rss_kib={}",
-                    server.session_count(),
-                    rss_kib()
+                    "bayeux: stats sessions={} rss_kib={} dropped={} overflow_closes={}",
+                    stats.sessions,
+                    rss_kib(),
+                    stats.dropped_messages,
+                    stats.overflow_closes
                 );
             }
         });
