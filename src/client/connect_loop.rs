@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::transport::Lane;
-use super::{ConnectionState, Error, Shared, merge_advice};
+use super::{ConnectionState, Error, ErrorKind, Shared, merge_advice};
 use crate::protocol::{
     Advice, ChannelName, LONG_POLLING, META_CONNECT, META_SUBSCRIBE, Message, Reconnect,
     Subscription,
@@ -74,8 +74,8 @@ pub(super) async fn run(shared: Arc<Shared>) {
                         continue;
                     }
                 },
-                Err(Error::Closed(why)) => {
-                    shared.stop(ConnectionState::Failed(why));
+                Err(e) if e.kind() == ErrorKind::Closed => {
+                    shared.stop(ConnectionState::Failed(e.closed_reason().to_string()));
                     return;
                 }
                 Err(_) => {
@@ -207,7 +207,7 @@ async fn resubscribe(shared: &Shared) -> Result<(), Error> {
                 st.confirmed.insert(pattern);
             }
             Some(_) => st.listeners.retain(|l| l.pattern != pattern),
-            None => return Err(Error::Protocol("no reply to a re-subscribe".into())),
+            None => return Err(Error::protocol("no reply to a re-subscribe")),
         }
     }
     Ok(())

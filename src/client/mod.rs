@@ -18,6 +18,7 @@
 //! ```
 
 mod connect_loop;
+mod error;
 mod subscription;
 mod transport;
 
@@ -32,6 +33,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
+pub use error::{Error, ErrorKind};
 pub use subscription::Subscription;
 
 use crate::protocol::{
@@ -40,51 +42,9 @@ use crate::protocol::{
 };
 use transport::{Lane, Transport};
 
-/// What can go wrong for a client call.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Error {
-    /// The URL or a header given to the builder is invalid.
-    Config(String),
-    /// The HTTP exchange failed (connection refused, reset...).
-    Http(String),
-    /// The server answered with a non-2xx status.
-    Status(u16, String),
-    /// No response within the request timeout.
-    Timeout,
-    /// The response was not a Bayeux batch, or lacked the expected reply.
-    Protocol(String),
-    /// The server refused the request (`successful: false`).
-    Refused(BayeuxError),
-    /// A channel name outside the Bayeux grammar.
-    InvalidChannel(String),
-    /// No session right now: not yet handshaken, or re-handshaking after a failure.
-    NotConnected,
-    /// The client was stopped: `disconnect`, or the server advised `reconnect: none`.
-    Closed(String),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Config(e) => write!(f, "invalid client configuration: {e}"),
-            Error::Http(e) => write!(f, "HTTP error: {e}"),
-            Error::Status(code, body) => write!(f, "HTTP status {code}: {body}"),
-            Error::Timeout => f.write_str("request timed out"),
-            Error::Protocol(e) => write!(f, "protocol error: {e}"),
-            Error::Refused(e) => write!(f, "refused by the server: {e}"),
-            Error::InvalidChannel(e) => write!(f, "invalid channel: {e}"),
-            Error::NotConnected => {
-                f.write_str("no Bayeux session (not handshaken, or reconnecting)")
-            }
-            Error::Closed(why) => write!(f, "client closed: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
 /// The client's connection state, observable with [`Client::state`].
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum ConnectionState {
     /// Built, not yet handshaken.
     Idle,
@@ -114,7 +74,7 @@ pub trait Extension: Send + Sync + 'static {
 }
 
 /// Tunables of a [`Client`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct ClientConfig {
     /// Timeout of a request that is not a long poll.
     pub request_timeout: Duration,
@@ -131,12 +91,41 @@ pub(crate) struct ClientConfig {
     pub ack: bool,
 }
 
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The handshake `ext` often carries credentials: only its keys are shown.
+        let ext_keys: Option<Vec<&String>> =
+            self.handshake_ext.as_ref().map(|e| e.keys().collect());
+        f.debug_struct("ClientConfig")
+            .field("request_timeout", &self.request_timeout)
+            .field("max_network_delay", &self.max_network_delay)
+            .field("backoff", &self.backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("handshake_ext_keys", &ext_keys)
+            .field("ack", &self.ack)
+            .finish()
+    }
+}
+
 /// Builds a [`Client`].
 pub struct ClientBuilder {
     url: String,
     headers: Vec<(String, String)>,
     config: ClientConfig,
     extensions: Vec<Arc<dyn Extension>>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values may be credentials: only their names are shown.
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("ClientBuilder")
+            .field("url", &self.url)
+            .field("headers", &header_names)
+            .field("config", &self.config)
+            .field("extensions", &self.extensions.len())
+            .finish()
+    }
 }
 
 impl ClientBuilder {
@@ -197,9 +186,9 @@ impl ClientBuilder {
         let url: Uri = self
             .url
             .parse()
-            .map_err(|e| Error::Config(format!("{}: {e}", self.url)))?;
+            .map_err(|e| Error::config(format!("{}: {e}", self.url)))?;
         if url.scheme_str() != Some("http") || url.host().is_none() {
-            return Err(Error::Config(format!(
+            return Err(Error::config(format!(
                 "{}: an http:// URL is required",
                 self.url
             )));
@@ -208,10 +197,10 @@ impl ClientBuilder {
         for (name, value) in &self.headers {
             let name: HeaderName = name
                 .parse()
-                .map_err(|_| Error::Config(format!("header name {name:?}")))?;
+                .map_err(|_| Error::config(format!("header name {name:?}")))?;
             let value: HeaderValue = value
                 .parse()
-                .map_err(|_| Error::Config(format!("header value for {name}")))?;
+                .map_err(|_| Error::config(format!("header value for {name}")))?;
             headers.append(name, value);
         }
         let (status, _) = watch::channel(ConnectionState::Idle);
@@ -343,13 +332,14 @@ impl Shared {
     /// One request/reply exchange on the request lane; returns the reply to `request`.
     pub async fn request(&self, request: Message) -> Result<Message, Error> {
         let id = request.id.clone();
+        let channel = request.channel_str().to_string();
         let replies = self
             .exchange(Lane::Requests, vec![request], self.config.request_timeout)
             .await?;
         replies
             .into_iter()
             .find(|r| r.id == id)
-            .ok_or_else(|| Error::Protocol("no reply to the request".into()))
+            .ok_or_else(|| Error::protocol(format!("no reply to {channel}")))
     }
 
     /// Sends a handshake and, when accepted, records the new session.
@@ -367,18 +357,19 @@ impl Shared {
         }
         let reply = self.request(m).await?;
         if !reply.is_successful() {
-            let err = Error::Refused(
+            let err = Error::refused(
+                META_HANDSHAKE,
                 reply
                     .bayeux_error()
                     .unwrap_or_else(|| BayeuxError::bad_request("handshake failed")),
             );
             if reply.advice.as_ref().and_then(|a| a.reconnect) == Some(Reconnect::None) {
-                return Err(Error::Closed(err.to_string()));
+                return Err(err.into_closed());
             }
             return Err(err);
         }
         let Some(client_id) = reply.client_id.clone() else {
-            return Err(Error::Protocol("handshake reply without clientId".into()));
+            return Err(Error::protocol("handshake reply without clientId"));
         };
         // CometD servers answer `ack: true`, or `ack: {enabled: true, batch: N}`.
         let ack = reply.ext.as_ref().and_then(|e| e.get("ack"));
@@ -405,7 +396,7 @@ impl Shared {
     /// Subscribes the server to `pattern` for the current session.
     pub async fn subscribe_remote(&self, pattern: &ChannelName) -> Result<(), Error> {
         if self.client_id().is_none() {
-            return Err(Error::NotConnected);
+            return Err(Error::not_connected());
         }
         let mut m = self.message(META_SUBSCRIBE);
         m.subscription = Some(crate::protocol::Subscription::One(pattern.to_string()));
@@ -414,9 +405,12 @@ impl Shared {
             self.state().confirmed.insert(pattern.clone());
             Ok(())
         } else {
-            Err(Error::Refused(reply.bayeux_error().unwrap_or_else(|| {
-                BayeuxError::subscribe_denied(pattern.as_str())
-            })))
+            Err(Error::refused(
+                format!("{META_SUBSCRIBE} {pattern}"),
+                reply
+                    .bayeux_error()
+                    .unwrap_or_else(|| BayeuxError::subscribe_denied(pattern.as_str())),
+            ))
         }
     }
 
@@ -439,9 +433,12 @@ impl Shared {
         if reply.is_successful() {
             Ok(())
         } else {
-            Err(Error::Refused(reply.bayeux_error().unwrap_or_else(|| {
-                BayeuxError::bad_request("unsubscribe failed")
-            })))
+            Err(Error::refused(
+                format!("{META_UNSUBSCRIBE} {pattern}"),
+                reply
+                    .bayeux_error()
+                    .unwrap_or_else(|| BayeuxError::bad_request("unsubscribe failed")),
+            ))
         }
     }
 
@@ -502,6 +499,16 @@ pub struct Client {
     _stop: Arc<StopOnDrop>,
 }
 
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.shared.transport.url())
+            .field("state", &*self.shared.status.borrow())
+            .field("client_id", &self.shared.client_id())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Client {
     /// Starts building a client for the Bayeux endpoint at `url`
     /// (e.g. `http://127.0.0.1:8080/cometd`).
@@ -525,7 +532,7 @@ impl Client {
     /// refuses (with its Bayeux error) or cannot be reached; it is not retried here.
     pub async fn handshake(&self) -> Result<(), Error> {
         if self.shared.state().stopped {
-            return Err(Error::Closed("the client was stopped".into()));
+            return Err(Error::closed("the client was stopped"));
         }
         self.shared.set_status(ConnectionState::Handshaking);
         if let Err(e) = self.shared.handshake_once().await {
@@ -564,8 +571,8 @@ impl Client {
     /// same channel each receive every message. Subscriptions are renewed by themselves
     /// after a re-handshake.
     pub async fn subscribe(&self, channel: &str) -> Result<Subscription, Error> {
-        let pattern = ChannelName::parse(channel)
-            .map_err(|e| Error::InvalidChannel(format!("{channel}: {e}")))?;
+        let pattern =
+            ChannelName::parse(channel).map_err(|e| Error::invalid_channel(channel, e))?;
         let (tx, rx) = mpsc::unbounded_channel();
         let id = self.shared.next_listener_id();
         // Listen before asking, so nothing delivered right after the server's reply is
@@ -573,7 +580,7 @@ impl Client {
         let already = {
             let mut st = self.shared.state();
             if st.stopped {
-                return Err(Error::Closed("the client was stopped".into()));
+                return Err(Error::closed("the client was stopped"));
             }
             st.listeners.push(Listener {
                 id,
@@ -598,9 +605,11 @@ impl Client {
         let mut results = self
             .publish_batch(vec![(channel.to_string(), data)])
             .await?;
-        results
-            .pop()
-            .unwrap_or_else(|| Err(Error::Protocol("no reply".into())))
+        results.pop().unwrap_or_else(|| {
+            Err(Error::protocol(format!(
+                "no reply to a publish on {channel}"
+            )))
+        })
     }
 
     /// Publishes several messages in one HTTP request, in order; one result per message.
@@ -609,7 +618,7 @@ impl Client {
         messages: Vec<(String, Value)>,
     ) -> Result<Vec<Result<Message, Error>>, Error> {
         if self.client_id().is_none() {
-            return Err(Error::NotConnected);
+            return Err(Error::not_connected());
         }
         let requests: Vec<Message> = messages
             .into_iter()
@@ -628,12 +637,12 @@ impl Client {
             .into_iter()
             .map(|id| match replies.iter().find(|r| r.id == id) {
                 Some(r) if r.is_successful() => Ok(r.clone()),
-                Some(r) => {
-                    Err(Error::Refused(r.bayeux_error().unwrap_or_else(|| {
-                        BayeuxError::bad_request("publish failed")
-                    })))
-                }
-                None => Err(Error::Protocol("no reply to a publish".into())),
+                Some(r) => Err(Error::refused(
+                    format!("publish on {}", r.channel_str()),
+                    r.bayeux_error()
+                        .unwrap_or_else(|| BayeuxError::bad_request("publish failed")),
+                )),
+                None => Err(Error::protocol("no reply to a publish")),
             })
             .collect())
     }
@@ -671,17 +680,17 @@ mod tests {
     fn builder_refuses_bad_urls_and_headers() {
         assert!(matches!(
             Client::builder("ftp://x/").build(),
-            Err(Error::Config(_))
+            Err(e) if e.kind() == ErrorKind::Config
         ));
         assert!(matches!(
             Client::builder("not a url").build(),
-            Err(Error::Config(_))
+            Err(e) if e.kind() == ErrorKind::Config
         ));
         assert!(matches!(
             Client::builder("http://h/c")
                 .header("bad header", "v")
                 .build(),
-            Err(Error::Config(_))
+            Err(e) if e.kind() == ErrorKind::Config
         ));
     }
 

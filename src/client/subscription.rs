@@ -24,6 +24,15 @@ pub struct Subscription {
     armed: bool,
 }
 
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("pattern", &self.pattern)
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Subscription {
     pub(crate) fn new(
         pattern: ChannelName,

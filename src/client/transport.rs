@@ -56,6 +56,10 @@ impl Transport {
         }
     }
 
+    pub fn url(&self) -> &Uri {
+        &self.url
+    }
+
     fn cookie_header(&self) -> Option<String> {
         let jar = self.cookies.lock().unwrap_or_else(|e| e.into_inner());
         if jar.is_empty() {
@@ -102,14 +106,14 @@ impl Transport {
         let mut request = Request::post(self.url.clone())
             .header(CONTENT_TYPE, "application/json;charset=UTF-8")
             .body(Full::new(body))
-            .map_err(|e| Error::Http(e.to_string()))?;
+            .map_err(|e| Error::config(format!("request to {}: {e}", self.url)))?;
         request.headers_mut().extend(self.headers.clone());
         if let Some(cookie) = self.cookie_header() {
             request.headers_mut().insert(
                 COOKIE,
                 cookie
                     .parse()
-                    .map_err(|_| Error::Http("bad cookie".into()))?,
+                    .map_err(|_| Error::protocol("a Set-Cookie value that cannot be sent back"))?,
             );
         }
         let client = match lane {
@@ -120,22 +124,26 @@ impl Transport {
             let response = client
                 .request(request)
                 .await
-                .map_err(|e| Error::Http(e.to_string()))?;
+                .map_err(|e| Error::connection(format!("POST {}", self.url), e))?;
             self.store_cookies(response.headers());
             let status = response.status();
             let body = Limited::new(response.into_body(), MAX_RESPONSE)
                 .collect()
                 .await
-                .map_err(|e| Error::Http(e.to_string()))?
+                .map_err(|e| Error::connection(format!("reading the response of {}", self.url), e))?
                 .to_bytes();
             if !status.is_success() {
-                let text = String::from_utf8_lossy(&body[..body.len().min(200)]).into_owned();
-                return Err(Error::Status(status.as_u16(), text.trim().to_string()));
+                return Err(Error::status(
+                    format!("POST {}", self.url),
+                    status.as_u16(),
+                    &body,
+                ));
             }
-            Batch::parse_strict(&body).map_err(|e| Error::Protocol(e.to_string()))
+            Batch::parse_strict(&body)
+                .map_err(|e| Error::protocol_with(format!("the response of {}", self.url), e))
         };
         tokio::time::timeout(timeout, exchange)
             .await
-            .map_err(|_| Error::Timeout)?
+            .map_err(|_| Error::timeout(&format!("POST {}", self.url), timeout))?
     }
 }
