@@ -506,3 +506,33 @@ async fn http_failures_are_told_apart() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_plugged_in_connector_carries_the_session() {
+    use hyper_util::client::legacy::connect::HttpConnector;
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let c = Client::builder(&t.url())
+            .connector(connector.clone())
+            .build()
+            .unwrap();
+        assert_eq!(c.transport_name(), "long-polling");
+        c.handshake().await.unwrap();
+        let mut sub = c.subscribe("/plugged").await.unwrap();
+        c.publish("/plugged", json!("via the connector"))
+            .await
+            .unwrap();
+        assert_eq!(next_data(&mut sub).await, json!("via the connector"));
+        // With a connector, https:// is accepted (it is the connector's job to speak TLS).
+        assert!(
+            Client::builder("https://example.com/cometd")
+                .connector(connector)
+                .build()
+                .is_ok()
+        );
+    })
+    .await
+    .unwrap();
+}

@@ -7,8 +7,7 @@ use std::time::Duration;
 use super::transport::Lane;
 use super::{ConnectionState, Error, ErrorKind, Shared, merge_advice};
 use crate::protocol::{
-    Advice, ChannelName, LONG_POLLING, META_CONNECT, META_SUBSCRIBE, Message, Reconnect,
-    Subscription,
+    Advice, ChannelName, META_CONNECT, META_SUBSCRIBE, Message, Reconnect, Subscription,
 };
 
 /// Capped exponential backoff.
@@ -111,7 +110,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
 
 async fn connect_once(shared: &Shared, first: bool) -> Next {
     let mut m = shared.message(META_CONNECT);
-    m.connection_type = Some(LONG_POLLING.into());
+    m.connection_type = Some(shared.transport.name().into());
     if first {
         m.advice = Some(Advice {
             timeout: Some(0),
@@ -123,17 +122,13 @@ async fn connect_once(shared: &Shared, first: bool) -> Next {
             .get_or_insert_with(Default::default)
             .insert("ack".into(), batch.into());
     }
-    let id = m.id.clone();
     let server_timeout = millis(shared.state().advice.timeout.or(Some(30_000)));
     let http_timeout = server_timeout + shared.config.max_network_delay;
-    let replies = match shared.exchange(Lane::LongPoll, vec![m], http_timeout).await {
-        Ok(r) => r,
-        Err(_) => return Next::Backoff,
+    let reply = match shared.exchange(Lane::LongPoll, vec![m], http_timeout).await {
+        Ok(mut replies) => replies.pop().flatten(),
+        Err(_) => None,
     };
-    let Some(reply) = replies
-        .into_iter()
-        .find(|r| r.id == id || r.channel_str() == META_CONNECT)
-    else {
+    let Some(reply) = reply else {
         return Next::Backoff;
     };
     let advice = {
@@ -196,13 +191,12 @@ async fn resubscribe(shared: &Shared) -> Result<(), Error> {
             m
         })
         .collect();
-    let ids: Vec<_> = requests.iter().map(|m| m.id.clone()).collect();
     let replies = shared
         .exchange(Lane::Requests, requests, shared.config.request_timeout)
         .await?;
     let mut st = shared.state();
-    for (pattern, id) in patterns.into_iter().zip(ids) {
-        match replies.iter().find(|r| r.id == id) {
+    for (pattern, reply) in patterns.into_iter().zip(replies) {
+        match reply {
             Some(r) if r.is_successful() => {
                 st.confirmed.insert(pattern);
             }

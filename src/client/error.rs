@@ -40,7 +40,7 @@ pub enum ErrorKind {
     Connection,
     /// No response within the request timeout.
     Timeout,
-    /// The server answered with a non-2xx HTTP status ([`Error::status`]).
+    /// The server answered with a non-2xx HTTP status ([`Error::status_code`]).
     Status,
     /// The response was not a Bayeux batch, or lacked the expected reply.
     Protocol,

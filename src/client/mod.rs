@@ -20,27 +20,28 @@
 mod connect_loop;
 mod error;
 mod subscription;
-mod transport;
+pub mod transport;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use hyper_util::client::legacy::connect::Connect;
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
 pub use error::{Error, ErrorKind};
 pub use subscription::Subscription;
 
 use crate::protocol::{
-    Advice, BAYEUX_VERSION, BayeuxError, ChannelName, LONG_POLLING, META_DISCONNECT,
-    META_HANDSHAKE, META_SUBSCRIBE, META_UNSUBSCRIBE, Message, MessageId, Reconnect,
+    Advice, BAYEUX_VERSION, BayeuxError, ChannelName, META_DISCONNECT, META_HANDSHAKE,
+    META_SUBSCRIBE, META_UNSUBSCRIBE, Message, MessageId, Reconnect,
 };
-use transport::{Lane, Transport};
+use transport::{Inbound, Lane, MakeTransport, Sent, Transport, TransportConfig};
 
 /// The client's connection state, observable with [`Client::state`].
 #[derive(Clone, Debug, PartialEq)]
@@ -113,6 +114,8 @@ pub struct ClientBuilder {
     headers: Vec<(String, String)>,
     config: ClientConfig,
     extensions: Vec<Arc<dyn Extension>>,
+    /// Set by [`ClientBuilder::connector`]; plain TCP otherwise.
+    transport: Option<MakeTransport>,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -124,6 +127,14 @@ impl fmt::Debug for ClientBuilder {
             .field("headers", &header_names)
             .field("config", &self.config)
             .field("extensions", &self.extensions.len())
+            .field(
+                "connector",
+                &if self.transport.is_some() {
+                    "custom"
+                } else {
+                    "plain TCP"
+                },
+            )
             .finish()
     }
 }
@@ -180,18 +191,43 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client (no I/O yet; call [`Client::handshake`]). Only `http://` URLs
-    /// are supported.
+    /// Opens the HTTP connections with `connector` instead of plain TCP: hyper-util's
+    /// [`Connect`], for example a TLS connector, which also allows `https://` URLs.
+    pub fn connector<C>(mut self, connector: C) -> Self
+    where
+        C: Connect + Clone + Send + Sync + 'static,
+    {
+        self.transport = Some(transport::long_polling::with_connector(connector));
+        self
+    }
+
+    /// Builds the client (no I/O yet; call [`Client::handshake`]). `http://` URLs are
+    /// supported; `https://` ones only with a TLS [`connector`](Self::connector).
     pub fn build(self) -> Result<Client, Error> {
         let url: Uri = self
             .url
             .parse()
             .map_err(|e| Error::config(format!("{}: {e}", self.url)))?;
-        if url.scheme_str() != Some("http") || url.host().is_none() {
-            return Err(Error::config(format!(
-                "{}: an http:// URL is required",
-                self.url
-            )));
+        let custom = self.transport.is_some();
+        match url.scheme_str() {
+            _ if url.host().is_none() => {
+                return Err(Error::config(format!("{}: the URL has no host", self.url)));
+            }
+            Some("http") => {}
+            Some("https") if custom => {}
+            Some("https") => {
+                return Err(Error::config(format!(
+                    "{}: https:// needs a TLS connector (ClientBuilder::connector); \
+                     only http:// is built in",
+                    self.url
+                )));
+            }
+            _ => {
+                return Err(Error::config(format!(
+                    "{}: an http:// URL is required",
+                    self.url
+                )));
+            }
         }
         let mut headers = HeaderMap::new();
         for (name, value) in &self.headers {
@@ -204,11 +240,20 @@ impl ClientBuilder {
             headers.append(name, value);
         }
         let (status, _) = watch::channel(ConnectionState::Idle);
-        let shared = Arc::new(Shared {
-            transport: Transport::new(url, headers),
+        let make = self
+            .transport
+            .unwrap_or_else(transport::long_polling::plain);
+        let config = TransportConfig {
+            url: url.clone(),
+            headers,
+        };
+        let shared = Arc::new_cyclic(|weak| Shared {
+            transport: make(config, Inbound(weak.clone())),
+            url,
             config: self.config,
             extensions: self.extensions,
             state: Mutex::new(State::default()),
+            pending: Mutex::new(HashMap::new()),
             status,
             next_message_id: AtomicU64::new(1),
             next_listener_id: AtomicU64::new(1),
@@ -241,12 +286,22 @@ pub(crate) struct State {
     pub stopped: bool,
 }
 
+/// A request waiting for its reply.
+struct Pending {
+    /// The request's channel: a reply without an `id` is matched by channel.
+    channel: String,
+    reply: oneshot::Sender<Message>,
+}
+
 /// State shared by the client handles, the connect loop and the subscriptions.
 pub(crate) struct Shared {
-    pub transport: Transport,
+    pub transport: Box<dyn Transport>,
+    url: Uri,
     pub config: ClientConfig,
     extensions: Vec<Arc<dyn Extension>>,
     state: Mutex<State>,
+    /// Requests sent and not yet answered, by message id.
+    pending: Mutex<HashMap<MessageId, Pending>>,
     pub status: watch::Sender<ConnectionState>,
     next_message_id: AtomicU64,
     next_listener_id: AtomicU64,
@@ -289,21 +344,71 @@ impl Shared {
         m
     }
 
-    /// Sends a batch; deliveries in the response go to the listeners, replies come back.
+    fn pending(&self) -> MutexGuard<'_, HashMap<MessageId, Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends a batch and waits, at most `timeout`, for the reply to each message (in
+    /// order; `None` when the transport answered without one).
     pub async fn exchange(
         &self,
         lane: Lane,
         mut messages: Vec<Message>,
         timeout: Duration,
-    ) -> Result<Vec<Message>, Error> {
+    ) -> Result<Vec<Option<Message>>, Error> {
         for m in &mut messages {
             for ext in &self.extensions {
                 ext.outgoing(m);
             }
         }
-        let received = self.transport.send(lane, &messages, timeout).await?;
+        let what = match messages.as_slice() {
+            [one] => one.channel_str().to_string(),
+            many => format!("a batch of {} messages", many.len()),
+        };
+        // Waiting for the replies before sending: a fast reply cannot be missed.
+        let mut waiting = Vec::with_capacity(messages.len());
+        let mut forget = ForgetPending {
+            shared: self,
+            ids: Vec::with_capacity(messages.len()),
+        };
+        {
+            let mut pending = self.pending();
+            for m in &messages {
+                let Some(id) = m.id.clone() else {
+                    waiting.push(None);
+                    continue;
+                };
+                let (reply, rx) = oneshot::channel();
+                let channel = m.channel_str().to_string();
+                pending.insert(id.clone(), Pending { channel, reply });
+                forget.ids.push(id);
+                waiting.push(Some(rx));
+            }
+        }
+        let exchange = async {
+            let sent = self.transport.send(lane, messages).await?;
+            let mut replies = Vec::with_capacity(waiting.len());
+            for rx in waiting {
+                replies.push(match (rx, sent) {
+                    (None, _) => None,
+                    (Some(mut rx), Sent::Answered) => rx.try_recv().ok(),
+                    (Some(rx), Sent::Later) => rx.await.ok(),
+                });
+            }
+            Ok(replies)
+        };
+        let replies = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| Error::timeout(&what, timeout))?;
+        drop(forget);
+        replies
+    }
+
+    /// Takes a batch from the transport: deliveries go to the listeners first, then the
+    /// replies complete their pending requests.
+    pub(crate) fn receive(&self, messages: Vec<Message>) {
         let mut replies = Vec::new();
-        for mut m in received {
+        for mut m in messages {
             for ext in &self.extensions {
                 ext.incoming(&mut m);
             }
@@ -314,7 +419,25 @@ impl Shared {
                 self.dispatch(m);
             }
         }
-        Ok(replies)
+        if replies.is_empty() {
+            return;
+        }
+        let mut pending = self.pending();
+        for reply in replies {
+            let waiter = match &reply.id {
+                Some(id) => pending.remove(id),
+                // A server that does not echo ids: the request on the same channel.
+                None => pending
+                    .iter()
+                    .find(|(_, p)| p.channel == reply.channel_str())
+                    .map(|(id, _)| id.clone())
+                    .and_then(|id| pending.remove(&id)),
+            };
+            // A reply nobody waits for (its request timed out) is dropped.
+            if let Some(waiter) = waiter {
+                let _ = waiter.reply.send(reply);
+            }
+        }
     }
 
     /// Hands a delivered message to every local subscription whose pattern matches.
@@ -331,14 +454,11 @@ impl Shared {
 
     /// One request/reply exchange on the request lane; returns the reply to `request`.
     pub async fn request(&self, request: Message) -> Result<Message, Error> {
-        let id = request.id.clone();
         let channel = request.channel_str().to_string();
-        let replies = self
-            .exchange(Lane::Requests, vec![request], self.config.request_timeout)
-            .await?;
-        replies
-            .into_iter()
-            .find(|r| r.id == id)
+        self.exchange(Lane::Requests, vec![request], self.config.request_timeout)
+            .await?
+            .pop()
+            .flatten()
             .ok_or_else(|| Error::protocol(format!("no reply to {channel}")))
     }
 
@@ -348,7 +468,7 @@ impl Shared {
         m.client_id = None;
         m.version = Some(BAYEUX_VERSION.into());
         m.minimum_version = Some(BAYEUX_VERSION.into());
-        m.supported_connection_types = Some(vec![LONG_POLLING.into()]);
+        m.supported_connection_types = Some(vec![self.transport.name().into()]);
         m.ext = self.config.handshake_ext.clone();
         if self.config.ack {
             m.ext
@@ -462,6 +582,24 @@ impl Shared {
     }
 }
 
+/// Forgets the pending requests of an exchange that ended, answered or not.
+struct ForgetPending<'a> {
+    shared: &'a Shared,
+    ids: Vec<MessageId>,
+}
+
+impl Drop for ForgetPending<'_> {
+    fn drop(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        let mut pending = self.shared.pending();
+        for id in &self.ids {
+            pending.remove(id);
+        }
+    }
+}
+
 /// The value of an `Authorization` header with HTTP Basic credentials.
 pub fn basic_authorization(user: &str, password: &str) -> String {
     format!(
@@ -502,7 +640,8 @@ pub struct Client {
 impl fmt::Debug for Client {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Client")
-            .field("url", &self.shared.transport.url())
+            .field("url", &self.shared.url)
+            .field("transport", &self.shared.transport.name())
             .field("state", &*self.shared.status.borrow())
             .field("client_id", &self.shared.client_id())
             .finish_non_exhaustive()
@@ -525,6 +664,7 @@ impl Client {
                 ack: true,
             },
             extensions: Vec::new(),
+            transport: None,
         }
     }
 
@@ -544,6 +684,11 @@ impl Client {
             *task = Some(tokio::spawn(connect_loop::run(self.shared.clone())));
         }
         Ok(())
+    }
+
+    /// The Bayeux connection type in use (`long-polling`).
+    pub fn transport_name(&self) -> &'static str {
+        self.shared.transport.name()
     }
 
     /// The current session's clientId, if there is one.
@@ -628,15 +773,14 @@ impl Client {
                 m
             })
             .collect();
-        let ids: Vec<Option<MessageId>> = requests.iter().map(|m| m.id.clone()).collect();
         let replies = self
             .shared
             .exchange(Lane::Requests, requests, self.shared.config.request_timeout)
             .await?;
-        Ok(ids
+        Ok(replies
             .into_iter()
-            .map(|id| match replies.iter().find(|r| r.id == id) {
-                Some(r) if r.is_successful() => Ok(r.clone()),
+            .map(|reply| match reply {
+                Some(r) if r.is_successful() => Ok(r),
                 Some(r) => Err(Error::refused(
                     format!("publish on {}", r.channel_str()),
                     r.bayeux_error()
@@ -692,6 +836,98 @@ mod tests {
                 .build(),
             Err(e) if e.kind() == ErrorKind::Config
         ));
+    }
+
+    /// A transport in the manner of a WebSocket: a send completes at once, and replies
+    /// and deliveries arrive later, from another task, through the inbound path.
+    struct Pushed {
+        inbound: Inbound,
+        connection_types: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Transport for Pushed {
+        fn name(&self) -> &'static str {
+            "test-push"
+        }
+
+        fn send(
+            &self,
+            _lane: Lane,
+            messages: Vec<Message>,
+        ) -> futures::future::BoxFuture<'_, Result<Sent, Error>> {
+            let inbound = self.inbound.clone();
+            for m in &messages {
+                if let Some(t) = &m.connection_type {
+                    self.connection_types.lock().unwrap().push(t.clone());
+                }
+            }
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                for m in messages {
+                    let reply = m.reply().succeed();
+                    match m.channel_str() {
+                        META_HANDSHAKE => inbound.receive(vec![Message {
+                            client_id: Some("c1".into()),
+                            ..reply
+                        }]),
+                        "/meta/connect" => {
+                            // Held like a long poll, then answered.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            inbound.receive(vec![reply]);
+                        }
+                        META_SUBSCRIBE => {
+                            inbound.receive(vec![reply]);
+                            // A delivery that no request asked for.
+                            let channel = m.subscription.unwrap().channels()[0].clone();
+                            inbound.receive(vec![Message::publish(channel, "pushed".into())]);
+                        }
+                        "/silent" => {}
+                        _ if !m.channel_str().starts_with("/meta/") => {
+                            let delivery =
+                                Message::publish(m.channel_str(), m.data.clone().unwrap());
+                            inbound.receive(vec![delivery, reply]);
+                        }
+                        _ => inbound.receive(vec![reply]),
+                    }
+                }
+            });
+            Box::pin(async { Ok(Sent::Later) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transport_with_pushed_replies_needs_no_change_in_the_client() {
+        use futures::StreamExt;
+        let connection_types = Arc::new(Mutex::new(Vec::new()));
+        let types = connection_types.clone();
+        let mut builder =
+            Client::builder("http://test/cometd").request_timeout(Duration::from_millis(300));
+        builder.transport = Some(Box::new(move |_, inbound| {
+            Box::new(Pushed {
+                inbound,
+                connection_types: types,
+            })
+        }));
+        let client = builder.build().unwrap();
+        assert_eq!(client.transport_name(), "test-push");
+        client.handshake().await.unwrap();
+        assert_eq!(client.client_id().as_deref(), Some("c1"));
+        let mut sub = client.subscribe("/pushed").await.unwrap();
+        assert_eq!(sub.next().await.unwrap().data, Some("pushed".into()));
+        let reply = client.publish("/pushed", 7.into()).await.unwrap();
+        assert!(reply.is_successful());
+        assert_eq!(sub.next().await.unwrap().data, Some(7.into()));
+        client
+            .wait_for_state(|s| *s == ConnectionState::Connected)
+            .await;
+        assert_eq!(connection_types.lock().unwrap()[0], "test-push");
+        // No reply ever: the request times out, and is forgotten.
+        let e = client.publish("/silent", 1.into()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        assert!(
+            client.shared.pending().len() <= 1,
+            "only the long poll waits"
+        );
     }
 
     #[test]
