@@ -536,3 +536,42 @@ async fn a_plugged_in_connector_carries_the_session() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_slow_subscription_drops_its_newest_messages_and_holds_up_nothing() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let c = Client::builder(&t.url())
+            .subscription_capacity(3)
+            .build()
+            .unwrap();
+        c.handshake().await.unwrap();
+        let mut slow = c.subscribe("/flood").await.unwrap();
+        let mut fast = c.subscribe("/flood").await.unwrap();
+        let mut other = c.subscribe("/other").await.unwrap();
+        // One at a time, so that only the unread stream overflows.
+        for i in 0..10 {
+            t.server.publish("/flood", json!(i)).unwrap();
+            assert_eq!(next_data(&mut fast).await, json!(i));
+        }
+        t.server.publish("/other", json!("unaffected")).unwrap();
+        assert_eq!(next_data(&mut other).await, json!("unaffected"));
+        assert_eq!((slow.dropped(), fast.dropped()), (7, 0));
+        assert_eq!(c.dropped_messages(), 7);
+        // The first three were kept, in order; the newer ones were dropped.
+        for i in 0..3 {
+            assert_eq!(next_data(&mut slow).await, json!(i));
+        }
+        assert!(
+            timeout(Duration::from_millis(100), slow.next())
+                .await
+                .is_err()
+        );
+        // Once read, the stream has room again.
+        t.server.publish("/flood", json!(10)).unwrap();
+        assert_eq!(next_data(&mut slow).await, json!(10));
+        assert_eq!(*c.state().borrow(), ConnectionState::Connected);
+    })
+    .await
+    .unwrap();
+}

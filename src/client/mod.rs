@@ -90,6 +90,8 @@ pub(crate) struct ClientConfig {
     pub handshake_ext: Option<Map<String, Value>>,
     /// Ask for CometD's acknowledged-messages extension at handshake.
     pub ack: bool,
+    /// Messages each subscription's stream holds before it drops new ones.
+    pub subscription_capacity: usize,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -104,6 +106,7 @@ impl fmt::Debug for ClientConfig {
             .field("max_backoff", &self.max_backoff)
             .field("handshake_ext_keys", &ext_keys)
             .field("ack", &self.ack)
+            .field("subscription_capacity", &self.subscription_capacity)
             .finish()
     }
 }
@@ -176,6 +179,16 @@ impl ClientBuilder {
     /// none is delivered twice. Servers without the extension simply ignore the request.
     pub fn ack(mut self, enabled: bool) -> Self {
         self.config.ack = enabled;
+        self
+    }
+
+    /// How many messages each [`Subscription`] holds for its consumer (default
+    /// [`DEFAULT_SUBSCRIPTION_CAPACITY`]; at least 1). When a stream is not read fast
+    /// enough and its queue is full, new messages for that stream are dropped and
+    /// counted ([`Subscription::dropped`], [`Client::dropped_messages`]); the long poll
+    /// and the other subscriptions are never held up.
+    pub fn subscription_capacity(mut self, capacity: usize) -> Self {
+        self.config.subscription_capacity = capacity.max(1);
         self
     }
 
@@ -257,6 +270,7 @@ impl ClientBuilder {
             status,
             next_message_id: AtomicU64::new(1),
             next_listener_id: AtomicU64::new(1),
+            dropped: AtomicU64::new(0),
             task: Mutex::new(None),
         });
         Ok(Client {
@@ -266,11 +280,17 @@ impl ClientBuilder {
     }
 }
 
+/// The default of [`ClientBuilder::subscription_capacity`]: messages a subscription's
+/// stream holds before new ones are dropped. Memory is only taken as the queue fills.
+pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 16_384;
+
 /// A local subscriber: where messages on matching channels go.
 pub(crate) struct Listener {
     pub id: u64,
     pub pattern: ChannelName,
-    pub tx: mpsc::UnboundedSender<Message>,
+    pub tx: mpsc::Sender<Message>,
+    /// Messages dropped because the queue was full; shared with the [`Subscription`].
+    pub dropped: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -305,6 +325,8 @@ pub(crate) struct Shared {
     pub status: watch::Sender<ConnectionState>,
     next_message_id: AtomicU64,
     next_listener_id: AtomicU64,
+    /// Messages dropped over every subscription (full queues).
+    dropped: AtomicU64,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -441,6 +463,7 @@ impl Shared {
     }
 
     /// Hands a delivered message to every local subscription whose pattern matches.
+    /// Never waits: a full subscription queue drops the message for that subscription.
     fn dispatch(&self, message: Message) {
         let Ok(channel) = ChannelName::parse(message.channel_str()) else {
             return;
@@ -448,7 +471,10 @@ impl Shared {
         let mut st = self.state();
         st.listeners.retain(|l| !l.tx.is_closed());
         for l in st.listeners.iter().filter(|l| l.pattern.matches(&channel)) {
-            let _ = l.tx.send(message.clone());
+            if let Err(mpsc::error::TrySendError::Full(_)) = l.tx.try_send(message.clone()) {
+                l.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
@@ -644,6 +670,7 @@ impl fmt::Debug for Client {
             .field("transport", &self.shared.transport.name())
             .field("state", &*self.shared.status.borrow())
             .field("client_id", &self.shared.client_id())
+            .field("dropped_messages", &self.dropped_messages())
             .finish_non_exhaustive()
     }
 }
@@ -662,6 +689,7 @@ impl Client {
                 max_backoff: Duration::from_secs(30),
                 handshake_ext: None,
                 ack: true,
+                subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
             },
             extensions: Vec::new(),
             transport: None,
@@ -691,6 +719,12 @@ impl Client {
         self.shared.transport.name()
     }
 
+    /// Messages dropped so far over all subscriptions because a stream's queue was
+    /// full (see [`ClientBuilder::subscription_capacity`]).
+    pub fn dropped_messages(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
     /// The current session's clientId, if there is one.
     pub fn client_id(&self) -> Option<String> {
         self.shared.client_id()
@@ -718,7 +752,8 @@ impl Client {
     pub async fn subscribe(&self, channel: &str) -> Result<Subscription, Error> {
         let pattern =
             ChannelName::parse(channel).map_err(|e| Error::invalid_channel(channel, e))?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(self.shared.config.subscription_capacity);
+        let dropped = Arc::new(AtomicU64::new(0));
         let id = self.shared.next_listener_id();
         // Listen before asking, so nothing delivered right after the server's reply is
         // missed.
@@ -731,10 +766,17 @@ impl Client {
                 id,
                 pattern: pattern.clone(),
                 tx,
+                dropped: dropped.clone(),
             });
             st.confirmed.contains(&pattern)
         };
-        let subscription = Subscription::new(pattern.clone(), id, rx, Arc::downgrade(&self.shared));
+        let subscription = Subscription::new(
+            pattern.clone(),
+            id,
+            rx,
+            dropped,
+            Arc::downgrade(&self.shared),
+        );
         if !already && let Err(e) = self.shared.subscribe_remote(&pattern).await {
             // Forget the listener without telling the server (it refused).
             self.shared.state().listeners.retain(|l| l.id != id);
