@@ -10,11 +10,25 @@ use crate::protocol::{
     Advice, ChannelName, META_CONNECT, META_SUBSCRIBE, Message, Reconnect, Subscription,
 };
 
-/// Capped exponential backoff.
+/// Capped exponential backoff with "equal jitter": the n-th delay is drawn uniformly
+/// from `[c/2, c]`, where the ceiling `c` starts at `initial` and doubles up to `max`.
+/// Clients that lost the same server therefore come back spread over time, not in
+/// lockstep, and none retries sooner than half its ceiling.
 struct Backoff {
     initial: Duration,
     max: Duration,
+    /// The ceiling of the next delay.
     next: Duration,
+}
+
+/// A random `u64` from the OS, or from std's randomly keyed hasher if that fails.
+fn random_u64() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0);
+        h.finish()
+    })
 }
 
 impl Backoff {
@@ -31,9 +45,18 @@ impl Backoff {
     }
 
     fn next_delay(&mut self) -> Duration {
-        let d = self.next;
+        self.next_delay_with(random_u64())
+    }
+
+    /// The next delay, with `random` choosing where in `[c/2, c]` it falls.
+    fn next_delay_with(&mut self, random: u64) -> Duration {
+        let ceiling = self.next;
         self.next = (self.next * 2).min(self.max);
-        d
+        let floor = ceiling / 2;
+        let span = (ceiling - floor).as_nanos() as u64;
+        // Scales `random` to 0..=span without modulo bias worth speaking of.
+        let extra = ((random as u128 * (span as u128 + 1)) >> 64) as u64;
+        floor + Duration::from_nanos(extra)
     }
 }
 
@@ -212,11 +235,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
+    fn backoff_ceilings_double_up_to_the_cap_and_reset() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let seq: Vec<u128> = (0..5).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(seq, vec![100, 200, 350, 350, 350]);
+        let top: Vec<u128> = (0..5)
+            .map(|_| b.next_delay_with(u64::MAX).as_millis())
+            .collect();
+        assert_eq!(top, vec![100, 200, 350, 350, 350]);
         b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(100));
+        assert_eq!(b.next_delay_with(0), Duration::from_millis(50));
+        assert_eq!(b.next_delay_with(0), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn backoff_delays_are_jittered_within_bounds() {
+        let (initial, max) = (Duration::from_millis(100), Duration::from_secs(3));
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let mut b = Backoff::new(initial, max);
+            let mut ceiling = initial;
+            for _ in 0..8 {
+                let d = b.next_delay();
+                assert!(
+                    d >= ceiling / 2 && d <= ceiling,
+                    "{d:?} outside [{ceiling:?}/2, {ceiling:?}]"
+                );
+                seen.insert(d);
+                ceiling = (ceiling * 2).min(max);
+            }
+        }
+        // A thousand clients would not retry in lockstep.
+        assert!(seen.len() > 1000, "only {} distinct delays", seen.len());
     }
 }

@@ -82,7 +82,8 @@ pub(crate) struct ClientConfig {
     /// Added to the server's `timeout` advice for a long poll's HTTP timeout
     /// (CometD's `maxNetworkDelay`).
     pub max_network_delay: Duration,
-    /// First retry delay after a failure; doubled each time up to `max_backoff`.
+    /// Ceiling of the first retry delay after a failure; doubled each time up to
+    /// `max_backoff`. Each delay is jittered (see `connect_loop::Backoff`).
     pub backoff: Duration,
     /// The longest retry delay.
     pub max_backoff: Duration,
@@ -166,8 +167,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Retry delays after failures: starts at `initial`, doubles, capped at `max`
-    /// (defaults 1 s and 30 s).
+    /// Retry delays after failures: the ceiling starts at `initial` and doubles up to
+    /// `max` (defaults 1 s and 30 s); each delay is drawn at random between half the
+    /// ceiling and the ceiling, so that many clients do not retry in lockstep.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.config.backoff = initial;
         self.config.max_backoff = max.max(initial);
