@@ -495,6 +495,12 @@ async fn http_failures_are_told_apart() {
         let e = client(&url).handshake().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
 
+        // Accepted, then closed without a response.
+        let url = canned_server(Some("")).await;
+        let e = client(&url).handshake().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+        assert!(std::error::Error::source(&e).is_some(), "{e:?}");
+
         let url = canned_server(None).await;
         let slow = Client::builder(&url)
             .request_timeout(Duration::from_millis(200))
