@@ -82,11 +82,9 @@ where
         *request.method_mut() = http::Method::POST;
         *request.uri_mut() = url.clone();
         let h = request.headers_mut();
-        h.reserve(headers.len() + 2);
         h.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
-        for (name, value) in headers {
-            h.append(name, value.clone());
-        }
+        // The caller's headers replace ours of the same name (a custom Content-Type).
+        h.extend(headers.clone());
         if let Some(cookie) = jar.and_then(CookieJar::header) {
             h.insert(COOKIE, cookie);
         }
