@@ -16,6 +16,12 @@
 //! client.disconnect().await
 //! # }
 //! ```
+//!
+//! The client core (sessions, reply correlation by message `id`, subscriptions) sits
+//! on a [`transport`]: long-polling over hyper today, with the HTTP connector pluggable
+//! ([`ClientBuilder::connector`]). Failures are [`Error`]s; match on [`Error::kind`].
+//! Each [`Subscription`] has a bounded queue: a consumer that falls behind loses the
+//! newest messages of its own stream (counted), and holds up nothing else.
 
 mod connect_loop;
 mod error;

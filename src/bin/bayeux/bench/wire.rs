@@ -66,6 +66,7 @@ pub struct Msg<'a> {
     pub data: Option<DataIn<'a>>,
 }
 
+/// The advice fields the tool follows.
 #[derive(Deserialize)]
 pub struct AdviceIn<'a> {
     #[serde(borrow, default)]
@@ -88,6 +89,7 @@ pub struct DataIn<'a> {
     pub email: Option<Interaction<'a>>,
 }
 
+/// A workbin notification's interaction.
 #[derive(Deserialize)]
 pub struct Interaction<'a> {
     #[serde(borrow)]
@@ -114,16 +116,19 @@ pub fn parse(body: &[u8]) -> Result<Vec<Msg<'_>>, WireError> {
     serde_json::from_slice(body).map_err(|_| WireError::Body)
 }
 
+/// A handshake asking for long-polling.
 pub fn handshake_body() -> String {
     r#"[{"channel":"/meta/handshake","version":"1.0","minimumVersion":"1.0","supportedConnectionTypes":["long-polling"],"id":"1"}]"#.to_string()
 }
 
+/// A subscribe of `client_id` to `channel`.
 pub fn subscribe_body(client_id: &str, channel: &str) -> String {
     format!(
         r#"[{{"channel":"/meta/subscribe","clientId":"{client_id}","subscription":"{channel}","id":"2"}}]"#
     )
 }
 
+/// A long-polling connect; the `first` one asks the server to answer at once.
 pub fn connect_body(client_id: &str, first: bool) -> String {
     if first {
         format!(
@@ -136,6 +141,7 @@ pub fn connect_body(client_id: &str, first: bool) -> String {
     }
 }
 
+/// A disconnect of `client_id`.
 pub fn disconnect_body(client_id: &str) -> String {
     format!(r#"[{{"channel":"/meta/disconnect","clientId":"{client_id}","id":"4"}}]"#)
 }
