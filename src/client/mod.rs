@@ -455,7 +455,10 @@ impl Shared {
         let mut pending = self.pending();
         for reply in replies {
             let waiter = match &reply.id {
-                Some(id) => pending.remove(id),
+                // Our ids are strings; a server may echo "7" as 7.
+                Some(id) => pending
+                    .remove(id)
+                    .or_else(|| pending.remove(&MessageId::Text(id.to_string()))),
                 // A server that does not echo ids: the request on the same channel.
                 None => pending
                     .iter()
@@ -926,7 +929,8 @@ mod tests {
                             inbound.receive(vec![reply]);
                         }
                         META_SUBSCRIBE => {
-                            inbound.receive(vec![reply]);
+                            // Without an id: matched by channel.
+                            inbound.receive(vec![Message { id: None, ..reply }]);
                             // A delivery that no request asked for.
                             let channel = m.subscription.unwrap().channels()[0].clone();
                             inbound.receive(vec![Message::publish(channel, "pushed".into())]);
@@ -935,7 +939,10 @@ mod tests {
                         _ if !m.channel_str().starts_with("/meta/") => {
                             let delivery =
                                 Message::publish(m.channel_str(), m.data.clone().unwrap());
-                            inbound.receive(vec![delivery, reply]);
+                            // The string id echoed as a number.
+                            let id = m.id.as_ref().unwrap().to_string().parse().unwrap();
+                            let id = Some(MessageId::Number(id));
+                            inbound.receive(vec![delivery, Message { id, ..reply }]);
                         }
                         _ => inbound.receive(vec![reply]),
                     }
