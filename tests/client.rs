@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bayeux::client::{Client, ConnectionState, Error};
+use bayeux::client::{Client, ConnectionState, ErrorKind};
 use bayeux::protocol::{Advice, ChannelName, Message, Reconnect};
 use bayeux::server::{Decision, Extension, SecurityPolicy, Server, ServerConfig, SessionInfo};
 use common::*;
@@ -107,24 +107,30 @@ async fn refusals_are_errors_not_silent_streams() {
         )
         .await;
         let c = client(&t.url());
-        assert_eq!(c.subscribe("/a").await.err(), Some(Error::NotConnected));
+        let e = c.subscribe("/a").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotConnected, "{e}");
+        let e = c.publish("/a", json!(1)).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotConnected, "{e}");
         c.handshake().await.unwrap();
-        match c.subscribe("/secret/plans").await {
-            Err(Error::Refused(e)) => assert_eq!(e.code, 403),
-            other => panic!("expected a refusal, got {:?}", other.map(|_| ())),
-        }
-        match c.publish("/secret/plans", json!(1)).await {
-            Err(Error::Refused(e)) => assert_eq!(e.to_string(), "403:/secret/plans:Publish denied"),
-            other => panic!("expected a refusal, got {other:?}"),
-        }
-        assert!(matches!(
-            c.subscribe("/bad channel").await,
-            Err(Error::InvalidChannel(_))
-        ));
-        assert!(matches!(
-            c.publish("/meta/x", json!(1)).await,
-            Err(Error::Refused(_))
-        ));
+        let e = c.subscribe("/secret/plans").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+        assert_eq!(e.bayeux_error().unwrap().code, 403);
+        let e = c.publish("/secret/plans", json!(1)).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+        assert_eq!(
+            e.bayeux_error().unwrap().to_string(),
+            "403:/secret/plans:Publish denied"
+        );
+        // The Bayeux error is also the standard source of the error.
+        assert_eq!(
+            std::error::Error::source(&e).unwrap().to_string(),
+            "403:/secret/plans:Publish denied"
+        );
+        let e = c.subscribe("/bad channel").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::InvalidChannel, "{e}");
+        assert!(e.to_string().contains("/bad channel"), "{e}");
+        let e = c.publish("/meta/x", json!(1)).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
     })
     .await
     .unwrap();
@@ -151,7 +157,10 @@ async fn batch_publish_in_one_request_arrives_in_order() {
             ])
             .await
             .unwrap();
-        assert!(results[0].is_ok() && results[1].is_err() && results[2].is_ok());
+        assert!(results[0].is_ok() && results[2].is_ok());
+        let e = results[1].as_ref().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Refused, "{e}");
+        assert_eq!(e.bayeux_error().unwrap().code, 403);
         assert_eq!(next_data(&mut sub).await, json!(1));
         assert_eq!(next_data(&mut sub).await, json!(3));
     })
@@ -372,11 +381,12 @@ async fn reconnect_none_ends_the_client_with_a_clear_error() {
             ConnectionState::Failed("the server advised reconnect: none".into())
         );
         assert!(sub.next().await.is_none());
-        assert!(matches!(
-            c.publish("/x", json!(1)).await,
-            Err(Error::NotConnected)
-        ));
-        assert!(matches!(c.handshake().await, Err(Error::Closed(_))));
+        let e = c.publish("/x", json!(1)).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::NotConnected, "{e}");
+        let e = c.handshake().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
+        let e = c.subscribe("/y").await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
     })
     .await
     .unwrap();
@@ -397,14 +407,23 @@ async fn a_refused_handshake_is_an_error() {
         let t =
             TestServer::start(Server::builder().config(fast_config()).policy(Deny).build()).await;
         let c = client(&t.url());
-        match c.handshake().await {
-            Err(Error::Closed(why)) => {
-                assert!(why.contains("403::Handshake denied: no entry"), "{why}")
-            }
-            other => panic!("{other:?}"),
-        }
+        let e = c.handshake().await.unwrap_err();
+        // Refused with `reconnect: none`: the client is closed, the refusal kept.
+        assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
+        assert_eq!(
+            e.bayeux_error().unwrap().to_string(),
+            "403::Handshake denied: no entry"
+        );
+        assert!(
+            e.to_string().contains("403::Handshake denied: no entry"),
+            "{e}"
+        );
         let nobody = client("http://127.0.0.1:9/cometd");
-        assert!(matches!(nobody.handshake().await, Err(Error::Http(_))));
+        let e = nobody.handshake().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+        assert!(std::error::Error::source(&e).is_some());
+        assert!(e.to_string().contains("127.0.0.1:9"), "{e}");
+        assert_eq!(*nobody.state().borrow(), ConnectionState::Idle);
     })
     .await
     .unwrap();
@@ -442,6 +461,152 @@ async fn a_publish_is_not_stuck_behind_a_pending_long_poll() {
         // With one shared connection this would wait for the 30 s poll (the bound is 20 s).
         c.publish("/fast", json!("now")).await.unwrap();
         assert_eq!(next_data(&mut sub).await, json!("now"));
+    })
+    .await
+    .unwrap();
+}
+
+/// A TCP server that answers every request with `response` (raw HTTP), or never answers
+/// when it is `None`.
+async fn canned_server(response: Option<&'static str>) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut socket, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 64 * 1024];
+                // Read the request head and body (the client's batches are small).
+                let _ = socket.read(&mut buf).await;
+                match response {
+                    Some(r) => {
+                        let _ = socket.write_all(r.as_bytes()).await;
+                    }
+                    None => tokio::time::sleep(Duration::from_secs(60)).await,
+                }
+            });
+        }
+    });
+    format!("http://{addr}/cometd")
+}
+
+#[tokio::test]
+async fn http_failures_are_told_apart() {
+    timeout(LIMIT, async {
+        let e = Client::builder("https://example.com/cometd")
+            .build()
+            .unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Config, "{e}");
+        assert!(e.to_string().contains("https://"), "{e}");
+
+        let url = canned_server(Some(
+            "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 9\r\nconnection: close\r\n\r\noverload\n",
+        ))
+        .await;
+        let e = client(&url).handshake().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Status, "{e}");
+        assert_eq!((e.status_code(), e.body_excerpt()), (Some(503), Some("overload")));
+
+        let url = canned_server(Some(
+            "HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nnot json",
+        ))
+        .await;
+        let e = client(&url).handshake().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+        assert!(std::error::Error::source(&e).is_some(), "{e:?}");
+
+        let url = canned_server(Some(
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]",
+        ))
+        .await;
+        let e = client(&url).handshake().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
+
+        // Accepted, then closed without a response.
+        let url = canned_server(Some("")).await;
+        let e = client(&url).handshake().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
+        assert!(std::error::Error::source(&e).is_some(), "{e:?}");
+
+        let url = canned_server(None).await;
+        let slow = Client::builder(&url)
+            .request_timeout(Duration::from_millis(200))
+            .build()
+            .unwrap();
+        let e = slow.handshake().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_plugged_in_connector_carries_the_session() {
+    use hyper_util::client::legacy::connect::HttpConnector;
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let c = Client::builder(&t.url())
+            .connector(connector.clone())
+            .build()
+            .unwrap();
+        assert_eq!(c.transport_name(), "long-polling");
+        c.handshake().await.unwrap();
+        let mut sub = c.subscribe("/plugged").await.unwrap();
+        c.publish("/plugged", json!("via the connector"))
+            .await
+            .unwrap();
+        assert_eq!(next_data(&mut sub).await, json!("via the connector"));
+        // With a connector, https:// is accepted (it is the connector's job to speak TLS).
+        assert!(
+            Client::builder("https://example.com/cometd")
+                .connector(connector)
+                .build()
+                .is_ok()
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_slow_subscription_drops_its_newest_messages_and_holds_up_nothing() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let c = Client::builder(&t.url())
+            .subscription_capacity(3)
+            .build()
+            .unwrap();
+        c.handshake().await.unwrap();
+        let mut slow = c.subscribe("/flood").await.unwrap();
+        let mut fast = c.subscribe("/flood").await.unwrap();
+        let mut other = c.subscribe("/other").await.unwrap();
+        // One at a time, so that only the unread stream overflows.
+        for i in 0..10 {
+            t.server.publish("/flood", json!(i)).unwrap();
+            assert_eq!(next_data(&mut fast).await, json!(i));
+        }
+        t.server.publish("/other", json!("unaffected")).unwrap();
+        assert_eq!(next_data(&mut other).await, json!("unaffected"));
+        assert_eq!((slow.dropped(), fast.dropped()), (7, 0));
+        assert_eq!(c.dropped_messages(), 7);
+        // The first three were kept, in order; the newer ones were dropped.
+        for i in 0..3 {
+            assert_eq!(next_data(&mut slow).await, json!(i));
+        }
+        assert!(
+            timeout(Duration::from_millis(100), slow.next())
+                .await
+                .is_err()
+        );
+        // Once read, the stream has room again.
+        t.server.publish("/flood", json!(10)).unwrap();
+        assert_eq!(next_data(&mut slow).await, json!(10));
+        assert_eq!(*c.state().borrow(), ConnectionState::Connected);
     })
     .await
     .unwrap();

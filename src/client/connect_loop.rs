@@ -5,17 +5,30 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::transport::Lane;
-use super::{ConnectionState, Error, Shared, merge_advice};
+use super::{ConnectionState, Error, ErrorKind, Shared, merge_advice};
 use crate::protocol::{
-    Advice, ChannelName, LONG_POLLING, META_CONNECT, META_SUBSCRIBE, Message, Reconnect,
-    Subscription,
+    Advice, ChannelName, META_CONNECT, META_SUBSCRIBE, Message, Reconnect, Subscription,
 };
 
-/// Capped exponential backoff.
+/// Capped exponential backoff with "equal jitter": the n-th delay is drawn uniformly
+/// from `[c/2, c]`, where the ceiling `c` starts at `initial` and doubles up to `max`.
+/// Clients that lost the same server therefore come back spread over time, not in
+/// lockstep, and none retries sooner than half its ceiling.
 struct Backoff {
     initial: Duration,
     max: Duration,
+    /// The ceiling of the next delay.
     next: Duration,
+}
+
+/// A random `u64` from the OS, or from std's randomly keyed hasher if that fails.
+fn random_u64() -> u64 {
+    getrandom::u64().unwrap_or_else(|_| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u64(0);
+        h.finish()
+    })
 }
 
 impl Backoff {
@@ -32,9 +45,18 @@ impl Backoff {
     }
 
     fn next_delay(&mut self) -> Duration {
-        let d = self.next;
+        self.next_delay_with(random_u64())
+    }
+
+    /// The next delay, with `random` choosing where in `[c/2, c]` it falls.
+    fn next_delay_with(&mut self, random: u64) -> Duration {
+        let ceiling = self.next;
         self.next = (self.next * 2).min(self.max);
-        d
+        let floor = ceiling / 2;
+        let span = (ceiling - floor).as_nanos() as u64;
+        // Scales `random` to 0..=span without modulo bias worth speaking of.
+        let extra = ((random as u128 * (span as u128 + 1)) >> 64) as u64;
+        floor + Duration::from_nanos(extra)
     }
 }
 
@@ -74,8 +96,8 @@ pub(super) async fn run(shared: Arc<Shared>) {
                         continue;
                     }
                 },
-                Err(Error::Closed(why)) => {
-                    shared.stop(ConnectionState::Failed(why));
+                Err(e) if e.kind() == ErrorKind::Closed => {
+                    shared.stop(ConnectionState::Failed(e.closed_reason().to_string()));
                     return;
                 }
                 Err(_) => {
@@ -111,7 +133,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
 
 async fn connect_once(shared: &Shared, first: bool) -> Next {
     let mut m = shared.message(META_CONNECT);
-    m.connection_type = Some(LONG_POLLING.into());
+    m.connection_type = Some(shared.transport.name().into());
     if first {
         m.advice = Some(Advice {
             timeout: Some(0),
@@ -123,17 +145,13 @@ async fn connect_once(shared: &Shared, first: bool) -> Next {
             .get_or_insert_with(Default::default)
             .insert("ack".into(), batch.into());
     }
-    let id = m.id.clone();
     let server_timeout = millis(shared.state().advice.timeout.or(Some(30_000)));
     let http_timeout = server_timeout + shared.config.max_network_delay;
-    let replies = match shared.exchange(Lane::LongPoll, vec![m], http_timeout).await {
-        Ok(r) => r,
-        Err(_) => return Next::Backoff,
+    let reply = match shared.exchange(Lane::LongPoll, vec![m], http_timeout).await {
+        Ok(mut replies) => replies.pop().flatten(),
+        Err(_) => None,
     };
-    let Some(reply) = replies
-        .into_iter()
-        .find(|r| r.id == id || r.channel_str() == META_CONNECT)
-    else {
+    let Some(reply) = reply else {
         return Next::Backoff;
     };
     let advice = {
@@ -196,18 +214,17 @@ async fn resubscribe(shared: &Shared) -> Result<(), Error> {
             m
         })
         .collect();
-    let ids: Vec<_> = requests.iter().map(|m| m.id.clone()).collect();
     let replies = shared
         .exchange(Lane::Requests, requests, shared.config.request_timeout)
         .await?;
     let mut st = shared.state();
-    for (pattern, id) in patterns.into_iter().zip(ids) {
-        match replies.iter().find(|r| r.id == id) {
+    for (pattern, reply) in patterns.into_iter().zip(replies) {
+        match reply {
             Some(r) if r.is_successful() => {
                 st.confirmed.insert(pattern);
             }
             Some(_) => st.listeners.retain(|l| l.pattern != pattern),
-            None => return Err(Error::Protocol("no reply to a re-subscribe".into())),
+            None => return Err(Error::protocol("no reply to a re-subscribe")),
         }
     }
     Ok(())
@@ -218,11 +235,35 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_doubles_up_to_the_cap_and_resets() {
+    fn backoff_ceilings_double_up_to_the_cap_and_reset() {
         let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let seq: Vec<u128> = (0..5).map(|_| b.next_delay().as_millis()).collect();
-        assert_eq!(seq, vec![100, 200, 350, 350, 350]);
+        let top: Vec<u128> = (0..5)
+            .map(|_| b.next_delay_with(u64::MAX).as_millis())
+            .collect();
+        assert_eq!(top, vec![100, 200, 350, 350, 350]);
         b.reset();
-        assert_eq!(b.next_delay(), Duration::from_millis(100));
+        assert_eq!(b.next_delay_with(0), Duration::from_millis(50));
+        assert_eq!(b.next_delay_with(0), Duration::from_millis(100));
+    }
+
+    #[test]
+    fn backoff_delays_are_jittered_within_bounds() {
+        let (initial, max) = (Duration::from_millis(100), Duration::from_secs(3));
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..200 {
+            let mut b = Backoff::new(initial, max);
+            let mut ceiling = initial;
+            for _ in 0..8 {
+                let d = b.next_delay();
+                assert!(
+                    d >= ceiling / 2 && d <= ceiling,
+                    "{d:?} outside [{ceiling:?}/2, {ceiling:?}]"
+                );
+                seen.insert(d);
+                ceiling = (ceiling * 2).min(max);
+            }
+        }
+        // A thousand clients would not retry in lockstep.
+        assert!(seen.len() > 1000, "only {} distinct delays", seen.len());
     }
 }

@@ -16,75 +16,42 @@
 //! client.disconnect().await
 //! # }
 //! ```
+//!
+//! The client core (sessions, reply correlation by message `id`, subscriptions) sits
+//! on a [`transport`]: long-polling over hyper today, with the HTTP connector pluggable
+//! ([`ClientBuilder::connector`]). Failures are [`Error`]s; match on [`Error::kind`].
+//! Each [`Subscription`] has a bounded queue: a consumer that falls behind loses the
+//! newest messages of its own stream (counted), and holds up nothing else.
 
 mod connect_loop;
+mod error;
 mod subscription;
-mod transport;
+pub mod transport;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Uri};
+use hyper_util::client::legacy::connect::Connect;
 use serde_json::{Map, Value};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+pub use error::{Error, ErrorKind};
 pub use subscription::Subscription;
 
 use crate::protocol::{
-    Advice, BAYEUX_VERSION, BayeuxError, ChannelName, LONG_POLLING, META_DISCONNECT,
-    META_HANDSHAKE, META_SUBSCRIBE, META_UNSUBSCRIBE, Message, MessageId, Reconnect,
+    Advice, BAYEUX_VERSION, BayeuxError, ChannelName, META_DISCONNECT, META_HANDSHAKE,
+    META_SUBSCRIBE, META_UNSUBSCRIBE, Message, MessageId, Reconnect,
 };
-use transport::{Lane, Transport};
-
-/// What can go wrong for a client call.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Error {
-    /// The URL or a header given to the builder is invalid.
-    Config(String),
-    /// The HTTP exchange failed (connection refused, reset...).
-    Http(String),
-    /// The server answered with a non-2xx status.
-    Status(u16, String),
-    /// No response within the request timeout.
-    Timeout,
-    /// The response was not a Bayeux batch, or lacked the expected reply.
-    Protocol(String),
-    /// The server refused the request (`successful: false`).
-    Refused(BayeuxError),
-    /// A channel name outside the Bayeux grammar.
-    InvalidChannel(String),
-    /// No session right now: not yet handshaken, or re-handshaking after a failure.
-    NotConnected,
-    /// The client was stopped: `disconnect`, or the server advised `reconnect: none`.
-    Closed(String),
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Config(e) => write!(f, "invalid client configuration: {e}"),
-            Error::Http(e) => write!(f, "HTTP error: {e}"),
-            Error::Status(code, body) => write!(f, "HTTP status {code}: {body}"),
-            Error::Timeout => f.write_str("request timed out"),
-            Error::Protocol(e) => write!(f, "protocol error: {e}"),
-            Error::Refused(e) => write!(f, "refused by the server: {e}"),
-            Error::InvalidChannel(e) => write!(f, "invalid channel: {e}"),
-            Error::NotConnected => {
-                f.write_str("no Bayeux session (not handshaken, or reconnecting)")
-            }
-            Error::Closed(why) => write!(f, "client closed: {why}"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
+use transport::{Inbound, Lane, MakeTransport, Sent, Transport, TransportConfig};
 
 /// The client's connection state, observable with [`Client::state`].
 #[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
 pub enum ConnectionState {
     /// Built, not yet handshaken.
     Idle,
@@ -114,14 +81,15 @@ pub trait Extension: Send + Sync + 'static {
 }
 
 /// Tunables of a [`Client`].
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct ClientConfig {
     /// Timeout of a request that is not a long poll.
     pub request_timeout: Duration,
     /// Added to the server's `timeout` advice for a long poll's HTTP timeout
     /// (CometD's `maxNetworkDelay`).
     pub max_network_delay: Duration,
-    /// First retry delay after a failure; doubled each time up to `max_backoff`.
+    /// Ceiling of the first retry delay after a failure; doubled each time up to
+    /// `max_backoff`. Each delay is jittered (see `connect_loop::Backoff`).
     pub backoff: Duration,
     /// The longest retry delay.
     pub max_backoff: Duration,
@@ -129,6 +97,25 @@ pub(crate) struct ClientConfig {
     pub handshake_ext: Option<Map<String, Value>>,
     /// Ask for CometD's acknowledged-messages extension at handshake.
     pub ack: bool,
+    /// Messages each subscription's stream holds before it drops new ones.
+    pub subscription_capacity: usize,
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The handshake `ext` often carries credentials: only its keys are shown.
+        let ext_keys: Option<Vec<&String>> =
+            self.handshake_ext.as_ref().map(|e| e.keys().collect());
+        f.debug_struct("ClientConfig")
+            .field("request_timeout", &self.request_timeout)
+            .field("max_network_delay", &self.max_network_delay)
+            .field("backoff", &self.backoff)
+            .field("max_backoff", &self.max_backoff)
+            .field("handshake_ext_keys", &ext_keys)
+            .field("ack", &self.ack)
+            .field("subscription_capacity", &self.subscription_capacity)
+            .finish()
+    }
 }
 
 /// Builds a [`Client`].
@@ -137,6 +124,29 @@ pub struct ClientBuilder {
     headers: Vec<(String, String)>,
     config: ClientConfig,
     extensions: Vec<Arc<dyn Extension>>,
+    /// Set by [`ClientBuilder::connector`]; plain TCP otherwise.
+    transport: Option<MakeTransport>,
+}
+
+impl fmt::Debug for ClientBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Header values may be credentials: only their names are shown.
+        let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("ClientBuilder")
+            .field("url", &self.url)
+            .field("headers", &header_names)
+            .field("config", &self.config)
+            .field("extensions", &self.extensions.len())
+            .field(
+                "connector",
+                &if self.transport.is_some() {
+                    "custom"
+                } else {
+                    "plain TCP"
+                },
+            )
+            .finish()
+    }
 }
 
 impl ClientBuilder {
@@ -163,8 +173,9 @@ impl ClientBuilder {
         self
     }
 
-    /// Retry delays after failures: starts at `initial`, doubles, capped at `max`
-    /// (defaults 1 s and 30 s).
+    /// Retry delays after failures: the ceiling starts at `initial` and doubles up to
+    /// `max` (defaults 1 s and 30 s); each delay is drawn at random between half the
+    /// ceiling and the ceiling, so that many clients do not retry in lockstep.
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.config.backoff = initial;
         self.config.max_backoff = max.max(initial);
@@ -176,6 +187,16 @@ impl ClientBuilder {
     /// none is delivered twice. Servers without the extension simply ignore the request.
     pub fn ack(mut self, enabled: bool) -> Self {
         self.config.ack = enabled;
+        self
+    }
+
+    /// How many messages each [`Subscription`] holds for its consumer (default
+    /// [`DEFAULT_SUBSCRIPTION_CAPACITY`]; at least 1). When a stream is not read fast
+    /// enough and its queue is full, new messages for that stream are dropped and
+    /// counted ([`Subscription::dropped`], [`Client::dropped_messages`]); the long poll
+    /// and the other subscriptions are never held up.
+    pub fn subscription_capacity(mut self, capacity: usize) -> Self {
+        self.config.subscription_capacity = capacity.max(1);
         self
     }
 
@@ -191,38 +212,73 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client (no I/O yet; call [`Client::handshake`]). Only `http://` URLs
-    /// are supported.
+    /// Opens the HTTP connections with `connector` instead of plain TCP: hyper-util's
+    /// [`Connect`], for example a TLS connector, which also allows `https://` URLs.
+    pub fn connector<C>(mut self, connector: C) -> Self
+    where
+        C: Connect + Clone + Send + Sync + 'static,
+    {
+        self.transport = Some(transport::long_polling::with_connector(connector));
+        self
+    }
+
+    /// Builds the client (no I/O yet; call [`Client::handshake`]). `http://` URLs are
+    /// supported; `https://` ones only with a TLS [`connector`](Self::connector).
     pub fn build(self) -> Result<Client, Error> {
         let url: Uri = self
             .url
             .parse()
-            .map_err(|e| Error::Config(format!("{}: {e}", self.url)))?;
-        if url.scheme_str() != Some("http") || url.host().is_none() {
-            return Err(Error::Config(format!(
-                "{}: an http:// URL is required",
-                self.url
-            )));
+            .map_err(|e| Error::config(format!("{}: {e}", self.url)))?;
+        let custom = self.transport.is_some();
+        match url.scheme_str() {
+            _ if url.host().is_none() => {
+                return Err(Error::config(format!("{}: the URL has no host", self.url)));
+            }
+            Some("http") => {}
+            Some("https") if custom => {}
+            Some("https") => {
+                return Err(Error::config(format!(
+                    "{}: https:// needs a TLS connector (ClientBuilder::connector); \
+                     only http:// is built in",
+                    self.url
+                )));
+            }
+            _ => {
+                return Err(Error::config(format!(
+                    "{}: an http:// URL is required",
+                    self.url
+                )));
+            }
         }
         let mut headers = HeaderMap::new();
         for (name, value) in &self.headers {
             let name: HeaderName = name
                 .parse()
-                .map_err(|_| Error::Config(format!("header name {name:?}")))?;
+                .map_err(|_| Error::config(format!("header name {name:?}")))?;
             let value: HeaderValue = value
                 .parse()
-                .map_err(|_| Error::Config(format!("header value for {name}")))?;
+                .map_err(|_| Error::config(format!("header value for {name}")))?;
             headers.append(name, value);
         }
         let (status, _) = watch::channel(ConnectionState::Idle);
-        let shared = Arc::new(Shared {
-            transport: Transport::new(url, headers),
+        let make = self
+            .transport
+            .unwrap_or_else(transport::long_polling::plain);
+        let config = TransportConfig {
+            url: url.clone(),
+            headers,
+        };
+        let shared = Arc::new_cyclic(|weak| Shared {
+            transport: make(config, Inbound(weak.clone())),
+            url,
             config: self.config,
             extensions: self.extensions,
             state: Mutex::new(State::default()),
+            pending: Mutex::new(HashMap::new()),
             status,
             next_message_id: AtomicU64::new(1),
             next_listener_id: AtomicU64::new(1),
+            dropped: AtomicU64::new(0),
             task: Mutex::new(None),
         });
         Ok(Client {
@@ -232,11 +288,17 @@ impl ClientBuilder {
     }
 }
 
+/// The default of [`ClientBuilder::subscription_capacity`]: messages a subscription's
+/// stream holds before new ones are dropped. Memory is only taken as the queue fills.
+pub const DEFAULT_SUBSCRIPTION_CAPACITY: usize = 16_384;
+
 /// A local subscriber: where messages on matching channels go.
 pub(crate) struct Listener {
     pub id: u64,
     pub pattern: ChannelName,
-    pub tx: mpsc::UnboundedSender<Message>,
+    pub tx: mpsc::Sender<Message>,
+    /// Messages dropped because the queue was full; shared with the [`Subscription`].
+    pub dropped: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -252,15 +314,27 @@ pub(crate) struct State {
     pub stopped: bool,
 }
 
+/// A request waiting for its reply.
+struct Pending {
+    /// The request's channel: a reply without an `id` is matched by channel.
+    channel: String,
+    reply: oneshot::Sender<Message>,
+}
+
 /// State shared by the client handles, the connect loop and the subscriptions.
 pub(crate) struct Shared {
-    pub transport: Transport,
+    pub transport: Box<dyn Transport>,
+    url: Uri,
     pub config: ClientConfig,
     extensions: Vec<Arc<dyn Extension>>,
     state: Mutex<State>,
+    /// Requests sent and not yet answered, by message id.
+    pending: Mutex<HashMap<MessageId, Pending>>,
     pub status: watch::Sender<ConnectionState>,
     next_message_id: AtomicU64,
     next_listener_id: AtomicU64,
+    /// Messages dropped over every subscription (full queues).
+    dropped: AtomicU64,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -300,21 +374,71 @@ impl Shared {
         m
     }
 
-    /// Sends a batch; deliveries in the response go to the listeners, replies come back.
+    fn pending(&self) -> MutexGuard<'_, HashMap<MessageId, Pending>> {
+        self.pending.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Sends a batch and waits, at most `timeout`, for the reply to each message (in
+    /// order; `None` when the transport answered without one).
     pub async fn exchange(
         &self,
         lane: Lane,
         mut messages: Vec<Message>,
         timeout: Duration,
-    ) -> Result<Vec<Message>, Error> {
+    ) -> Result<Vec<Option<Message>>, Error> {
         for m in &mut messages {
             for ext in &self.extensions {
                 ext.outgoing(m);
             }
         }
-        let received = self.transport.send(lane, &messages, timeout).await?;
+        let what = match messages.as_slice() {
+            [one] => one.channel_str().to_string(),
+            many => format!("a batch of {} messages", many.len()),
+        };
+        // Waiting for the replies before sending: a fast reply cannot be missed.
+        let mut waiting = Vec::with_capacity(messages.len());
+        let mut forget = ForgetPending {
+            shared: self,
+            ids: Vec::with_capacity(messages.len()),
+        };
+        {
+            let mut pending = self.pending();
+            for m in &messages {
+                let Some(id) = m.id.clone() else {
+                    waiting.push(None);
+                    continue;
+                };
+                let (reply, rx) = oneshot::channel();
+                let channel = m.channel_str().to_string();
+                pending.insert(id.clone(), Pending { channel, reply });
+                forget.ids.push(id);
+                waiting.push(Some(rx));
+            }
+        }
+        let exchange = async {
+            let sent = self.transport.send(lane, messages).await?;
+            let mut replies = Vec::with_capacity(waiting.len());
+            for rx in waiting {
+                replies.push(match (rx, sent) {
+                    (None, _) => None,
+                    (Some(mut rx), Sent::Answered) => rx.try_recv().ok(),
+                    (Some(rx), Sent::Later) => rx.await.ok(),
+                });
+            }
+            Ok(replies)
+        };
+        let replies = tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| Error::timeout(&what, timeout))?;
+        drop(forget);
+        replies
+    }
+
+    /// Takes a batch from the transport: deliveries go to the listeners first, then the
+    /// replies complete their pending requests.
+    pub(crate) fn receive(&self, messages: Vec<Message>) {
         let mut replies = Vec::new();
-        for mut m in received {
+        for mut m in messages {
             for ext in &self.extensions {
                 ext.incoming(&mut m);
             }
@@ -325,10 +449,32 @@ impl Shared {
                 self.dispatch(m);
             }
         }
-        Ok(replies)
+        if replies.is_empty() {
+            return;
+        }
+        let mut pending = self.pending();
+        for reply in replies {
+            let waiter = match &reply.id {
+                // Our ids are strings; a server may echo "7" as 7.
+                Some(id) => pending
+                    .remove(id)
+                    .or_else(|| pending.remove(&MessageId::Text(id.to_string()))),
+                // A server that does not echo ids: the request on the same channel.
+                None => pending
+                    .iter()
+                    .find(|(_, p)| p.channel == reply.channel_str())
+                    .map(|(id, _)| id.clone())
+                    .and_then(|id| pending.remove(&id)),
+            };
+            // A reply nobody waits for (its request timed out) is dropped.
+            if let Some(waiter) = waiter {
+                let _ = waiter.reply.send(reply);
+            }
+        }
     }
 
     /// Hands a delivered message to every local subscription whose pattern matches.
+    /// Never waits: a full subscription queue drops the message for that subscription.
     fn dispatch(&self, message: Message) {
         let Ok(channel) = ChannelName::parse(message.channel_str()) else {
             return;
@@ -336,20 +482,21 @@ impl Shared {
         let mut st = self.state();
         st.listeners.retain(|l| !l.tx.is_closed());
         for l in st.listeners.iter().filter(|l| l.pattern.matches(&channel)) {
-            let _ = l.tx.send(message.clone());
+            if let Err(mpsc::error::TrySendError::Full(_)) = l.tx.try_send(message.clone()) {
+                l.dropped.fetch_add(1, Ordering::Relaxed);
+                self.dropped.fetch_add(1, Ordering::Relaxed);
+            }
         }
     }
 
     /// One request/reply exchange on the request lane; returns the reply to `request`.
     pub async fn request(&self, request: Message) -> Result<Message, Error> {
-        let id = request.id.clone();
-        let replies = self
-            .exchange(Lane::Requests, vec![request], self.config.request_timeout)
-            .await?;
-        replies
-            .into_iter()
-            .find(|r| r.id == id)
-            .ok_or_else(|| Error::Protocol("no reply to the request".into()))
+        let channel = request.channel_str().to_string();
+        self.exchange(Lane::Requests, vec![request], self.config.request_timeout)
+            .await?
+            .pop()
+            .flatten()
+            .ok_or_else(|| Error::protocol(format!("no reply to {channel}")))
     }
 
     /// Sends a handshake and, when accepted, records the new session.
@@ -358,7 +505,7 @@ impl Shared {
         m.client_id = None;
         m.version = Some(BAYEUX_VERSION.into());
         m.minimum_version = Some(BAYEUX_VERSION.into());
-        m.supported_connection_types = Some(vec![LONG_POLLING.into()]);
+        m.supported_connection_types = Some(vec![self.transport.name().into()]);
         m.ext = self.config.handshake_ext.clone();
         if self.config.ack {
             m.ext
@@ -367,18 +514,19 @@ impl Shared {
         }
         let reply = self.request(m).await?;
         if !reply.is_successful() {
-            let err = Error::Refused(
+            let err = Error::refused(
+                META_HANDSHAKE,
                 reply
                     .bayeux_error()
                     .unwrap_or_else(|| BayeuxError::bad_request("handshake failed")),
             );
             if reply.advice.as_ref().and_then(|a| a.reconnect) == Some(Reconnect::None) {
-                return Err(Error::Closed(err.to_string()));
+                return Err(err.into_closed());
             }
             return Err(err);
         }
         let Some(client_id) = reply.client_id.clone() else {
-            return Err(Error::Protocol("handshake reply without clientId".into()));
+            return Err(Error::protocol("handshake reply without clientId"));
         };
         // CometD servers answer `ack: true`, or `ack: {enabled: true, batch: N}`.
         let ack = reply.ext.as_ref().and_then(|e| e.get("ack"));
@@ -405,7 +553,7 @@ impl Shared {
     /// Subscribes the server to `pattern` for the current session.
     pub async fn subscribe_remote(&self, pattern: &ChannelName) -> Result<(), Error> {
         if self.client_id().is_none() {
-            return Err(Error::NotConnected);
+            return Err(Error::not_connected());
         }
         let mut m = self.message(META_SUBSCRIBE);
         m.subscription = Some(crate::protocol::Subscription::One(pattern.to_string()));
@@ -414,9 +562,12 @@ impl Shared {
             self.state().confirmed.insert(pattern.clone());
             Ok(())
         } else {
-            Err(Error::Refused(reply.bayeux_error().unwrap_or_else(|| {
-                BayeuxError::subscribe_denied(pattern.as_str())
-            })))
+            Err(Error::refused(
+                format!("{META_SUBSCRIBE} {pattern}"),
+                reply
+                    .bayeux_error()
+                    .unwrap_or_else(|| BayeuxError::subscribe_denied(pattern.as_str())),
+            ))
         }
     }
 
@@ -439,9 +590,12 @@ impl Shared {
         if reply.is_successful() {
             Ok(())
         } else {
-            Err(Error::Refused(reply.bayeux_error().unwrap_or_else(|| {
-                BayeuxError::bad_request("unsubscribe failed")
-            })))
+            Err(Error::refused(
+                format!("{META_UNSUBSCRIBE} {pattern}"),
+                reply
+                    .bayeux_error()
+                    .unwrap_or_else(|| BayeuxError::bad_request("unsubscribe failed")),
+            ))
         }
     }
 
@@ -462,6 +616,24 @@ impl Shared {
             st.confirmed.clear();
         }
         self.set_status(final_state);
+    }
+}
+
+/// Forgets the pending requests of an exchange that ended, answered or not.
+struct ForgetPending<'a> {
+    shared: &'a Shared,
+    ids: Vec<MessageId>,
+}
+
+impl Drop for ForgetPending<'_> {
+    fn drop(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        let mut pending = self.shared.pending();
+        for id in &self.ids {
+            pending.remove(id);
+        }
     }
 }
 
@@ -502,6 +674,18 @@ pub struct Client {
     _stop: Arc<StopOnDrop>,
 }
 
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("url", &self.shared.url)
+            .field("transport", &self.shared.transport.name())
+            .field("state", &*self.shared.status.borrow())
+            .field("client_id", &self.shared.client_id())
+            .field("dropped_messages", &self.dropped_messages())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Client {
     /// Starts building a client for the Bayeux endpoint at `url`
     /// (e.g. `http://127.0.0.1:8080/cometd`).
@@ -516,8 +700,10 @@ impl Client {
                 max_backoff: Duration::from_secs(30),
                 handshake_ext: None,
                 ack: true,
+                subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
             },
             extensions: Vec::new(),
+            transport: None,
         }
     }
 
@@ -525,7 +711,7 @@ impl Client {
     /// refuses (with its Bayeux error) or cannot be reached; it is not retried here.
     pub async fn handshake(&self) -> Result<(), Error> {
         if self.shared.state().stopped {
-            return Err(Error::Closed("the client was stopped".into()));
+            return Err(Error::closed("the client was stopped"));
         }
         self.shared.set_status(ConnectionState::Handshaking);
         if let Err(e) = self.shared.handshake_once().await {
@@ -537,6 +723,17 @@ impl Client {
             *task = Some(tokio::spawn(connect_loop::run(self.shared.clone())));
         }
         Ok(())
+    }
+
+    /// The Bayeux connection type in use (`long-polling`).
+    pub fn transport_name(&self) -> &'static str {
+        self.shared.transport.name()
+    }
+
+    /// Messages dropped so far over all subscriptions because a stream's queue was
+    /// full (see [`ClientBuilder::subscription_capacity`]).
+    pub fn dropped_messages(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
     }
 
     /// The current session's clientId, if there is one.
@@ -564,25 +761,33 @@ impl Client {
     /// same channel each receive every message. Subscriptions are renewed by themselves
     /// after a re-handshake.
     pub async fn subscribe(&self, channel: &str) -> Result<Subscription, Error> {
-        let pattern = ChannelName::parse(channel)
-            .map_err(|e| Error::InvalidChannel(format!("{channel}: {e}")))?;
-        let (tx, rx) = mpsc::unbounded_channel();
+        let pattern =
+            ChannelName::parse(channel).map_err(|e| Error::invalid_channel(channel, e))?;
+        let (tx, rx) = mpsc::channel(self.shared.config.subscription_capacity);
+        let dropped = Arc::new(AtomicU64::new(0));
         let id = self.shared.next_listener_id();
         // Listen before asking, so nothing delivered right after the server's reply is
         // missed.
         let already = {
             let mut st = self.shared.state();
             if st.stopped {
-                return Err(Error::Closed("the client was stopped".into()));
+                return Err(Error::closed("the client was stopped"));
             }
             st.listeners.push(Listener {
                 id,
                 pattern: pattern.clone(),
                 tx,
+                dropped: dropped.clone(),
             });
             st.confirmed.contains(&pattern)
         };
-        let subscription = Subscription::new(pattern.clone(), id, rx, Arc::downgrade(&self.shared));
+        let subscription = Subscription::new(
+            pattern.clone(),
+            id,
+            rx,
+            dropped,
+            Arc::downgrade(&self.shared),
+        );
         if !already && let Err(e) = self.shared.subscribe_remote(&pattern).await {
             // Forget the listener without telling the server (it refused).
             self.shared.state().listeners.retain(|l| l.id != id);
@@ -598,9 +803,11 @@ impl Client {
         let mut results = self
             .publish_batch(vec![(channel.to_string(), data)])
             .await?;
-        results
-            .pop()
-            .unwrap_or_else(|| Err(Error::Protocol("no reply".into())))
+        results.pop().unwrap_or_else(|| {
+            Err(Error::protocol(format!(
+                "no reply to a publish on {channel}"
+            )))
+        })
     }
 
     /// Publishes several messages in one HTTP request, in order; one result per message.
@@ -609,7 +816,7 @@ impl Client {
         messages: Vec<(String, Value)>,
     ) -> Result<Vec<Result<Message, Error>>, Error> {
         if self.client_id().is_none() {
-            return Err(Error::NotConnected);
+            return Err(Error::not_connected());
         }
         let requests: Vec<Message> = messages
             .into_iter()
@@ -619,21 +826,20 @@ impl Client {
                 m
             })
             .collect();
-        let ids: Vec<Option<MessageId>> = requests.iter().map(|m| m.id.clone()).collect();
         let replies = self
             .shared
             .exchange(Lane::Requests, requests, self.shared.config.request_timeout)
             .await?;
-        Ok(ids
+        Ok(replies
             .into_iter()
-            .map(|id| match replies.iter().find(|r| r.id == id) {
-                Some(r) if r.is_successful() => Ok(r.clone()),
-                Some(r) => {
-                    Err(Error::Refused(r.bayeux_error().unwrap_or_else(|| {
-                        BayeuxError::bad_request("publish failed")
-                    })))
-                }
-                None => Err(Error::Protocol("no reply to a publish".into())),
+            .map(|reply| match reply {
+                Some(r) if r.is_successful() => Ok(r),
+                Some(r) => Err(Error::refused(
+                    format!("publish on {}", r.channel_str()),
+                    r.bayeux_error()
+                        .unwrap_or_else(|| BayeuxError::bad_request("publish failed")),
+                )),
+                None => Err(Error::protocol("no reply to a publish")),
             })
             .collect())
     }
@@ -671,18 +877,114 @@ mod tests {
     fn builder_refuses_bad_urls_and_headers() {
         assert!(matches!(
             Client::builder("ftp://x/").build(),
-            Err(Error::Config(_))
+            Err(e) if e.kind() == ErrorKind::Config
         ));
         assert!(matches!(
             Client::builder("not a url").build(),
-            Err(Error::Config(_))
+            Err(e) if e.kind() == ErrorKind::Config
         ));
         assert!(matches!(
             Client::builder("http://h/c")
                 .header("bad header", "v")
                 .build(),
-            Err(Error::Config(_))
+            Err(e) if e.kind() == ErrorKind::Config
         ));
+    }
+
+    /// A transport in the manner of a WebSocket: a send completes at once, and replies
+    /// and deliveries arrive later, from another task, through the inbound path.
+    struct Pushed {
+        inbound: Inbound,
+        connection_types: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Transport for Pushed {
+        fn name(&self) -> &'static str {
+            "test-push"
+        }
+
+        fn send(
+            &self,
+            _lane: Lane,
+            messages: Vec<Message>,
+        ) -> futures::future::BoxFuture<'_, Result<Sent, Error>> {
+            let inbound = self.inbound.clone();
+            for m in &messages {
+                if let Some(t) = &m.connection_type {
+                    self.connection_types.lock().unwrap().push(t.clone());
+                }
+            }
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                for m in messages {
+                    let reply = m.reply().succeed();
+                    match m.channel_str() {
+                        META_HANDSHAKE => inbound.receive(vec![Message {
+                            client_id: Some("c1".into()),
+                            ..reply
+                        }]),
+                        "/meta/connect" => {
+                            // Held like a long poll, then answered.
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                            inbound.receive(vec![reply]);
+                        }
+                        META_SUBSCRIBE => {
+                            // Without an id: matched by channel.
+                            inbound.receive(vec![Message { id: None, ..reply }]);
+                            // A delivery that no request asked for.
+                            let channel = m.subscription.unwrap().channels()[0].clone();
+                            inbound.receive(vec![Message::publish(channel, "pushed".into())]);
+                        }
+                        "/silent" => {}
+                        _ if !m.channel_str().starts_with("/meta/") => {
+                            let delivery =
+                                Message::publish(m.channel_str(), m.data.clone().unwrap());
+                            // The string id echoed as a number.
+                            let id = m.id.as_ref().unwrap().to_string().parse().unwrap();
+                            let id = Some(MessageId::Number(id));
+                            inbound.receive(vec![delivery, Message { id, ..reply }]);
+                        }
+                        _ => inbound.receive(vec![reply]),
+                    }
+                }
+            });
+            Box::pin(async { Ok(Sent::Later) })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_transport_with_pushed_replies_needs_no_change_in_the_client() {
+        use futures::StreamExt;
+        let connection_types = Arc::new(Mutex::new(Vec::new()));
+        let types = connection_types.clone();
+        let mut builder =
+            Client::builder("http://test/cometd").request_timeout(Duration::from_millis(300));
+        builder.transport = Some(Box::new(move |_, inbound| {
+            Box::new(Pushed {
+                inbound,
+                connection_types: types,
+            })
+        }));
+        let client = builder.build().unwrap();
+        assert_eq!(client.transport_name(), "test-push");
+        client.handshake().await.unwrap();
+        assert_eq!(client.client_id().as_deref(), Some("c1"));
+        let mut sub = client.subscribe("/pushed").await.unwrap();
+        assert_eq!(sub.next().await.unwrap().data, Some("pushed".into()));
+        let reply = client.publish("/pushed", 7.into()).await.unwrap();
+        assert!(reply.is_successful());
+        assert_eq!(sub.next().await.unwrap().data, Some(7.into()));
+        client
+            .wait_for_state(|s| *s == ConnectionState::Connected)
+            .await;
+        assert_eq!(connection_types.lock().unwrap()[0], "test-push");
+        // No reply ever: the request times out, and is forgotten.
+        let e = client.publish("/silent", 1.into()).await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Timeout, "{e}");
+        assert!(
+            client.shared.pending().len() <= 1,
+            "only the long poll waits"
+        );
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! A client subscription: a stream of messages that unsubscribes when dropped.
 
 use std::pin::Pin;
-use std::sync::Weak;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::task::{Context, Poll};
 
 use futures::Stream;
@@ -15,26 +16,48 @@ use crate::protocol::{ChannelName, Message};
 /// The stream survives re-handshakes (the client subscribes again by itself) and ends
 /// when the client stops. Dropping it unsubscribes in the background; call
 /// [`Subscription::unsubscribe`] to wait for the server's reply.
+///
+/// Each subscription has a bounded queue
+/// ([`ClientBuilder::subscription_capacity`](super::ClientBuilder::subscription_capacity)).
+/// When the stream is not read fast enough and the queue is full, newly arriving
+/// messages are dropped for this subscription only (drop-newest) and counted in
+/// [`Subscription::dropped`]; the queued ones stay, in order. The client's long poll and
+/// the other subscriptions never wait for a slow consumer. With acknowledgements on, a
+/// dropped message still counts as received: the server does not send it again.
 pub struct Subscription {
     pattern: ChannelName,
     id: u64,
-    rx: mpsc::UnboundedReceiver<Message>,
+    rx: mpsc::Receiver<Message>,
+    dropped: Arc<AtomicU64>,
     client: Weak<Shared>,
     /// Cleared when the listener was already removed, so `Drop` does nothing.
     armed: bool,
+}
+
+impl std::fmt::Debug for Subscription {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Subscription")
+            .field("pattern", &self.pattern)
+            .field("id", &self.id)
+            .field("queued", &self.rx.len())
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
 }
 
 impl Subscription {
     pub(crate) fn new(
         pattern: ChannelName,
         id: u64,
-        rx: mpsc::UnboundedReceiver<Message>,
+        rx: mpsc::Receiver<Message>,
+        dropped: Arc<AtomicU64>,
         client: Weak<Shared>,
     ) -> Self {
         Subscription {
             pattern,
             id,
             rx,
+            dropped,
             client,
             armed: true,
         }
@@ -48,6 +71,11 @@ impl Subscription {
     /// The pattern subscribed to.
     pub fn pattern(&self) -> &ChannelName {
         &self.pattern
+    }
+
+    /// Messages this stream missed because its queue was full when they arrived.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Unsubscribes and waits for the server's reply (when this was the last local

@@ -87,5 +87,9 @@ pub async fn run(args: ListenArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     drop(streams);
     let _ = client.disconnect().await;
+    let dropped = client.dropped_messages();
+    if dropped > 0 {
+        eprintln!("bayeux: {dropped} messages dropped: the output did not keep up");
+    }
     Ok(())
 }

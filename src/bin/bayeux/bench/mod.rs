@@ -76,7 +76,8 @@ pub struct BenchArgs {
 
 /// State shared by every task of a run.
 pub struct Run {
-    pub url: String,
+    /// The Bayeux endpoint.
+    pub endpoint: http::Uri,
     pub pool: wire::Pool,
     pub http_timeout: Duration,
     pub poll_timeout: Duration,
@@ -100,8 +101,9 @@ impl Run {
 pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     stats::raise_fd_limit();
     let channels = args.channels.max(1);
+    let endpoint = args.url.parse().map_err(|e| format!("{}: {e}", args.url))?;
     let run = Arc::new(Run {
-        url: args.url.clone(),
+        endpoint,
         pool: wire::pool(),
         http_timeout: Duration::from_secs(10),
         poll_timeout: Duration::from_secs_f64(args.poll_timeout),
@@ -319,30 +321,25 @@ async fn handshake_mode(
     for w in 0..args.concurrency.max(1) {
         let run = run.clone();
         workers.spawn(async move {
+            let headers = http::HeaderMap::new();
             let mut n = 0u64;
             while Instant::now() < until {
                 n += 1;
-                let Some(s) = session::handshake(&run, &[]).await else {
+                let Some(s) = session::handshake(&run, &headers).await else {
                     continue;
                 };
-                let cookie: Vec<(&str, &str)> = s
-                    .cookie
-                    .as_deref()
-                    .map(|c| ("cookie", c))
-                    .into_iter()
-                    .collect();
+                let (url, jar, timeout) = (&run.endpoint, Some(&s.cookies), run.http_timeout);
                 if churn {
                     let sub = wire::subscribe_body(&s.client_id, &format!("/churn/{}", w % 10));
-                    let _ = wire::post(&run.pool, &run.url, sub, &cookie, run.http_timeout).await;
+                    let _ = wire::post(&run.pool, url, sub, &headers, jar, timeout).await;
                     let connect = wire::connect_body(&s.client_id, true);
-                    let _ =
-                        wire::post(&run.pool, &run.url, connect, &cookie, run.http_timeout).await;
+                    let _ = wire::post(&run.pool, url, connect, &headers, jar, timeout).await;
                     if n.is_multiple_of(2) {
                         continue; // vanish: the server expires it
                     }
                 }
                 let bye = wire::disconnect_body(&s.client_id);
-                let _ = wire::post(&run.pool, &run.url, bye, &cookie, run.http_timeout).await;
+                let _ = wire::post(&run.pool, url, bye, &headers, jar, timeout).await;
             }
         });
     }

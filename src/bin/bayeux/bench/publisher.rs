@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use http::HeaderMap;
 use tokio::time::{Instant, MissedTickBehavior};
 
 use super::stats::Counters;
@@ -40,7 +41,7 @@ pub async fn publisher(
     });
     let session = match via {
         Via::Bayeux => loop {
-            if let Some(opened) = session::handshake(&run, &[]).await {
+            if let Some(opened) = session::handshake(&run, &HeaderMap::new()).await {
                 let opened = Arc::new(opened);
                 tokio::spawn(session::keep_alive(run.clone(), opened.clone()));
                 break Some(opened);
@@ -49,12 +50,12 @@ pub async fn publisher(
         },
         Via::Workbin { .. } => None,
     };
-    let cookie: Vec<(&str, &str)> = session
-        .as_ref()
-        .and_then(|s| s.cookie.as_deref())
-        .map(|c| ("cookie", c))
-        .into_iter()
-        .collect();
+    let headers = match &via {
+        Via::Bayeux => HeaderMap::new(),
+        Via::Workbin { auth, .. } => wire::headers(auth.as_deref()),
+    };
+    let cookies = session.as_ref().map(|s| &s.cookies);
+    // A pool of its own: publishes never queue behind the subscribers' long polls.
     let pool = wire::pool();
     while Instant::now() < until {
         if let Some(t) = ticker.as_mut() {
@@ -84,7 +85,16 @@ pub async fn publisher(
                     sent.push(c);
                 }
                 body.push(']');
-                match wire::post(&pool, &run.url, body, &cookie, run.http_timeout).await {
+                match wire::post(
+                    &pool,
+                    &run.endpoint,
+                    body,
+                    &headers,
+                    cookies,
+                    run.http_timeout,
+                )
+                .await
+                {
                     Ok(bytes) => match wire::parse(&bytes) {
                         Ok(replies) => {
                             for r in replies
@@ -105,22 +115,21 @@ pub async fn publisher(
                     Err(_) => Counters::add(&run.counters.http_errors, 1),
                 }
             }
-            Via::Workbin { base, auth } => {
+            Via::Workbin { base, .. } => {
                 let c = next_channel;
                 next_channel = (next_channel + 1) % channels;
-                let url = format!("{base}/api/v2/users/bench-agent-{c}/workbins/wb");
+                let Ok(url) = format!("{base}/api/v2/users/bench-agent-{c}/workbins/wb").parse()
+                else {
+                    Counters::add(&run.counters.http_errors, 1);
+                    continue;
+                };
                 let body = format!(
                     r#"{{"operationName":"AddEmail","uri":"bench/b{index}-{}-{}"}}"#,
                     seq[c],
                     run.micros()
                 );
                 seq[c] += 1;
-                let headers: Vec<(&str, &str)> = auth
-                    .as_deref()
-                    .map(|a| ("authorization", a))
-                    .into_iter()
-                    .collect();
-                match wire::post(&pool, &url, body, &headers, run.http_timeout).await {
+                match wire::post(&pool, &url, body, &headers, None, run.http_timeout).await {
                     Ok(bytes) if bytes.starts_with(br#"{"statusCode":0,"#) => {
                         run.published_per_channel[c].fetch_add(1, Ordering::Relaxed);
                         Counters::add(&run.counters.published, 1);

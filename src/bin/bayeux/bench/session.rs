@@ -6,28 +6,33 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use bayeux::client::transport::CookieJar;
+use http::HeaderMap;
+
 use super::Run;
 use super::stats::Counters;
 use super::wire::{self, WireError};
 
-/// A session: its clientId and the cookie the server bound it to, if any.
+/// A session: its clientId and the cookies the server bound it to.
 pub struct Opened {
     pub client_id: String,
-    pub cookie: Option<String>,
+    pub cookies: CookieJar,
 }
 
 /// Opens a session; `None` after counting the failure.
-pub async fn handshake(run: &Run, headers: &[(&str, &str)]) -> Option<Opened> {
-    match wire::post_keeping_cookies(
+pub async fn handshake(run: &Run, headers: &HeaderMap) -> Option<Opened> {
+    let cookies = CookieJar::new();
+    match wire::post(
         &run.pool,
-        &run.url,
+        &run.endpoint,
         wire::handshake_body(),
         headers,
+        Some(&cookies),
         run.http_timeout,
     )
     .await
     {
-        Ok((body, cookie)) => {
+        Ok(body) => {
             let msgs = match wire::parse(&body) {
                 Ok(m) => m,
                 Err(_) => {
@@ -40,7 +45,7 @@ pub async fn handshake(run: &Run, headers: &[(&str, &str)]) -> Option<Opened> {
                     Counters::add(&run.counters.handshakes, 1);
                     m.client_id.map(|id| Opened {
                         client_id: id.to_string(),
-                        cookie,
+                        cookies,
                     })
                 }
                 _ => {
@@ -56,12 +61,13 @@ pub async fn handshake(run: &Run, headers: &[(&str, &str)]) -> Option<Opened> {
     }
 }
 
-async fn subscribe(run: &Run, client_id: &str, channel: &str, headers: &[(&str, &str)]) -> bool {
+async fn subscribe(run: &Run, session: &Opened, channel: &str, headers: &HeaderMap) -> bool {
     match wire::post(
         &run.pool,
-        &run.url,
-        wire::subscribe_body(client_id, channel),
+        &run.endpoint,
+        wire::subscribe_body(&session.client_id, channel),
         headers,
+        Some(&session.cookies),
         run.http_timeout,
     )
     .await
@@ -133,24 +139,15 @@ fn on_connect_response(
 /// A subscriber: keeps a session subscribed to `channel` and long-polls until aborted.
 /// `ready` is signalled once, when the first subscription is confirmed.
 pub async fn subscriber(run: Arc<Run>, index: usize, channel: String, auth: Option<String>) {
-    let auth_header: Vec<(&str, &str)> = auth
-        .as_deref()
-        .map(|a| ("authorization", a))
-        .into_iter()
-        .collect();
+    let headers = wire::headers(auth.as_deref());
     let mut next = HashMap::new();
     let mut signalled = false;
     loop {
-        let Some(opened) = handshake(&run, &auth_header).await else {
+        let Some(opened) = handshake(&run, &headers).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
-        let client_id = opened.client_id;
-        let mut headers = auth_header.clone();
-        if let Some(c) = opened.cookie.as_deref() {
-            headers.push(("cookie", c));
-        }
-        if !subscribe(&run, &client_id, &channel, &headers).await {
+        if !subscribe(&run, &opened, &channel, &headers).await {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
@@ -161,9 +158,19 @@ pub async fn subscriber(run: Arc<Run>, index: usize, channel: String, auth: Opti
         }
         let mut first = true;
         loop {
-            let body = wire::connect_body(&client_id, first);
+            let body = wire::connect_body(&opened.client_id, first);
             first = false;
-            match wire::post(&run.pool, &run.url, body, &headers, run.poll_timeout).await {
+            let cookies = Some(&opened.cookies);
+            match wire::post(
+                &run.pool,
+                &run.endpoint,
+                body,
+                &headers,
+                cookies,
+                run.poll_timeout,
+            )
+            .await
+            {
                 Ok(bytes) => match on_connect_response(&run, index, &mut next, &bytes) {
                     Ok(After::Connect(interval)) => {
                         if !interval.is_zero() {
@@ -187,19 +194,22 @@ pub async fn subscriber(run: Arc<Run>, index: usize, channel: String, auth: Opti
 
 /// Keeps a publisher's session alive (servers expire sessions that never connect).
 pub async fn keep_alive(run: Arc<Run>, session: Arc<Opened>) {
-    let headers: Vec<(&str, &str)> = session
-        .cookie
-        .as_deref()
-        .map(|c| ("cookie", c))
-        .into_iter()
-        .collect();
+    let headers = HeaderMap::new();
     let mut first = true;
     loop {
         let body = wire::connect_body(&session.client_id, first);
         first = false;
-        if wire::post(&run.pool, &run.url, body, &headers, run.poll_timeout)
-            .await
-            .is_err()
+        let cookies = Some(&session.cookies);
+        if wire::post(
+            &run.pool,
+            &run.endpoint,
+            body,
+            &headers,
+            cookies,
+            run.poll_timeout,
+        )
+        .await
+        .is_err()
         {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

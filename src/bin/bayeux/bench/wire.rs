@@ -3,87 +3,52 @@
 
 use std::time::Duration;
 
+use bayeux::client::transport::{CookieJar, HttpPool};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use http::{HeaderMap, HeaderValue, Uri};
 use serde::Deserialize;
 
-/// A shared HTTP/1.1 connection pool.
-pub type Pool = Client<HttpConnector, Full<Bytes>>;
+/// A shared HTTP/1.1 connection pool: the client's own, which keeps as many idle
+/// connections as it is given sessions.
+pub type Pool = HttpPool;
 
-/// A pool that keeps as many idle connections as it is given sessions.
+/// A new connection pool.
 pub fn pool() -> Pool {
-    let mut connector = HttpConnector::new();
-    connector.set_nodelay(true);
-    Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(usize::MAX)
-        .pool_idle_timeout(Duration::from_secs(90))
-        .build(connector)
+    HttpPool::new()
 }
 
 /// Why an exchange failed.
 pub enum WireError {
-    /// Connection or HTTP-level failure (counted as an HTTP error).
+    /// Connection or HTTP-level failure, or a timeout (counted as an HTTP error).
     Http,
     /// A 200 with a body that is not a Bayeux batch.
     Body,
 }
 
-/// POSTs `body` to `url` with optional extra headers; returns the response body.
-pub async fn post(
-    pool: &Pool,
-    url: &str,
-    body: String,
-    headers: &[(&str, &str)],
-    timeout: Duration,
-) -> Result<Bytes, WireError> {
-    post_keeping_cookies(pool, url, body, headers, timeout)
-        .await
-        .map(|(b, _)| b)
+/// The headers of a session's requests: `Authorization` when given.
+pub fn headers(authorization: Option<&str>) -> HeaderMap {
+    let mut h = HeaderMap::new();
+    if let Some(value) = authorization.and_then(|a| HeaderValue::from_str(a).ok()) {
+        h.insert(http::header::AUTHORIZATION, value);
+    }
+    h
 }
 
-/// Like [`post`], and also returns the `name=value` pairs of any `Set-Cookie` headers
-/// (CometD's servers bind sessions to their `BAYEUX_BROWSER` cookie).
-pub async fn post_keeping_cookies(
+/// POSTs `body` to `url` with `headers`, sending and keeping the session's cookies when
+/// a jar is given (CometD's servers bind sessions to their `BAYEUX_BROWSER` cookie);
+/// returns the body of a 2xx response.
+pub async fn post(
     pool: &Pool,
-    url: &str,
+    url: &Uri,
     body: String,
-    headers: &[(&str, &str)],
+    headers: &HeaderMap,
+    cookies: Option<&CookieJar>,
     timeout: Duration,
-) -> Result<(Bytes, Option<String>), WireError> {
-    let mut req = http::Request::post(url).header("content-type", "application/json;charset=UTF-8");
-    for (k, v) in headers {
-        req = req.header(*k, *v);
+) -> Result<Bytes, WireError> {
+    match tokio::time::timeout(timeout, pool.post(url, headers, cookies, Bytes::from(body))).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(_)) | Err(_) => Err(WireError::Http),
     }
-    let req = req
-        .body(Full::new(Bytes::from(body)))
-        .map_err(|_| WireError::Http)?;
-    let exchange = async {
-        let res = pool.request(req).await.map_err(|_| WireError::Http)?;
-        if !res.status().is_success() {
-            return Err(WireError::Http);
-        }
-        let cookies: Vec<&str> = res
-            .headers()
-            .get_all(http::header::SET_COOKIE)
-            .iter()
-            .filter_map(|v| v.to_str().ok()?.split(';').next())
-            .collect();
-        let cookie = (!cookies.is_empty()).then(|| cookies.join("; "));
-        Ok((
-            res.into_body()
-                .collect()
-                .await
-                .map_err(|_| WireError::Http)?
-                .to_bytes(),
-            cookie,
-        ))
-    };
-    tokio::time::timeout(timeout, exchange)
-        .await
-        .map_err(|_| WireError::Http)?
 }
 
 /// The fields the tool reads from any message.
@@ -101,6 +66,7 @@ pub struct Msg<'a> {
     pub data: Option<DataIn<'a>>,
 }
 
+/// The advice fields the tool follows.
 #[derive(Deserialize)]
 pub struct AdviceIn<'a> {
     #[serde(borrow, default)]
@@ -123,6 +89,7 @@ pub struct DataIn<'a> {
     pub email: Option<Interaction<'a>>,
 }
 
+/// A workbin notification's interaction.
 #[derive(Deserialize)]
 pub struct Interaction<'a> {
     #[serde(borrow)]
@@ -149,16 +116,19 @@ pub fn parse(body: &[u8]) -> Result<Vec<Msg<'_>>, WireError> {
     serde_json::from_slice(body).map_err(|_| WireError::Body)
 }
 
+/// A handshake asking for long-polling.
 pub fn handshake_body() -> String {
     r#"[{"channel":"/meta/handshake","version":"1.0","minimumVersion":"1.0","supportedConnectionTypes":["long-polling"],"id":"1"}]"#.to_string()
 }
 
+/// A subscribe of `client_id` to `channel`.
 pub fn subscribe_body(client_id: &str, channel: &str) -> String {
     format!(
         r#"[{{"channel":"/meta/subscribe","clientId":"{client_id}","subscription":"{channel}","id":"2"}}]"#
     )
 }
 
+/// A long-polling connect; the `first` one asks the server to answer at once.
 pub fn connect_body(client_id: &str, first: bool) -> String {
     if first {
         format!(
@@ -171,6 +141,7 @@ pub fn connect_body(client_id: &str, first: bool) -> String {
     }
 }
 
+/// A disconnect of `client_id`.
 pub fn disconnect_body(client_id: &str) -> String {
     format!(r#"[{{"channel":"/meta/disconnect","clientId":"{client_id}","id":"4"}}]"#)
 }

@@ -1,0 +1,270 @@
+//! The client's error type: opaque, with a kind to match on and the cause kept as its
+//! `source()`.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::time::Duration;
+
+use crate::protocol::{BayeuxError, ChannelError};
+
+type Cause = Box<dyn StdError + Send + Sync>;
+
+/// What can go wrong for a client call.
+///
+/// Match on [`Error::kind`]; the underlying cause (an I/O or hyper error, the server's
+/// [`BayeuxError`], a channel-name error) is the [`source`](StdError::source). `Display`
+/// is one line naming what failed, followed by the chain of causes.
+pub struct Error {
+    inner: Box<Inner>,
+}
+
+struct Inner {
+    kind: ErrorKind,
+    /// What failed, e.g. `POST http://host/cometd` or `/meta/subscribe`.
+    what: String,
+    /// With [`ErrorKind::Status`]: the status code and the start of the body.
+    status: Option<(u16, String)>,
+    /// With [`ErrorKind::Refused`] (and [`ErrorKind::Closed`] after a refusal).
+    refusal: Option<BayeuxError>,
+    source: Option<Cause>,
+}
+
+/// The kinds of [`Error`]. More may be added: match with a wildcard arm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The URL, a header or another builder setting is invalid.
+    Config,
+    /// The HTTP connection failed: refused, DNS, reset, closed before the response was
+    /// complete. The hyper or I/O error is the source.
+    Connection,
+    /// No response within the request timeout.
+    Timeout,
+    /// The server answered with a non-2xx HTTP status ([`Error::status_code`]).
+    Status,
+    /// The response was not a Bayeux batch, or lacked the expected reply.
+    Protocol,
+    /// The server refused the request with `successful: false`
+    /// ([`Error::bayeux_error`]).
+    Refused,
+    /// A channel name outside the Bayeux grammar.
+    InvalidChannel,
+    /// No session right now: not yet handshaken, or re-handshaking after a failure.
+    NotConnected,
+    /// The client was stopped: [`Client::disconnect`](super::Client::disconnect),
+    /// dropped, or the server advised `reconnect: none`.
+    Closed,
+}
+
+impl Error {
+    fn new(kind: ErrorKind, what: impl Into<String>) -> Self {
+        Error {
+            inner: Box::new(Inner {
+                kind,
+                what: what.into(),
+                status: None,
+                refusal: None,
+                source: None,
+            }),
+        }
+    }
+
+    fn with_source(mut self, source: impl Into<Cause>) -> Self {
+        self.inner.source = Some(source.into());
+        self
+    }
+
+    pub(crate) fn config(what: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Config, what)
+    }
+
+    pub(crate) fn connection(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::new(ErrorKind::Connection, what).with_source(source)
+    }
+
+    pub(crate) fn timeout(what: &str, after: Duration) -> Self {
+        Self::new(ErrorKind::Timeout, format!("{what} after {after:?}"))
+    }
+
+    pub(crate) fn status(what: impl Into<String>, code: u16, body: &[u8]) -> Self {
+        let excerpt = String::from_utf8_lossy(&body[..body.len().min(200)])
+            .trim()
+            .to_string();
+        let mut e = Self::new(ErrorKind::Status, what);
+        e.inner.status = Some((code, excerpt));
+        e
+    }
+
+    pub(crate) fn protocol(what: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Protocol, what)
+    }
+
+    pub(crate) fn protocol_with(what: impl Into<String>, source: impl Into<Cause>) -> Self {
+        Self::protocol(what).with_source(source)
+    }
+
+    pub(crate) fn refused(what: impl Into<String>, error: BayeuxError) -> Self {
+        let mut e = Self::new(ErrorKind::Refused, what);
+        e.inner.refusal = Some(error);
+        e
+    }
+
+    pub(crate) fn invalid_channel(channel: &str, error: ChannelError) -> Self {
+        Self::new(ErrorKind::InvalidChannel, channel).with_source(error)
+    }
+
+    pub(crate) fn not_connected() -> Self {
+        Self::new(ErrorKind::NotConnected, "not handshaken, or reconnecting")
+    }
+
+    pub(crate) fn closed(why: impl Into<String>) -> Self {
+        Self::new(ErrorKind::Closed, why)
+    }
+
+    /// Turns a refusal into the end of the client (the server also advised
+    /// `reconnect: none`); the Bayeux error stays available.
+    pub(crate) fn into_closed(mut self) -> Self {
+        self.inner.what = self.to_string();
+        self.inner.kind = ErrorKind::Closed;
+        self
+    }
+
+    /// With [`ErrorKind::Closed`]: why, without the "client closed" prefix.
+    pub(crate) fn closed_reason(&self) -> &str {
+        &self.inner.what
+    }
+
+    /// Which kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// With [`ErrorKind::Status`]: the HTTP status code.
+    pub fn status_code(&self) -> Option<u16> {
+        self.inner.status.as_ref().map(|(code, _)| *code)
+    }
+
+    /// With [`ErrorKind::Status`]: the start of the response body (at most 200 bytes,
+    /// trimmed), often the server's explanation.
+    pub fn body_excerpt(&self) -> Option<&str> {
+        self.inner.status.as_ref().map(|(_, body)| body.as_str())
+    }
+
+    /// With [`ErrorKind::Refused`], or [`ErrorKind::Closed`] after a refused handshake:
+    /// the server's Bayeux error (`403::Handshake denied`, ...).
+    pub fn bayeux_error(&self) -> Option<&BayeuxError> {
+        self.inner.refusal.as_ref()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let what = &self.inner.what;
+        match self.inner.kind {
+            ErrorKind::Config => write!(f, "invalid client configuration: {what}")?,
+            ErrorKind::Connection => write!(f, "connection failed: {what}")?,
+            ErrorKind::Timeout => write!(f, "timed out: {what}")?,
+            ErrorKind::Status => {
+                let (code, body) = self.inner.status.as_ref().expect("a status error");
+                write!(f, "HTTP status {code} from {what}")?;
+                if !body.is_empty() {
+                    write!(f, ": {body}")?;
+                }
+            }
+            ErrorKind::Protocol => write!(f, "protocol error: {what}")?,
+            ErrorKind::Refused => write!(f, "refused by the server: {what}")?,
+            ErrorKind::InvalidChannel => write!(f, "invalid channel: {what}")?,
+            ErrorKind::NotConnected => write!(f, "no Bayeux session: {what}")?,
+            ErrorKind::Closed => write!(f, "client closed: {what}")?,
+        }
+        if self.inner.kind == ErrorKind::Refused
+            && let Some(e) = &self.inner.refusal
+        {
+            write!(f, ": {e}")?;
+        }
+        // The causes, on the same line: a terminal user sees why, not just what.
+        let mut cause = self.inner.source.as_deref().map(|e| e as &dyn StdError);
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut d = f.debug_struct("Error");
+        d.field("kind", &self.inner.kind)
+            .field("what", &self.inner.what);
+        if let Some((code, body)) = &self.inner.status {
+            d.field("status", code).field("body", body);
+        }
+        if let Some(e) = &self.inner.refusal {
+            d.field("bayeux_error", e);
+        }
+        if let Some(e) = &self.inner.source {
+            d.field("source", e);
+        }
+        d.finish()
+    }
+}
+
+impl StdError for Error {
+    fn source(&self) -> Option<&(dyn StdError + 'static)> {
+        match (&self.inner.source, &self.inner.refusal) {
+            (Some(e), _) => Some(&**e),
+            (None, Some(e)) => Some(e),
+            (None, None) => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_is_one_line_with_the_causes() {
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let e = Error::connection("POST http://h/cometd", io);
+        assert_eq!(e.kind(), ErrorKind::Connection);
+        assert_eq!(
+            e.to_string(),
+            "connection failed: POST http://h/cometd: refused"
+        );
+        assert!(e.source().is_some());
+
+        let e = Error::status("POST http://h/cometd", 503, b"  busy, try later\n");
+        assert_eq!(
+            (e.status_code(), e.body_excerpt()),
+            (Some(503), Some("busy, try later"))
+        );
+        assert_eq!(
+            e.to_string(),
+            "HTTP status 503 from POST http://h/cometd: busy, try later"
+        );
+    }
+
+    #[test]
+    fn a_refusal_keeps_the_bayeux_error_as_source() {
+        let e = Error::refused("/meta/subscribe", BayeuxError::subscribe_denied("/s"));
+        assert_eq!(e.kind(), ErrorKind::Refused);
+        assert_eq!(e.bayeux_error().unwrap().code, 403);
+        assert_eq!(
+            e.source().unwrap().to_string(),
+            e.bayeux_error().unwrap().to_string()
+        );
+        let closed = e.into_closed();
+        assert_eq!(closed.kind(), ErrorKind::Closed);
+        assert_eq!(closed.bayeux_error().unwrap().code, 403);
+        assert!(!closed.to_string().contains('\n'));
+    }
+
+    #[test]
+    fn errors_are_send_sync_and_small() {
+        fn check<T: Send + Sync + 'static>() {}
+        check::<Error>();
+        assert_eq!(std::mem::size_of::<Error>(), std::mem::size_of::<usize>());
+    }
+}
