@@ -60,3 +60,26 @@ fn the_tower_service_future_is_send() {
     }
     let _ = check;
 }
+
+#[test]
+fn client_types_are_send_and_sync() {
+    use bayeux::client::{Client, ClientBuilder, ConnectionState, Error, Subscription};
+    is_send_sync::<Client>();
+    is_send_sync::<ClientBuilder>();
+    is_send_sync::<ConnectionState>();
+    is_send::<Subscription>();
+    is_error::<Error>();
+    is_send_sync::<bayeux::client::transport::HttpPool>();
+    is_send_sync::<bayeux::client::transport::CookieJar>();
+}
+
+/// Never called: it only has to compile.
+async fn client_futures_are_send(client: bayeux::client::Client, data: Value) {
+    send(&client.handshake());
+    send(&client.subscribe("/a"));
+    send(&client.publish("/a", data.clone()));
+    send(&client.publish_batch(vec![("/a".into(), data)]));
+    send(&client.disconnect());
+    let subscription = client.subscribe("/a").await.unwrap();
+    send(&subscription.unsubscribe());
+}

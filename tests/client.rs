@@ -587,10 +587,13 @@ async fn a_slow_subscription_drops_its_newest_messages_and_holds_up_nothing() {
         let mut other = c.subscribe("/other").await.unwrap();
         // One at a time, so that only the unread stream overflows.
         for i in 0..10 {
-            t.server.publish("/flood", json!(i)).unwrap();
+            t.server.publish("/flood", json!(i)).await.unwrap();
             assert_eq!(next_data(&mut fast).await, json!(i));
         }
-        t.server.publish("/other", json!("unaffected")).unwrap();
+        t.server
+            .publish("/other", json!("unaffected"))
+            .await
+            .unwrap();
         assert_eq!(next_data(&mut other).await, json!("unaffected"));
         assert_eq!((slow.dropped(), fast.dropped()), (7, 0));
         assert_eq!(c.dropped_messages(), 7);
@@ -604,7 +607,7 @@ async fn a_slow_subscription_drops_its_newest_messages_and_holds_up_nothing() {
                 .is_err()
         );
         // Once read, the stream has room again.
-        t.server.publish("/flood", json!(10)).unwrap();
+        t.server.publish("/flood", json!(10)).await.unwrap();
         assert_eq!(next_data(&mut slow).await, json!(10));
         assert_eq!(*c.state().borrow(), ConnectionState::Connected);
     })

@@ -34,10 +34,10 @@ pub use http::{BayeuxService, HttpService, Listening, ResponseBody, serve};
 pub use index::{ChannelIndex, Recipient, RecipientId};
 pub use local::LocalSubscription;
 pub use local_delivery::LocalDelivery;
-pub use stats::ServerStats;
 pub use policy::{
     AllowAll, Decision, Extension, HandshakeDecision, HandshakeRequest, SecurityPolicy, SessionInfo,
 };
+pub use stats::ServerStats;
 pub use transport::ConnectionType;
 
 use crate::protocol::{BayeuxError, ChannelName, Message};

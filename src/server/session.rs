@@ -17,8 +17,8 @@ use tokio::sync::Notify;
 
 use super::config::OverflowPolicy;
 use super::index::{Recipient, RecipientId};
-use super::stats::Stats;
 use super::policy::SessionInfo;
+use super::stats::Stats;
 use crate::protocol::ChannelName;
 
 /// Makes a `clientId`: 160 bits from the operating system's CSPRNG, as hex.
@@ -713,7 +713,6 @@ mod tests {
         assert!(!s.acknowledge(Some(2)));
         assert_eq!(s.take().messages, vec![b("3")]);
     }
-
 
     #[test]
     fn a_closed_session_refuses_messages_and_subscriptions() {

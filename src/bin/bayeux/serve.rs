@@ -87,7 +87,8 @@ impl ServeArgs {
             max_interval: Duration::from_millis(self.max_interval),
             max_queue: self.max_queue,
             max_queue_bytes: self.max_queue_bytes,
-            overflow: OverflowPolicy::from_name(&self.overflow).unwrap_or(OverflowPolicy::DropNewest),
+            overflow: OverflowPolicy::from_name(&self.overflow)
+                .unwrap_or(OverflowPolicy::DropNewest),
             max_message_size: self.max_message_size,
             ack_extension: !self.no_ack,
             max_batch: self.max_batch,
