@@ -324,13 +324,21 @@ async fn slow_clients_cannot_hold_the_server() {
         .await;
         let dog = Watchdog::start(&t).await;
         let addr = t.listening.local_addr();
-        // Headers that never end: the connection is closed.
+        // Headers that never end: the connection is closed after header_timeout (300 ms),
+        // not much later (a generous bound: a loaded machine is slow, but not 6x slow).
         let mut slow = TcpStream::connect(addr).await.unwrap();
+        let started = std::time::Instant::now();
         slow.write_all(b"POST /cometd HTTP/1.1\r\nHost: x\r\n")
             .await
             .unwrap();
         let mut buf = Vec::new();
         let _ = slow.read_to_end(&mut buf).await;
+        let closed_after = started.elapsed();
+        assert!(
+            closed_after >= Duration::from_millis(250)
+                && closed_after < Duration::from_millis(2_000),
+            "closed after {closed_after:?}, header_timeout is 300 ms"
+        );
         // A body that never completes: 408.
         let mut slow = TcpStream::connect(addr).await.unwrap();
         slow.write_all(b"POST /cometd HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n[{\"chan")

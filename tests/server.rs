@@ -426,10 +426,108 @@ async fn queue_overflow_drops_the_newest_by_default() {
             assert_eq!(msgs[0]["data"], i);
         }
         assert_eq!(t.server.dropped_messages(&slow), Some(2));
+        assert_eq!(t.server.dropped_messages(&fine), Some(0));
+        let stats = t.server.stats();
+        assert_eq!((stats.dropped_messages, stats.overflow_closes), (2, 0));
         let (msgs, reply) = t.connect_now(&slow).await;
         let data: Vec<Value> = msgs.iter().map(|m| m["data"].clone()).collect();
         assert_eq!(data, vec![json!(0), json!(1), json!(2)]);
         assert_eq!(reply["successful"], true);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn queue_overflow_can_drop_the_oldest() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(ServerConfig {
+            max_queue: 3,
+            overflow: OverflowPolicy::DropOldest,
+            ..fast_config()
+        })
+        .await;
+        let slow = t.handshake().await;
+        t.subscribe(&slow, json!("/q")).await;
+        for i in 0..5 {
+            t.server.publish("/q", json!(i)).await.unwrap();
+        }
+        assert_eq!(t.server.dropped_messages(&slow), Some(2));
+        assert_eq!(t.server.stats().dropped_messages, 2);
+        let (msgs, reply) = t.connect_now(&slow).await;
+        let data: Vec<Value> = msgs.iter().map(|m| m["data"].clone()).collect();
+        assert_eq!(data, vec![json!(2), json!(3), json!(4)]);
+        assert_eq!(reply["successful"], true);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn the_queue_is_bounded_by_bytes_too() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(ServerConfig {
+            max_queue_bytes: 4 * 1024,
+            ..fast_config()
+        })
+        .await;
+        let slow = t.handshake().await;
+        t.subscribe(&slow, json!("/q")).await;
+        let kib = "x".repeat(1024);
+        for i in 0..10 {
+            t.server
+                .publish("/q", json!({"n": i, "pad": kib}))
+                .await
+                .unwrap();
+        }
+        // About 1 KiB each: three fit in 4 KiB, the rest were dropped.
+        assert_eq!(t.server.dropped_messages(&slow), Some(7));
+        let (msgs, _) = t.connect_now(&slow).await;
+        assert_eq!(msgs.len(), 3);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_overflow_with_acknowledged_delivery_ends_the_session_and_says_so() {
+    timeout(LIMIT, async {
+        // drop-newest is the policy, but a session promised every message is never
+        // dropped from quietly.
+        let t = TestServer::with_config(ServerConfig {
+            max_queue: 3,
+            ..fast_config()
+        })
+        .await;
+        let replies = t
+            .post(json!({"channel": "/meta/handshake", "version": "1.0",
+                         "supportedConnectionTypes": ["long-polling"], "ext": {"ack": true}}))
+            .await;
+        assert_eq!(replies[0]["ext"]["ack"], true);
+        let id = replies[0]["clientId"].as_str().unwrap().to_string();
+        t.subscribe(&id, json!("/q")).await;
+        let (_, first) = t.connect_now(&id).await;
+        assert_eq!(first["ext"]["ack"], 1);
+        for i in 0..4 {
+            t.server.publish("/q", json!(i)).await.unwrap();
+        }
+        let replies = t
+            .post(json!({"channel": "/meta/connect", "clientId": id,
+                         "connectionType": "long-polling", "ext": {"ack": 1}}))
+            .await;
+        let (msgs, reply) = split_connect(replies);
+        // What was held still arrives, with the news that the rest did not.
+        let data: Vec<Value> = msgs.iter().map(|m| m["data"].clone()).collect();
+        assert_eq!(data, vec![json!(0), json!(1), json!(2)]);
+        assert_eq!(reply["successful"], false);
+        assert!(
+            reply["error"].as_str().unwrap().starts_with("409:"),
+            "{reply}"
+        );
+        assert_eq!(reply["advice"]["reconnect"], "handshake");
+        assert_eq!(t.server.session_count(), 0);
+        let stats = t.server.stats();
+        assert_eq!((stats.dropped_messages, stats.overflow_closes), (1, 1));
     })
     .await
     .unwrap();
@@ -457,6 +555,8 @@ async fn queue_overflow_can_close_the_session() {
         );
         assert_eq!(reply["advice"]["reconnect"], "handshake");
         assert_eq!(t.server.session_count(), 0);
+        let stats = t.server.stats();
+        assert_eq!((stats.dropped_messages, stats.overflow_closes), (1, 1));
     })
     .await
     .unwrap();

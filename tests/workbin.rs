@@ -185,56 +185,73 @@ async fn failures_return_errors_and_publish_nothing() {
         let demo = Demo::start(Access::demo()).await;
         let (_c, mut inbox) = demo.agent("agent1", "/v2/me/*").await;
         let path = "/api/v2/users/agent1/workbins/wb1";
-        let cases: Vec<(&str, &str, Bytes, u16)> = vec![
-            ("POST", path, Bytes::from_static(b"{not json"), 400),
-            ("POST", path, Bytes::from_static(b"[]"), 400),
+        // (method, path, body, HTTP status, statusCode): the README's table.
+        let cases: Vec<(&str, &str, Bytes, u16, u64)> = vec![
+            ("POST", path, Bytes::from_static(b"{not json"), 400, 3),
+            ("POST", path, Bytes::from_static(b"[]"), 400, 3),
             (
                 "POST",
                 path,
                 Bytes::from_static(br#"{"operationName":"AddFax","uri":"a/b"}"#),
                 400,
+                2,
             ),
             (
                 "POST",
                 path,
                 Bytes::from_static(br#"{"operationName":"AddEmail"}"#),
                 400,
+                1,
             ),
             (
                 "POST",
                 path,
                 Bytes::from_static(br#"{"operationName":"AddEmail","uri":""}"#),
                 400,
+                1,
             ),
             (
                 "POST",
                 path,
                 Bytes::from_static(br#"{"operationName":"AddEmail","uri":42}"#),
                 400,
+                2,
             ),
             (
                 "POST",
                 path,
                 Bytes::from_static(br#"{"operationName":true,"uri":"a/b"}"#),
                 400,
+                2,
             ),
-            ("POST", path, Bytes::from_static(br#"{"uri":"a/b"}"#), 400),
-            ("POST", path, Bytes::from(vec![b' '; 4096]), 413),
-            ("GET", path, Bytes::new(), 405),
-            ("DELETE", path, Bytes::new(), 405),
+            (
+                "POST",
+                path,
+                Bytes::from_static(br#"{"uri":"a/b"}"#),
+                400,
+                1,
+            ),
+            ("POST", path, Bytes::from(vec![b' '; 4096]), 413, 6),
+            ("GET", path, Bytes::new(), 405, 5),
+            ("DELETE", path, Bytes::new(), 405, 5),
             (
                 "POST",
                 "/api/v2/users/agent1/workbins",
                 Bytes::from_static(b"{}"),
                 404,
+                4,
             ),
-            ("POST", "/api/v2/nothing", Bytes::from_static(b"{}"), 404),
+            ("POST", "/api/v2/nothing", Bytes::from_static(b"{}"), 404, 4),
         ];
-        for (method, p, body, expected) in cases {
+        for (method, p, body, expected, expected_code) in cases {
             let (status, reply, headers) = demo.request(method, p, body.clone(), None).await;
             assert_eq!(status, expected, "{method} {p} {body:?}: {reply}");
-            let code = reply["statusCode"].as_u64().unwrap();
-            assert_ne!(code, 0, "{reply}");
+            assert_eq!(
+                reply["statusCode"].as_u64(),
+                Some(expected_code),
+                "{method} {p} {body:?}: {reply}"
+            );
+            assert!(reply.get("referenceId").is_none(), "{reply}");
             assert!(!reply["statusMessage"].as_str().unwrap().is_empty());
             if expected == 405 {
                 assert_eq!(headers["allow"], "POST");

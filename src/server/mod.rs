@@ -23,7 +23,7 @@ pub mod transport;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -152,7 +152,7 @@ impl Inner {
 
     /// Removes sessions that have had no transport attached for longer than
     /// `interval + maxInterval` (CometD's rule).
-    fn sweep(&self, now: Instant) -> usize {
+    fn sweep(&self, now: tokio::time::Instant) -> usize {
         let limit = self.config.interval + self.config.max_interval;
         let stale = self.sessions.filter(|s| s.is_idle_longer_than(limit, now));
         for s in &stale {
@@ -265,7 +265,7 @@ async fn expire_sessions(inner: Weak<Inner>) {
         if inner.is_shutting_down() {
             return;
         }
-        inner.sweep(Instant::now());
+        inner.sweep(tokio::time::Instant::now());
     }
 }
 

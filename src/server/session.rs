@@ -10,10 +10,11 @@ use std::collections::{HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use super::config::OverflowPolicy;
 use super::index::{Recipient, RecipientId};
@@ -105,11 +106,6 @@ pub(crate) struct Outbound {
 }
 
 impl Outbound {
-    /// Nothing to send, because the session ended.
-    pub fn closed(reason: CloseReason) -> Self {
-        Self::closed_or_empty(Some(reason))
-    }
-
     /// Nothing to send; `closed` says whether the session ended.
     pub fn closed_or_empty(closed: Option<CloseReason>) -> Self {
         Outbound {

@@ -31,12 +31,11 @@ pub(crate) async fn respond(inner: &Arc<Inner>, mut processed: Processed) -> Byt
 async fn hold(inner: &Arc<Inner>, connect: &HeldConnect) -> (crate::protocol::Message, Vec<Bytes>) {
     let session = &connect.session;
     if let Some(reason) = session.closed() {
+        // Ended before this connect: say so, with what an overflow left queued.
+        let outbound = session.take();
         inner.remove_session(session, reason);
-        let outbound = Outbound::closed(reason);
-        return (
-            handler::connect_reply(inner, &connect.request, &outbound),
-            Vec::new(),
-        );
+        let reply = handler::connect_reply(inner, &connect.request, &outbound);
+        return (reply, outbound.messages);
     }
     let mut timeout = handler::connect_timeout(inner, session, &connect.request);
     let attachment = session.attach();

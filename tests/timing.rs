@@ -1,0 +1,137 @@
+//! The promises that are numbers: how long a connect is held, when a session expires.
+//! Driven on tokio's paused clock through `Server::handle` (no sockets), so each bound
+//! is checked from both sides, exactly, whatever the machine's load.
+
+use std::time::Duration;
+
+use bayeux::server::{Server, ServerConfig};
+use bytes::Bytes;
+use futures::FutureExt;
+use http_body_util::{BodyExt, Full};
+use serde_json::{Value, json};
+
+async fn call(server: &Server, body: Value) -> Vec<Value> {
+    let request = http::Request::post("/cometd")
+        .body(Full::new(Bytes::from(body.to_string())))
+        .unwrap();
+    let response = server.handle(request).await;
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    serde_json::from_slice(&bytes).unwrap()
+}
+
+async fn handshake(server: &Server) -> String {
+    let replies = call(
+        server,
+        json!({"channel": "/meta/handshake", "version": "1.0"}),
+    )
+    .await;
+    replies[0]["clientId"].as_str().unwrap().to_string()
+}
+
+fn connect(id: &str) -> Value {
+    json!({"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling"})
+}
+
+/// Lets every task that can run, run (the clock does not move).
+async fn settle() {
+    for _ in 0..10 {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_connect_is_held_exactly_timeout() {
+    let timeout = Duration::from_millis(30_000);
+    let server = Server::new(ServerConfig {
+        timeout,
+        ..ServerConfig::default()
+    });
+    let id = handshake(&server).await;
+    // The first connect is answered at once.
+    call(&server, connect(&id)).await;
+    let held = tokio::spawn({
+        let (server, id) = (server.clone(), id.clone());
+        async move { call(&server, connect(&id)).await }
+    });
+    settle().await;
+    tokio::time::advance(timeout - Duration::from_millis(1)).await;
+    settle().await;
+    assert!(!held.is_finished(), "answered before timeout");
+    tokio::time::advance(Duration::from_millis(2)).await;
+    let replies = tokio::time::timeout(Duration::from_millis(1), held)
+        .await
+        .expect("answered just after timeout")
+        .unwrap();
+    assert_eq!(replies.last().unwrap()["successful"], true);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_client_may_ask_for_a_shorter_hold() {
+    let server = Server::new(ServerConfig::default());
+    let id = handshake(&server).await;
+    call(&server, connect(&id)).await;
+    let mut short = connect(&id);
+    short["advice"] = json!({"timeout": 500});
+    let held = tokio::spawn({
+        let server = server.clone();
+        async move { call(&server, short).await }
+    });
+    settle().await;
+    tokio::time::advance(Duration::from_millis(499)).await;
+    settle().await;
+    assert!(!held.is_finished());
+    tokio::time::advance(Duration::from_millis(2)).await;
+    settle().await;
+    assert!(held.now_or_never().is_some(), "held past the asked timeout");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_session_expires_after_interval_plus_max_interval_and_not_before() {
+    let interval = Duration::from_millis(1_000);
+    let max_interval = Duration::from_millis(10_000);
+    let server = Server::new(ServerConfig {
+        interval,
+        max_interval,
+        ..ServerConfig::default()
+    });
+    let id = handshake(&server).await;
+    call(&server, connect(&id)).await; // answered at once; the clock starts now
+    let limit = interval + max_interval;
+    // The sweep runs every maxInterval / 4 (at most 1 s): expiry happens between the
+    // limit and one sweep period after it.
+    let period = Duration::from_secs(1);
+    tokio::time::advance(limit - Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(server.session_count(), 1, "expired before the limit");
+    assert!(server.session_info(&id).is_some());
+    tokio::time::advance(period + Duration::from_millis(2)).await;
+    settle().await;
+    assert_eq!(server.session_count(), 0, "alive after the limit");
+    let replies = call(&server, connect(&id)).await;
+    assert_eq!(replies[0]["error"], "402::Unknown client");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_held_connect_keeps_its_session_alive() {
+    let max_interval = Duration::from_millis(1_000);
+    let server = Server::new(ServerConfig {
+        timeout: Duration::from_secs(60),
+        max_interval,
+        ..ServerConfig::default()
+    });
+    let id = handshake(&server).await;
+    call(&server, connect(&id)).await;
+    let held = tokio::spawn({
+        let (server, id) = (server.clone(), id.clone());
+        async move { call(&server, connect(&id)).await }
+    });
+    settle().await;
+    // Ten times maxInterval with the connect held: still alive.
+    for _ in 0..10 {
+        tokio::time::advance(max_interval).await;
+        settle().await;
+    }
+    assert_eq!(server.session_count(), 1);
+    assert!(server.is_connected(&id));
+    held.abort();
+}
