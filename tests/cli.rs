@@ -84,6 +84,12 @@ async fn listen_reports_reconnections_on_stderr() {
         );
         let second = bayeux::Server::new(fast_config());
         let _l = second.listen(addr, "/cometd").await.unwrap();
+        // The new server does not know the session: the listener says that messages
+        // may be missing, then that it is back.
+        assert_eq!(
+            err.next_line().await.unwrap().unwrap(),
+            "bayeux: the server ended the session (402::Unknown client): messages may be missing; handshaking again"
+        );
         assert_eq!(
             err.next_line().await.unwrap().unwrap(),
             "bayeux: reconnected"

@@ -339,6 +339,62 @@ async fn an_expired_session_is_re_established_with_its_subscriptions() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(next_data(&mut sub).await, json!("still here"));
+        // The client said the session was lost, and the stream counts the gap.
+        assert!(c.sessions_lost() >= 1);
+        assert!(sub.gaps() >= 1);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn an_overflow_of_an_acknowledged_session_is_heard_not_hidden() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(ServerConfig {
+            max_queue: 5,
+            ..fast_config()
+        })
+        .await;
+        let c = client(&t.url());
+        let mut state = c.state();
+        c.handshake().await.unwrap();
+        let first_id = c.client_id().unwrap();
+        let mut sub = c.subscribe("/burst").await.unwrap();
+        // Ten messages at once, with no chance for the client to read in between (this
+        // runtime has one thread): the session's queue of five overflows.
+        for i in 0..10 {
+            t.server.publish("/burst", json!(i)).await.unwrap();
+        }
+        assert_eq!(t.server.stats().overflow_closes, 1);
+        let lost = state
+            .wait_for(|s| matches!(s, ConnectionState::SessionLost(_)))
+            .await
+            .unwrap()
+            .clone();
+        let ConnectionState::SessionLost(why) = lost else {
+            unreachable!()
+        };
+        assert!(why.starts_with("409:"), "{why}");
+        // What the server held (the first five) arrived, then the gap is counted.
+        for i in 0..5 {
+            assert_eq!(next_data(&mut sub).await, json!(i));
+        }
+        assert_eq!(sub.gaps(), 1);
+        assert_eq!(c.sessions_lost(), 1);
+        // A new session with the subscription renewed: the stream carries on.
+        c.wait_for_state(|s| *s == ConnectionState::Connected).await;
+        assert_ne!(c.client_id().unwrap(), first_id);
+        while t
+            .server
+            .publish("/burst", json!("after"))
+            .await
+            .unwrap()
+            .local_recipients
+            == 0
+        {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(next_data(&mut sub).await, json!("after"));
     })
     .await
     .unwrap();

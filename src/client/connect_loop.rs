@@ -83,7 +83,11 @@ pub(super) async fn run(shared: Arc<Shared>) {
     let mut first = true;
     loop {
         if shared.client_id().is_none() {
-            shared.set_status(ConnectionState::Handshaking);
+            // `SessionLost` stays visible until the new session is connected, so a
+            // watcher cannot miss it.
+            if !matches!(*shared.status.borrow(), ConnectionState::SessionLost(_)) {
+                shared.set_status(ConnectionState::Handshaking);
+            }
             match shared.handshake_once().await {
                 Ok(()) => match resubscribe(&shared).await {
                     Ok(()) => {
@@ -116,7 +120,9 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 }
             }
             Next::Handshake => {
-                shared.set_status(ConnectionState::Reconnecting);
+                if !matches!(*shared.status.borrow(), ConnectionState::SessionLost(_)) {
+                    shared.set_status(ConnectionState::Reconnecting);
+                }
                 shared.state().client_id = None;
             }
             Next::Backoff => {
@@ -180,17 +186,31 @@ async fn connect_once(shared: &Shared, first: bool) -> Next {
                 .unwrap_or_else(|| "the server advised reconnect: none".into());
             return Next::Stop(why);
         }
-        Some(Reconnect::Handshake) => return Next::Handshake,
+        Some(Reconnect::Handshake) => {
+            if !reply.is_successful() {
+                shared.session_lost(lost_reason(&reply));
+            }
+            return Next::Handshake;
+        }
         _ => {}
     }
     if reply.is_successful() {
         shared.set_status(ConnectionState::Connected);
         Next::Poll(millis(advice.interval))
     } else if reply.bayeux_error().is_some_and(|e| e.code == 402) {
+        shared.session_lost(lost_reason(&reply));
         Next::Handshake
     } else {
         Next::Backoff
     }
+}
+
+/// The Bayeux error of a connect reply that ended the session.
+fn lost_reason(reply: &Message) -> String {
+    reply
+        .error
+        .clone()
+        .unwrap_or_else(|| "the server ended the session".into())
 }
 
 /// Subscribes the new session to every pattern that still has a local listener, in one

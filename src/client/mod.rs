@@ -65,6 +65,12 @@ pub enum ConnectionState {
     Disconnected,
     /// Stopped because the server said `reconnect: none` (the reason is given).
     Failed(String),
+    /// The server ended the session, so messages may have been lost: its queue for us
+    /// overflowed (`409`), or it expired or was forgotten (`402`). The Bayeux error is
+    /// given. The client handshakes again and re-subscribes by itself, staying in this
+    /// state until the new session is `Connected`, and every live [`Subscription`]
+    /// counts a [gap](Subscription::gaps).
+    SessionLost(String),
 }
 
 /// Reads or writes messages as they leave and enter the client, typically their `ext`
@@ -279,6 +285,7 @@ impl ClientBuilder {
             next_message_id: AtomicU64::new(1),
             next_listener_id: AtomicU64::new(1),
             dropped: AtomicU64::new(0),
+            sessions_lost: AtomicU64::new(0),
             task: Mutex::new(None),
         });
         Ok(Client {
@@ -299,6 +306,8 @@ pub(crate) struct Listener {
     pub tx: mpsc::Sender<Message>,
     /// Messages dropped because the queue was full; shared with the [`Subscription`].
     pub dropped: Arc<AtomicU64>,
+    /// Sessions lost while this listener was live; shared with the [`Subscription`].
+    pub gaps: Arc<AtomicU64>,
 }
 
 #[derive(Default)]
@@ -335,6 +344,7 @@ pub(crate) struct Shared {
     next_listener_id: AtomicU64,
     /// Messages dropped over every subscription (full queues).
     dropped: AtomicU64,
+    sessions_lost: AtomicU64,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -487,6 +497,16 @@ impl Shared {
                 self.dropped.fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+
+    /// Records that the server ended the session (`reason`, its Bayeux error): says so
+    /// through the state watch and counts a gap on every live subscription.
+    pub fn session_lost(&self, reason: String) {
+        self.sessions_lost.fetch_add(1, Ordering::Relaxed);
+        for l in &self.state().listeners {
+            l.gaps.fetch_add(1, Ordering::Relaxed);
+        }
+        self.set_status(ConnectionState::SessionLost(reason));
     }
 
     /// One request/reply exchange on the request lane; returns the reply to `request`.
@@ -736,6 +756,13 @@ impl Client {
         self.shared.dropped.load(Ordering::Relaxed)
     }
 
+    /// How many times the server ended this client's session in a way that may have
+    /// lost messages (a queue overflow, an expired session); see
+    /// [`ConnectionState::SessionLost`].
+    pub fn sessions_lost(&self) -> u64 {
+        self.shared.sessions_lost.load(Ordering::Relaxed)
+    }
+
     /// The current session's clientId, if there is one.
     pub fn client_id(&self) -> Option<String> {
         self.shared.client_id()
@@ -765,6 +792,7 @@ impl Client {
             ChannelName::parse(channel).map_err(|e| Error::invalid_channel(channel, e))?;
         let (tx, rx) = mpsc::channel(self.shared.config.subscription_capacity);
         let dropped = Arc::new(AtomicU64::new(0));
+        let gaps = Arc::new(AtomicU64::new(0));
         let id = self.shared.next_listener_id();
         // Listen before asking, so nothing delivered right after the server's reply is
         // missed.
@@ -778,6 +806,7 @@ impl Client {
                 pattern: pattern.clone(),
                 tx,
                 dropped: dropped.clone(),
+                gaps: gaps.clone(),
             });
             st.confirmed.contains(&pattern)
         };
@@ -786,6 +815,7 @@ impl Client {
             id,
             rx,
             dropped,
+            gaps,
             Arc::downgrade(&self.shared),
         );
         if !already && let Err(e) = self.shared.subscribe_remote(&pattern).await {

@@ -29,6 +29,7 @@ pub struct Subscription {
     id: u64,
     rx: mpsc::Receiver<Message>,
     dropped: Arc<AtomicU64>,
+    gaps: Arc<AtomicU64>,
     client: Weak<Shared>,
     /// Cleared when the listener was already removed, so `Drop` does nothing.
     armed: bool,
@@ -41,6 +42,7 @@ impl std::fmt::Debug for Subscription {
             .field("id", &self.id)
             .field("queued", &self.rx.len())
             .field("dropped", &self.dropped())
+            .field("gaps", &self.gaps())
             .finish_non_exhaustive()
     }
 }
@@ -51,6 +53,7 @@ impl Subscription {
         id: u64,
         rx: mpsc::Receiver<Message>,
         dropped: Arc<AtomicU64>,
+        gaps: Arc<AtomicU64>,
         client: Weak<Shared>,
     ) -> Self {
         Subscription {
@@ -58,6 +61,7 @@ impl Subscription {
             id,
             rx,
             dropped,
+            gaps,
             client,
             armed: true,
         }
@@ -76,6 +80,15 @@ impl Subscription {
     /// Messages this stream missed because its queue was full when they arrived.
     pub fn dropped(&self) -> u64 {
         self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// How many times the server ended the session while this subscription was live,
+    /// in a way that may have lost messages for it (its queue for this client
+    /// overflowed, or the session expired). The stream carries on after the client's
+    /// new handshake, but what was published in between may be missing: an application
+    /// that must not miss anything re-synchronises when this grows.
+    pub fn gaps(&self) -> u64 {
+        self.gaps.load(Ordering::Relaxed)
     }
 
     /// Unsubscribes and waits for the server's reply (when this was the last local

@@ -235,8 +235,7 @@ fn handshake(
     );
 
     if inner.is_shutting_down() {
-        let err = BayeuxError::new(ErrorCode(503), &[], "Server shutting down");
-        return (None, reply.fail(&err).with_advice(Advice::none()));
+        return (None, shutting_down(inner, reply));
     }
     if inner.session_count() >= inner.config.max_sessions {
         // Refused, with advice to try again later rather than to give up.
@@ -308,11 +307,23 @@ fn handshake(
     }
     if !inner.insert_session(session) {
         // Shut down between the check above and now.
-        let err = BayeuxError::new(ErrorCode(503), &[], "Server shutting down");
-        return (None, reply.fail(&err).with_advice(Advice::none()));
+        return (None, shutting_down(inner, reply));
     }
     reply.client_id = Some(info.client_id.clone());
     (Some(info), reply.succeed().with_advice(retry_advice(inner)))
+}
+
+/// The handshake refusal of a server that is shutting down: try again a little later,
+/// since a restarted server (or another node) will take the session. Not
+/// `reconnect: none`, which would stop a client for good.
+fn shutting_down(inner: &Inner, reply: Message) -> Message {
+    let err = BayeuxError::new(ErrorCode(503), &[], "Server shutting down");
+    let advice = Advice {
+        reconnect: Some(Reconnect::Handshake),
+        interval: Some(millis(inner.config.interval) + 1_000),
+        ..Advice::default()
+    };
+    reply.fail(&err).with_advice(advice)
 }
 
 /// The reply to a connect that a transport completed with `outbound`: advice as the
@@ -730,5 +741,25 @@ mod tests {
         // The handshake checked the flag before shutdown and inserts after it.
         assert!(!inner.insert_session(late));
         assert_eq!(server.session_count(), 0);
+        // A handshake after shutdown is told to try again later, not to give up: a
+        // restarted server will take it.
+        let headers = no_headers();
+        let ctx = RequestContext {
+            headers: &headers,
+            browser: None,
+        };
+        let (info, reply) = handshake(
+            &inner,
+            &ctx,
+            None,
+            &message(json!({"channel": "/meta/handshake", "version": "1.0"})),
+        );
+        assert!(info.is_none() && !reply.is_successful());
+        let advice = reply.advice.unwrap();
+        assert_eq!(
+            advice.reconnect,
+            Some(crate::protocol::Reconnect::Handshake)
+        );
+        assert!(advice.interval.unwrap() >= 1_000);
     }
 }

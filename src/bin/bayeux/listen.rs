@@ -59,6 +59,12 @@ pub async fn run(args: ListenArgs) -> Result<(), Box<dyn std::error::Error>> {
                     lost = false;
                     eprintln!("bayeux: reconnected");
                 }
+                ConnectionState::SessionLost(why) => {
+                    lost = true;
+                    eprintln!(
+                        "bayeux: the server ended the session ({why}): messages may be missing; handshaking again"
+                    );
+                }
                 ConnectionState::Failed(why) => eprintln!("bayeux: stopped: {why}"),
                 _ => {}
             }
