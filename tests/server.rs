@@ -25,7 +25,11 @@ async fn handshake_reply_has_the_negotiated_fields() {
         assert_eq!(r["successful"], true);
         assert_eq!(r["id"], "1");
         assert_eq!(r["version"], "1.0");
-        assert_eq!(r["supportedConnectionTypes"], json!(["long-polling"]));
+        // The transports this server runs, WebSocket first as CometD offers them.
+        assert_eq!(
+            r["supportedConnectionTypes"],
+            json!(["websocket", "long-polling"])
+        );
         assert_eq!(r["advice"], json!({"reconnect": "retry", "interval": 0, "timeout": 200}));
         let id = r["clientId"].as_str().unwrap();
         assert!(id.len() >= 32, "clientId too short to be unguessable: {id}");
@@ -41,11 +45,14 @@ async fn handshake_refuses_unsupported_connection_types_and_versions() {
         let t = TestServer::with_config(fast_config()).await;
         let r = &t
             .post(json!({"channel": "/meta/handshake", "version": "1.0",
-                         "supportedConnectionTypes": ["websocket"]}))
+                         "supportedConnectionTypes": ["callback-polling", "eventsource"]}))
             .await[0];
         assert_eq!(r["successful"], false);
         assert!(r["error"].as_str().unwrap().starts_with("301:"), "{r}");
-        assert_eq!(r["supportedConnectionTypes"], json!(["long-polling"]));
+        assert_eq!(
+            r["supportedConnectionTypes"],
+            json!(["websocket", "long-polling"])
+        );
         let r = &t
             .post(json!({"channel": "/meta/handshake", "version": "2.0", "minimumVersion": "2.0"}))
             .await[0];

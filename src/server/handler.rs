@@ -37,6 +37,24 @@ pub(crate) struct Processed {
 }
 
 impl Processed {
+    /// Removes the placeholder reply at `slot` (the held connect's), for a transport
+    /// that answers the connect in a frame of its own.
+    pub fn remove_reply(&mut self, slot: usize) {
+        self.replies.remove(slot);
+    }
+
+    /// True when there is no reply to send.
+    pub fn is_empty(&self) -> bool {
+        self.replies.is_empty()
+    }
+
+    /// Whether the batch had a successful message on `channel` (a disconnect, say).
+    pub fn succeeded(&self, channel: &str) -> bool {
+        self.replies
+            .iter()
+            .any(|(_, r)| r.channel_str() == channel && r.is_successful())
+    }
+
     /// Replaces the placeholder reply at `slot` (the held connect's).
     pub fn set_reply(&mut self, slot: usize, reply: Message) {
         self.replies[slot].1 = reply;

@@ -17,7 +17,6 @@ use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -81,6 +80,10 @@ impl Server {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         let config = self.config();
+        #[cfg(feature = "websocket")]
+        if super::transport::websocket::is_upgrade(&request) {
+            return super::transport::websocket::upgrade(self, request);
+        }
         if request.method() == Method::OPTIONS && !config.cors_origins.is_empty() {
             return cors::preflight(
                 request.headers(),
@@ -136,11 +139,8 @@ impl Server {
         let set_browser = processed.set_browser.take();
         let body = long_polling::respond(self.inner(), processed).await;
         let mut res = json(body);
-        if let Some(browser) = set_browser {
-            let cookie = format!("{BROWSER_COOKIE}={browser}; Path=/; HttpOnly; SameSite=Lax");
-            if let Ok(v) = cookie.parse() {
-                res.headers_mut().insert(SET_COOKIE, v);
-            }
+        if let Some(cookie) = set_browser.as_deref().and_then(browser_cookie_header) {
+            res.headers_mut().insert(SET_COOKIE, cookie);
         }
         res
     }
@@ -197,8 +197,15 @@ where
 /// CometD's browser cookie name.
 pub const BROWSER_COOKIE: &str = "BAYEUX_BROWSER";
 
+/// The `Set-Cookie` value that gives a browser its `BAYEUX_BROWSER` id.
+pub(crate) fn browser_cookie_header(browser: &str) -> Option<http::HeaderValue> {
+    format!("{BROWSER_COOKIE}={browser}; Path=/; HttpOnly; SameSite=Lax")
+        .parse()
+        .ok()
+}
+
 /// The value of the `BAYEUX_BROWSER` cookie, if the request has one.
-fn browser_cookie(headers: &http::HeaderMap) -> Option<&str> {
+pub(crate) fn browser_cookie(headers: &http::HeaderMap) -> Option<&str> {
     headers
         .get_all(COOKIE)
         .iter()
@@ -380,7 +387,12 @@ pub(crate) async fn serve_with_header_timeout<S: HttpService>(
     shutdown: impl Future<Output = ()>,
     header_timeout: Duration,
 ) -> io::Result<()> {
-    let graceful = GracefulShutdown::new();
+    // Graceful shutdown by hand: hyper-util's GracefulShutdown does not take
+    // connections that can be upgraded (WebSocket). Each connection task watches
+    // `stopping`, and holds a clone of `alive`, so that waiting for `alive` to close waits
+    // for every connection to finish.
+    let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
+    let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
@@ -399,17 +411,29 @@ pub(crate) async fn serve_with_header_timeout<S: HttpService>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = builder.serve_connection(TokioIo::new(stream), service.clone());
-                let conn = graceful.watch(conn);
+                let conn = builder
+                    .serve_connection(TokioIo::new(stream), service.clone())
+                    .with_upgrades();
+                let (mut stopping, alive) = (stopping.clone(), alive.clone());
                 tokio::spawn(async move {
-                    let _ = conn.await;
+                    tokio::pin!(conn);
+                    tokio::select! {
+                        _ = conn.as_mut() => {}
+                        _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
+                            conn.as_mut().graceful_shutdown();
+                            let _ = conn.await;
+                        }
+                    }
+                    drop(alive);
                 });
             }
             _ = &mut shutdown => break,
         }
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stopping_tx.send(true);
+    drop(alive);
+    let _ = all_done.recv().await;
     Ok(())
 }
 

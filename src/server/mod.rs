@@ -61,6 +61,8 @@ pub(crate) struct Inner {
     pub stats: Arc<stats::Stats>,
     next_recipient: AtomicU64,
     shutting_down: AtomicBool,
+    /// Wakes the transports (open sockets) when the server shuts down.
+    shutdown_signal: tokio::sync::Notify,
 }
 
 impl Inner {
@@ -116,6 +118,20 @@ impl Inner {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Completes once the server is shutting down.
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
+    pub async fn shut_down(&self) {
+        loop {
+            let notified = self.shutdown_signal.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.is_shutting_down() {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// The queue bounds of a new session.
@@ -238,11 +254,17 @@ impl ServerBuilder {
             services: ChannelIndex::new(),
             policy: self.policy,
             extensions: self.extensions,
-            connection_types: vec![ConnectionType::LongPolling],
+            // The transports this server runs, the client's first choice first.
+            connection_types: if cfg!(feature = "websocket") {
+                vec![ConnectionType::WebSocket, ConnectionType::LongPolling]
+            } else {
+                vec![ConnectionType::LongPolling]
+            },
             sessions,
             stats: Arc::default(),
             next_recipient: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            shutdown_signal: tokio::sync::Notify::new(),
         });
         tokio::spawn(expire_sessions(Arc::downgrade(&inner)));
         Server { inner }
@@ -441,6 +463,7 @@ impl Server {
     /// can close promptly. New handshakes are refused afterwards.
     pub fn shutdown(&self) {
         self.inner.shutting_down.store(true, Ordering::Release);
+        self.inner.shutdown_signal.notify_waiters();
         for s in &self.inner.sessions.close() {
             self.inner.remove_session(s, CloseReason::Shutdown);
         }

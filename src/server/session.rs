@@ -298,6 +298,11 @@ impl Session {
         });
     }
 
+    /// Whether the client asked for acknowledged delivery.
+    pub fn has_ack(&self) -> bool {
+        self.state().ack.is_some()
+    }
+
     /// True until a transport has attached for the first time.
     pub fn never_attached(&self) -> bool {
         self.state().generation == 0
@@ -316,7 +321,7 @@ impl Session {
 
     /// Attaches a transport, replacing (and waking) the one attached before, if any.
     /// The session does not expire while an attachment lives.
-    pub fn attach(&self) -> Attachment<'_> {
+    pub fn attach(self: &Arc<Self>) -> Attachment {
         let generation = {
             let mut st = self.state();
             st.generation += 1;
@@ -325,7 +330,7 @@ impl Session {
         };
         self.wake.notify_waiters();
         Attachment {
-            session: self,
+            session: self.clone(),
             generation,
         }
     }
@@ -354,7 +359,7 @@ impl Session {
     /// Waits until there is something for `attachment` to do: a message queued, the
     /// attachment replaced by a newer one, or the session ended. Cancel-safe: it takes
     /// nothing from the queue.
-    pub async fn ready(&self, attachment: &Attachment<'_>) {
+    pub async fn ready(&self, attachment: &Attachment) {
         loop {
             let notified = self.wake.notified();
             tokio::pin!(notified);
@@ -493,19 +498,30 @@ pub(crate) enum SubscribeError {
 
 /// A transport's hold on a session; dropping it detaches (and starts the expiry clock
 /// when it was the last one).
-pub(crate) struct Attachment<'a> {
-    session: &'a Session,
+pub(crate) struct Attachment {
+    session: SessionRef,
     generation: u64,
 }
 
-impl Attachment<'_> {
+impl Attachment {
     /// False once a newer attachment replaced this one.
     pub fn is_current(&self) -> bool {
         self.session.state().generation == self.generation
     }
+
+    /// The session attached to.
+    pub fn session(&self) -> &SessionRef {
+        &self.session
+    }
+
+    /// Waits until the session has something for this attachment (see
+    /// [`Session::ready`]).
+    pub async fn ready(&self) {
+        self.session.ready(self).await
+    }
 }
 
-impl Drop for Attachment<'_> {
+impl Drop for Attachment {
     fn drop(&mut self) {
         let mut st = self.session.state();
         st.attached -= 1;

@@ -6,10 +6,15 @@
 //! held `/meta/connect` per batch; a WebSocket transport writes a frame per batch.
 
 pub(crate) mod long_polling;
+#[cfg(feature = "websocket")]
+pub(crate) mod websocket;
 
 use std::fmt;
 
 use crate::protocol::LONG_POLLING;
+
+/// The WebSocket connection type's wire name.
+pub const WEBSOCKET: &str = "websocket";
 
 /// A Bayeux connection type, as named in `supportedConnectionTypes` and
 /// `connectionType`.
@@ -19,6 +24,9 @@ pub enum ConnectionType {
     /// `long-polling`: HTTP POSTs, with `/meta/connect` held until there is something
     /// to send or `timeout` passes.
     LongPolling,
+    /// `websocket`: one socket per client; messages pushed as they are queued, and
+    /// `/meta/connect` held as a heartbeat (feature `websocket`).
+    WebSocket,
 }
 
 impl ConnectionType {
@@ -26,6 +34,7 @@ impl ConnectionType {
     pub fn as_str(self) -> &'static str {
         match self {
             ConnectionType::LongPolling => LONG_POLLING,
+            ConnectionType::WebSocket => WEBSOCKET,
         }
     }
 
@@ -33,6 +42,7 @@ impl ConnectionType {
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             LONG_POLLING => Some(ConnectionType::LongPolling),
+            WEBSOCKET => Some(ConnectionType::WebSocket),
             _ => None,
         }
     }
@@ -50,8 +60,9 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        let t = ConnectionType::LongPolling;
-        assert_eq!(ConnectionType::from_name(t.as_str()), Some(t));
+        for t in [ConnectionType::LongPolling, ConnectionType::WebSocket] {
+            assert_eq!(ConnectionType::from_name(t.as_str()), Some(t));
+        }
         assert_eq!(ConnectionType::from_name("carrier-pigeon"), None);
     }
 }

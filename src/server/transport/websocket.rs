@@ -1,0 +1,439 @@
+//! The WebSocket transport over the transport-neutral session, as CometD's WebSocket
+//! transport behaves on the wire.
+//!
+//! - The upgrade is accepted on the Bayeux endpoint (hyper's upgrade mechanism; framing
+//!   by tokio-tungstenite). The `Origin` and CORS rules apply to the upgrade request, and
+//!   the `BAYEUX_BROWSER` cookie is read from it (or set on the `101` response).
+//! - Each text frame carries one JSON array of messages (a single object is accepted);
+//!   replies keep request order and go out as one frame.
+//! - Messages for the session are pushed as soon as they are queued, everything queued
+//!   together in one frame; a `/meta/connect` is held as a heartbeat and answered after
+//!   `timeout`. A session with acknowledged delivery gets its messages with the connect
+//!   replies only, as CometD does (total order, batch numbers), so the connect returns as
+//!   soon as there is something to send.
+//! - A socket that closes without `/meta/disconnect` leaves the session to expire after
+//!   `maxInterval`; `/meta/disconnect` ends the session and closes the socket (1000).
+//! - Bad input gets a close code: a message over `maxMessageSize` 1009, a binary frame
+//!   1003, invalid UTF-8 or a body that is not JSON messages 1007, a batch over
+//!   `maxBatch` or a ping flood 1008; a socket silent for longer than
+//!   `timeout + maxInterval`, or that does not take a frame within that time, is closed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use http::header::{
+    CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
+    SET_COOKIE, UPGRADE,
+};
+use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::time::Instant;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tokio_tungstenite::tungstenite::{self, Message as Frame, Utf8Bytes};
+
+use crate::protocol::{Batch, META_DISCONNECT, Message};
+use crate::server::handler::{self, RequestContext, process};
+use crate::server::http::{ResponseBody, browser_cookie, browser_cookie_header, text};
+use crate::server::session::{Attachment, CloseReason, Outbound, new_client_id};
+use crate::server::{Inner, Server};
+
+/// Pings accepted per second before the socket is closed (1008): answering pings costs
+/// the server, and a client needs a handful at most.
+const MAX_PINGS_PER_SECOND: u32 = 50;
+
+/// Whether the request asks to upgrade to WebSocket.
+pub(crate) fn is_upgrade<B>(request: &Request<B>) -> bool {
+    let has_token = |name, token: &str| {
+        request
+            .headers()
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    request.method() == http::Method::GET
+        && has_token(UPGRADE, "websocket")
+        && has_token(CONNECTION, "upgrade")
+}
+
+/// Whether a browser at `Origin` may open a socket: with CORS origins configured, one of
+/// them; without, the endpoint's own origin only (a socket is not protected by CORS, so
+/// another site's page must not open one with the user's cookies). Clients that send no
+/// `Origin` (not browsers) are accepted.
+fn origin_allowed(inner: &Inner, headers: &HeaderMap) -> bool {
+    let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    let allowed = &inner.config.cors_origins;
+    if !allowed.is_empty() {
+        return allowed
+            .iter()
+            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin));
+    }
+    let host = headers.get(HOST).and_then(|v| v.to_str().ok());
+    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
+    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+}
+
+/// Answers an upgrade request: `101` and a task that serves the socket, or the HTTP
+/// error that says why not.
+pub(crate) fn upgrade<B>(server: &Server, mut request: Request<B>) -> Response<ResponseBody> {
+    let inner = server.inner().clone();
+    let headers = request.headers();
+    if headers
+        .get(SEC_WEBSOCKET_VERSION)
+        .is_none_or(|v| v.as_bytes() != b"13")
+    {
+        let mut res = text(StatusCode::BAD_REQUEST, "WebSocket version 13 is required");
+        res.headers_mut()
+            .insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        return res;
+    }
+    let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
+        return text(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
+    };
+    if !origin_allowed(&inner, headers) {
+        return text(StatusCode::FORBIDDEN, "origin not allowed");
+    }
+    if inner.is_shutting_down() {
+        return text(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
+    }
+    let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
+    let (browser, new_browser) = match browser_cookie(headers) {
+        Some(b) => (b.to_string(), false),
+        None => (new_client_id(), true),
+    };
+    let upgrade_headers = headers.clone();
+    let on_upgrade = hyper::upgrade::on(&mut request);
+    let mut res = Response::new(ResponseBody::default());
+    *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = res.headers_mut();
+    h.insert(UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(SEC_WEBSOCKET_ACCEPT, v);
+    }
+    if new_browser && let Some(cookie) = browser_cookie_header(&browser) {
+        h.insert(SET_COOKIE, cookie);
+    }
+    let config = socket_config(&inner);
+    tokio::spawn(async move {
+        let Ok(upgraded) = on_upgrade.await else {
+            return;
+        };
+        let ws =
+            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
+                .await;
+        Socket::new(inner, ws, upgrade_headers, browser).run().await;
+    });
+    res
+}
+
+/// Frame limits and small buffers: an idle socket should cost little.
+fn socket_config(inner: &Inner) -> WebSocketConfig {
+    let mut config = WebSocketConfig::default();
+    config.read_buffer_size = 4 * 1024;
+    config.write_buffer_size = 0;
+    config.max_message_size = Some(inner.config.max_message_size);
+    config.max_frame_size = Some(inner.config.max_message_size);
+    config
+}
+
+/// A `/meta/connect` held as a heartbeat.
+struct Held {
+    request: Message,
+    deadline: Instant,
+}
+
+/// What woke the socket's loop.
+enum Event {
+    Frame(Option<Result<Frame, tungstenite::Error>>),
+    Ready,
+    ConnectDue,
+    Idle,
+    Shutdown,
+}
+
+/// Why the socket ends.
+struct Close(CloseCode, &'static str);
+
+type Io = TokioIo<hyper::upgrade::Upgraded>;
+
+/// One open socket.
+struct Socket {
+    inner: Arc<Inner>,
+    ws: WebSocketStream<Io>,
+    headers: HeaderMap,
+    browser: String,
+    /// The session this socket carries, once a connect named it.
+    attached: Option<Attachment>,
+    held: Option<Held>,
+    last_frame: Instant,
+    pings: (Instant, u32),
+}
+
+impl Socket {
+    fn new(
+        inner: Arc<Inner>,
+        ws: WebSocketStream<Io>,
+        headers: HeaderMap,
+        browser: String,
+    ) -> Self {
+        let now = Instant::now();
+        Socket {
+            inner,
+            ws,
+            headers,
+            browser,
+            attached: None,
+            held: None,
+            last_frame: now,
+            pings: (now, 0),
+        }
+    }
+
+    /// How long the socket may be silent, and how long a frame may take to go out.
+    fn patience(&self) -> Duration {
+        self.inner.config.timeout + self.inner.config.max_interval
+    }
+
+    async fn run(mut self) {
+        let close = loop {
+            match self.next_event().await {
+                Event::Shutdown => {
+                    if self.held.is_some() {
+                        let _ = self.answer_connect().await;
+                    }
+                    break Close(CloseCode::Away, "server shutting down");
+                }
+                Event::Idle => break Close(CloseCode::Away, "idle"),
+                Event::Frame(None) => return,
+                Event::Frame(Some(Err(e))) => break close_for(&e),
+                Event::Frame(Some(Ok(frame))) => {
+                    self.last_frame = Instant::now();
+                    match self.on_frame(frame).await {
+                        Ok(()) => {}
+                        Err(close) => break close,
+                    }
+                }
+                Event::Ready => {
+                    if let Err(close) = self.on_ready().await {
+                        break close;
+                    }
+                }
+                Event::ConnectDue => {
+                    if let Err(close) = self.answer_connect().await {
+                        break close;
+                    }
+                }
+            }
+        };
+        let frame = CloseFrame {
+            code: close.0,
+            reason: close.1.into(),
+        };
+        let patience = self.patience();
+        let _ = tokio::time::timeout(patience, self.ws.close(Some(frame))).await;
+    }
+
+    async fn next_event(&mut self) -> Event {
+        let idle_at = self.last_frame + self.patience();
+        let due = self.held.as_ref().map(|h| h.deadline);
+        // With acknowledged delivery, messages go out with connect replies only.
+        let push = self
+            .attached
+            .as_ref()
+            .filter(|a| self.held.is_some() || !a.session().has_ack());
+        let inner = self.inner.clone();
+        tokio::select! {
+            biased;
+            _ = inner.shut_down() => Event::Shutdown,
+            frame = self.ws.next() => Event::Frame(frame),
+            _ = async { match push { Some(a) => a.ready().await, None => std::future::pending().await } } => Event::Ready,
+            _ = async { match due { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => Event::ConnectDue,
+            _ = tokio::time::sleep_until(idle_at) => Event::Idle,
+        }
+    }
+
+    /// Sends one text frame, within the socket's patience.
+    async fn send(&mut self, body: Bytes) -> Result<(), Close> {
+        let Ok(text) = Utf8Bytes::try_from(body) else {
+            // Only this crate's encoder fills the queue; a broker that hands over bytes
+            // that are not UTF-8 loses that frame rather than the socket.
+            return Ok(());
+        };
+        match tokio::time::timeout(self.patience(), self.ws.send(Frame::Text(text))).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Close(CloseCode::Away, "write failed")),
+            Err(_) => Err(Close(CloseCode::Policy, "the client does not read")),
+        }
+    }
+
+    async fn on_frame(&mut self, frame: Frame) -> Result<(), Close> {
+        match frame {
+            Frame::Text(text) => self.on_batch(Bytes::from(text)).await,
+            Frame::Binary(_) => Err(Close(
+                CloseCode::Unsupported,
+                "Bayeux messages are text frames",
+            )),
+            Frame::Ping(_) => {
+                let now = Instant::now();
+                if now.duration_since(self.pings.0) >= Duration::from_secs(1) {
+                    self.pings = (now, 0);
+                }
+                self.pings.1 += 1;
+                if self.pings.1 > MAX_PINGS_PER_SECOND {
+                    return Err(Close(CloseCode::Policy, "too many pings"));
+                }
+                // tungstenite queued the pong; write it out now.
+                let _ = self.ws.flush().await;
+                Ok(())
+            }
+            Frame::Close(_) => Err(Close(CloseCode::Normal, "")),
+            Frame::Pong(_) | Frame::Frame(_) => Ok(()),
+        }
+    }
+
+    async fn on_batch(&mut self, body: Bytes) -> Result<(), Close> {
+        let batch = Batch::parse(&body)
+            .map_err(|_| Close(CloseCode::Invalid, "not Bayeux JSON messages"))?;
+        if batch.messages.len() > self.inner.config.max_batch {
+            return Err(Close(CloseCode::Policy, "batch over maxBatch"));
+        }
+        let ctx = RequestContext {
+            headers: &self.headers,
+            browser: Some(&self.browser),
+        };
+        let mut processed = process(&self.inner, &ctx, batch).await;
+        let disconnected = processed.succeeded(META_DISCONNECT);
+        let connect = processed.connect.take();
+        let mut previous = None;
+        if let Some(connect) = &connect {
+            processed.remove_reply(connect.slot);
+            // A newer connect releases the one held before, as on long-polling.
+            previous = self.held.take();
+        }
+        if let Some(previous) = previous {
+            self.answer(previous, Outbound::closed_or_empty(None))
+                .await?;
+        }
+        if !processed.is_empty() {
+            let body = processed.encode(&self.inner, Vec::new());
+            self.send(body).await?;
+        }
+        if let Some(connect) = connect {
+            self.hold(connect.session, connect.request).await?;
+        }
+        if disconnected {
+            return Err(Close(CloseCode::Normal, "disconnected"));
+        }
+        Ok(())
+    }
+
+    /// Holds a connect for `session`, attaching the socket to it.
+    async fn hold(
+        &mut self,
+        session: crate::server::session::SessionRef,
+        request: Message,
+    ) -> Result<(), Close> {
+        let mut timeout = handler::connect_timeout(&self.inner, &session, &request);
+        let same = self
+            .attached
+            .as_ref()
+            .is_some_and(|a| Arc::ptr_eq(a.session(), &session) && a.is_current());
+        if !same {
+            self.attached = Some(session.attach());
+        }
+        if session.acknowledge(handler::client_ack(&request)) || session.closed().is_some() {
+            timeout = Duration::ZERO;
+        }
+        self.held = Some(Held {
+            request,
+            deadline: Instant::now() + timeout,
+        });
+        Ok(())
+    }
+
+    /// The attached session has something: push it (or, with acknowledged delivery,
+    /// answer the held connect with it).
+    async fn on_ready(&mut self) -> Result<(), Close> {
+        let Some(attachment) = &self.attached else {
+            return Ok(());
+        };
+        if self.held.is_some()
+            || !attachment.is_current()
+            || attachment.session().closed().is_some()
+        {
+            return self.answer_connect().await;
+        }
+        let outbound = attachment.session().take();
+        if outbound.messages.is_empty() {
+            return Ok(());
+        }
+        let size = outbound.messages.iter().map(|m| m.len() + 1).sum();
+        let body =
+            crate::protocol::message::encode_array(outbound.messages.iter().map(|m| &m[..]), size);
+        self.send(body).await
+    }
+
+    /// Answers the held connect (if any) with what the session has.
+    async fn answer_connect(&mut self) -> Result<(), Close> {
+        let current = self.attached.as_ref().is_some_and(Attachment::is_current);
+        let outbound = match &self.attached {
+            Some(a) if current => a.session().take(),
+            Some(a) => Outbound::closed_or_empty(a.session().closed()),
+            None => Outbound::closed_or_empty(None),
+        };
+        if !current || outbound.closed.is_some() {
+            // Replaced by another transport, or ended: this socket lets go of it.
+            if let Some(a) = self.attached.take()
+                && let Some(reason) = outbound.closed
+            {
+                self.inner.remove_session(a.session(), reason);
+            }
+        }
+        match self.held.take() {
+            Some(held) => self.answer(held, outbound).await,
+            None if !outbound.messages.is_empty() => {
+                let size = outbound.messages.iter().map(|m| m.len() + 1).sum();
+                let body = crate::protocol::message::encode_array(
+                    outbound.messages.iter().map(|m| &m[..]),
+                    size,
+                );
+                self.send(body).await
+            }
+            None => Ok(()),
+        }
+    }
+
+    /// Sends a held connect's reply, after the messages that go with it.
+    async fn answer(&mut self, held: Held, outbound: Outbound) -> Result<(), Close> {
+        let mut reply = handler::connect_reply(&self.inner, &held.request, &outbound);
+        let info = self.attached.as_ref().map(|a| a.session().info.clone());
+        self.inner.outgoing(info.as_ref(), &mut reply);
+        let reply = reply.to_bytes();
+        let parts = outbound.messages.iter().chain(std::iter::once(&reply));
+        let size = parts.clone().map(|m| m.len() + 1).sum();
+        let body = crate::protocol::message::encode_array(parts.map(|m| &m[..]), size);
+        self.send(body).await?;
+        if outbound.closed == Some(CloseReason::Disconnected) {
+            return Err(Close(CloseCode::Normal, "disconnected"));
+        }
+        Ok(())
+    }
+}
+
+/// The close code for a read error.
+fn close_for(error: &tungstenite::Error) -> Close {
+    match error {
+        tungstenite::Error::Capacity(_) => Close(CloseCode::Size, "message over maxMessageSize"),
+        tungstenite::Error::Utf8(_) => Close(CloseCode::Invalid, "invalid UTF-8"),
+        tungstenite::Error::Protocol(_) => Close(CloseCode::Protocol, "protocol error"),
+        _ => Close(CloseCode::Away, ""),
+    }
+}
