@@ -465,3 +465,73 @@ async fn an_overflow_on_a_socket_follows_the_policy() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn per_user_delivery_and_the_policy_work_on_a_socket() {
+    use bayeux::workbin::{Access, DemoApp, WorkbinConfig};
+    timeout(LIMIT, async {
+        let app = DemoApp::new(
+            ws_config(),
+            Access::demo().trusting_ext_user_id(),
+            WorkbinConfig::default(),
+            "/cometd",
+        );
+        let listening = app.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let addr = listening.local_addr();
+        let open_as = async |user: &str| {
+            let request = format!("ws://{addr}/cometd").into_client_request().unwrap();
+            let tcp = TcpStream::connect(addr).await.unwrap();
+            let (mut ws, _) = tokio_tungstenite::client_async(request, tcp).await.unwrap();
+            let id = handshake(&mut ws, Some(json!({"userId": user}))).await;
+            subscribe(&mut ws, &id, "/v2/me/*").await;
+            send(&mut ws, connect(&id, 1)).await;
+            frame(&mut ws).await;
+            send(&mut ws, connect(&id, 2)).await;
+            (ws, id)
+        };
+        let (mut alice, alice_id) = open_as("alice").await;
+        let (mut bob, bob_id) = open_as("bob").await;
+        eventually("held connects", || {
+            app.server().is_connected(&alice_id) && app.server().is_connected(&bob_id)
+        })
+        .await;
+        // Clients may not publish on /v2/**: the policy applies on the socket too.
+        send(
+            &mut bob,
+            json!([{"channel": "/v2/me/emails", "clientId": bob_id, "data": {}, "id": "p"}]),
+        )
+        .await;
+        let refused = frame(&mut bob).await;
+        assert_eq!(refused[0]["successful"], false, "{refused:?}");
+        let reference = app
+            .workbin()
+            .assign(
+                &bayeux::workbin::parse_body(
+                    "alice",
+                    "wb1",
+                    br#"{"operationName":"AddEmail","uri":"x/E1"}"#,
+                )
+                .unwrap(),
+            )
+            .await
+            .unwrap();
+        let mut channels = Vec::new();
+        while channels.len() < 2 {
+            for m in frame(&mut alice).await {
+                if m["channel"] == "/meta/connect" {
+                    // The heartbeat: connect again, as a client does.
+                    send(&mut alice, connect(&alice_id, 3)).await;
+                    continue;
+                }
+                assert_eq!(m["data"]["referenceId"], reference, "{m}");
+                channels.push(m["channel"].as_str().unwrap().to_string());
+            }
+        }
+        assert_eq!(channels, vec!["/v2/me/workbins", "/v2/me/emails"]);
+        // Bob got nothing: his next frame is his heartbeat connect reply.
+        let next = frame(&mut bob).await;
+        assert_eq!(next[0]["channel"], "/meta/connect", "{next:?}");
+    })
+    .await
+    .unwrap();
+}

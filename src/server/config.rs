@@ -93,6 +93,12 @@ pub struct ServerConfig {
     /// Origins allowed to call the endpoint from a browser (CORS); empty: CORS off,
     /// `*`: any origin.
     pub cors_origins: Vec<String>,
+    /// Serve the `callback-polling` (JSONP) transport: Bayeux over `GET` requests
+    /// answered as a script, for browsers that can use neither CORS nor WebSocket. Off by
+    /// default: any page can make such requests with the user's cookies and read the
+    /// answer, so turn it on only where sessions are not bound to cookies alone
+    /// (feature `callback-polling`).
+    pub callback_polling: bool,
 }
 
 impl Default for ServerConfig {
@@ -116,6 +122,7 @@ impl Default for ServerConfig {
             body_timeout: Duration::from_secs(30),
             bind_browser_cookie: false,
             cors_origins: Vec::new(),
+            callback_polling: false,
         }
     }
 }

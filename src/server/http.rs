@@ -84,6 +84,10 @@ impl Server {
         if super::transport::websocket::is_upgrade(&request) {
             return super::transport::websocket::upgrade(self, request);
         }
+        #[cfg(feature = "callback-polling")]
+        if request.method() == Method::GET && config.callback_polling {
+            return super::transport::callback_polling::respond(self, request).await;
+        }
         if request.method() == Method::OPTIONS && !config.cors_origins.is_empty() {
             return cors::preflight(
                 request.headers(),

@@ -248,18 +248,13 @@ impl ServerBuilder {
         let sessions = Arc::new(Registry::default());
         broker.attach(LocalDelivery::new(index.clone(), sessions.clone()));
         let inner = Arc::new(Inner {
+            connection_types: transport::offered(&self.config),
             config: self.config,
             broker,
             index,
             services: ChannelIndex::new(),
             policy: self.policy,
             extensions: self.extensions,
-            // The transports this server runs, the client's first choice first.
-            connection_types: if cfg!(feature = "websocket") {
-                vec![ConnectionType::WebSocket, ConnectionType::LongPolling]
-            } else {
-                vec![ConnectionType::LongPolling]
-            },
             sessions,
             stats: Arc::default(),
             next_recipient: AtomicU64::new(1),

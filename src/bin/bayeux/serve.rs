@@ -64,6 +64,10 @@ pub struct ServeArgs {
     /// Do not offer CometD's acknowledged-messages extension.
     #[arg(long)]
     no_ack: bool,
+    /// Serve the callback-polling (JSONP) transport too. Off by default: any web page can
+    /// make JSONP requests with the user's cookies and read the answers.
+    #[arg(long)]
+    callback_polling: bool,
     /// Print the session count and memory to stderr every this many seconds.
     #[arg(long)]
     stats_every: Option<u64>,
@@ -99,6 +103,7 @@ impl ServeArgs {
             body_timeout: Duration::from_millis(self.body_timeout),
             bind_browser_cookie: self.bind_browser_cookie,
             cors_origins: self.cors_origins.clone(),
+            callback_polling: self.callback_polling,
         }
     }
 }

@@ -5,6 +5,8 @@
 //! to the session, awaits its next batch and writes it out. Long-polling answers one
 //! held `/meta/connect` per batch; a WebSocket transport writes a frame per batch.
 
+#[cfg(feature = "callback-polling")]
+pub(crate) mod callback_polling;
 pub(crate) mod long_polling;
 #[cfg(feature = "websocket")]
 pub(crate) mod websocket;
@@ -15,6 +17,8 @@ use crate::protocol::LONG_POLLING;
 
 /// The WebSocket connection type's wire name.
 pub const WEBSOCKET: &str = "websocket";
+/// The JSONP connection type's wire name.
+pub const CALLBACK_POLLING: &str = "callback-polling";
 
 /// A Bayeux connection type, as named in `supportedConnectionTypes` and
 /// `connectionType`.
@@ -27,6 +31,9 @@ pub enum ConnectionType {
     /// `websocket`: one socket per client; messages pushed as they are queued, and
     /// `/meta/connect` held as a heartbeat (feature `websocket`).
     WebSocket,
+    /// `callback-polling`: JSONP, long-polling over `GET` requests answered as scripts
+    /// (feature `callback-polling`, and `ServerConfig::callback_polling`).
+    CallbackPolling,
 }
 
 impl ConnectionType {
@@ -35,6 +42,7 @@ impl ConnectionType {
         match self {
             ConnectionType::LongPolling => LONG_POLLING,
             ConnectionType::WebSocket => WEBSOCKET,
+            ConnectionType::CallbackPolling => CALLBACK_POLLING,
         }
     }
 
@@ -43,9 +51,24 @@ impl ConnectionType {
         match name {
             LONG_POLLING => Some(ConnectionType::LongPolling),
             WEBSOCKET => Some(ConnectionType::WebSocket),
+            CALLBACK_POLLING => Some(ConnectionType::CallbackPolling),
             _ => None,
         }
     }
+}
+
+/// The connection types a server with `config` runs, in CometD's order of preference:
+/// `websocket`, `long-polling`, `callback-polling`.
+pub(crate) fn offered(config: &crate::server::ServerConfig) -> Vec<ConnectionType> {
+    let mut types = Vec::new();
+    if cfg!(feature = "websocket") {
+        types.push(ConnectionType::WebSocket);
+    }
+    types.push(ConnectionType::LongPolling);
+    if cfg!(feature = "callback-polling") && config.callback_polling {
+        types.push(ConnectionType::CallbackPolling);
+    }
+    types
 }
 
 impl fmt::Display for ConnectionType {
@@ -60,7 +83,11 @@ mod tests {
 
     #[test]
     fn names_round_trip() {
-        for t in [ConnectionType::LongPolling, ConnectionType::WebSocket] {
+        for t in [
+            ConnectionType::LongPolling,
+            ConnectionType::WebSocket,
+            ConnectionType::CallbackPolling,
+        ] {
             assert_eq!(ConnectionType::from_name(t.as_str()), Some(t));
         }
         assert_eq!(ConnectionType::from_name("carrier-pigeon"), None);
