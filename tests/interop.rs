@@ -44,9 +44,97 @@ async fn our_server() -> (DemoApp, Listening) {
     (app, listening)
 }
 
-/// Runs a peer script and checks every step it reports; the failure message names the
-/// peer, the step, and what was expected against what came back.
-async fn run_steps(program: &str, args: &[&str], app: &DemoApp) {
+/// The steps the CometD JavaScript client script reports, in order (both transport modes).
+const COMETD_STEPS: &[&str] = &[
+    "handshake",
+    "transport",
+    "subscribe",
+    "publish reply",
+    "receive",
+    "wildcard *",
+    "wildcard **",
+    "batch in order",
+    "batch replies",
+    "receive before unsubscribe",
+    "unsubscribe reply",
+    "unsubscribe stops delivery",
+    "service publish reply",
+    "service answer to sender",
+    "service message not broadcast",
+    "workbin POST",
+    "workbin notifications",
+    "ack extension handshake",
+    "ack extension delivery",
+    "ack extension batches",
+    "ack re-send: handshake through the proxy",
+    "ack re-send: every message once, in order",
+    "ack re-send: publish replies",
+    "ack re-send: the proxy cut a connect response",
+    "ack re-send: the cut batch is sent again",
+    "ack re-send: batches",
+    "publish replies",
+    "disconnect",
+];
+
+/// The steps Faye's Node client script reports, in order.
+const FAYE_STEPS: &[&str] = &[
+    "handshake and subscribe",
+    "publish reply",
+    "receive",
+    "wildcard *",
+    "wildcard **",
+    "batch replies",
+    "batch in order",
+    "receive before unsubscribe",
+    "unsubscribe stops delivery",
+    "workbin POST",
+    "workbin notifications",
+    "disconnect",
+];
+
+/// The steps the aiocometd script reports, in order.
+const AIOCOMETD_STEPS: &[&str] = &[
+    "handshake",
+    "subscribe",
+    "publish reply",
+    "receive",
+    "wildcard *",
+    "wildcard **",
+    "messages in order",
+    "unsubscribe stops delivery",
+    "workbin POST",
+    "workbin notifications",
+    "disconnect",
+];
+
+/// What is wrong with the step names `got` that `peer` reported, against `expected`
+/// (exact, in order): each missing, unexpected or repeated step, or else the order.
+fn step_list_problems(peer: &str, expected: &[&str], got: &[String]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for name in expected {
+        match got.iter().filter(|g| g == name).count() {
+            0 => problems.push(format!("{peer} / {name}: step missing")),
+            1 => {}
+            n => problems.push(format!("{peer} / {name}: step reported {n} times")),
+        }
+    }
+    for name in got {
+        if !expected.contains(&name.as_str()) {
+            problems.push(format!("{peer} / {name}: unexpected step"));
+        }
+    }
+    if problems.is_empty() && got.iter().map(String::as_str).ne(expected.iter().copied()) {
+        problems.push(format!(
+            "{peer}: steps out of order: expected {expected:?}, got {got:?}"
+        ));
+    }
+    problems
+}
+
+/// Runs a peer script and checks what it reports: exactly the steps `expected`, in that
+/// order, all from `peer` and all passed, then `done`. A failure names the peer and the
+/// step, with what was expected against what came back.
+async fn run_steps(program: &str, args: &[&str], peer: &str, expected: &[&str], app: &DemoApp) {
     let output = timeout(
         Duration::from_secs(60),
         Command::new(program)
@@ -57,12 +145,12 @@ async fn run_steps(program: &str, args: &[&str], app: &DemoApp) {
             .output(),
     )
     .await
-    .unwrap_or_else(|_| panic!("{program} {args:?} did not finish within 60 s"))
+    .unwrap_or_else(|_| panic!("{peer}: {program} {args:?} did not finish within 60 s"))
     .unwrap_or_else(|e| panic!("cannot run {program}: {e} (see the README's interop section)"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let mut failures = Vec::new();
-    let mut steps = 0;
+    let mut problems = Vec::new();
+    let mut steps = Vec::new();
     let mut done = false;
     let mut client_ids = Vec::new();
     for line in stdout.lines() {
@@ -73,25 +161,33 @@ async fn run_steps(program: &str, args: &[&str], app: &DemoApp) {
             done = true;
         } else if let Some(ids) = v.get("clientIds").and_then(Value::as_array) {
             client_ids.extend(ids.iter().filter_map(Value::as_str).map(str::to_string));
-        } else if v.get("step").is_some() {
-            steps += 1;
+        } else if let Some(step) = v.get("step") {
+            let step = step
+                .as_str()
+                .map_or_else(|| step.to_string(), str::to_string);
+            if v["peer"] != peer {
+                problems.push(format!("{peer} / {step}: reported by peer {}", v["peer"]));
+            }
             if v["ok"] != true {
-                failures.push(format!(
-                    "{} / {}: expected {}, got {}",
-                    v["peer"], v["step"], v["expected"], v["got"]
+                problems.push(format!(
+                    "{peer} / {step}: expected {}, got {}",
+                    v["expected"], v["got"]
                 ));
             }
+            steps.push(step);
         }
     }
+    problems.extend(step_list_problems(peer, expected, &steps));
+    if !done || !output.status.success() {
+        problems.push(format!(
+            "{peer}: {program} {args:?} did not complete (done: {done}, exit {:?})",
+            output.status
+        ));
+    }
     assert!(
-        failures.is_empty(),
-        "interop failures:\n{}\n--- stderr ---\n{stderr}",
-        failures.join("\n")
-    );
-    assert!(
-        done && steps > 5,
-        "{program} {args:?} did not complete (exit {:?}):\n{stdout}\n--- stderr ---\n{stderr}",
-        output.status
+        problems.is_empty(),
+        "interop failures:\n{}\n--- stdout ---\n{stdout}\n--- stderr ---\n{stderr}",
+        problems.join("\n")
     );
     // Disconnect ended the peer's sessions on our side.
     for id in client_ids {
@@ -102,6 +198,35 @@ async fn run_steps(program: &str, args: &[&str], app: &DemoApp) {
     }
 }
 
+#[test]
+fn step_lists_are_checked_exactly() {
+    let expected = ["a", "b", "c"];
+    let got = |names: &[&str]| names.iter().map(|n| n.to_string()).collect::<Vec<_>>();
+    assert!(step_list_problems("p", &expected, &got(&["a", "b", "c"])).is_empty());
+    assert_eq!(
+        step_list_problems("p", &expected, &got(&["a", "c"])),
+        ["p / b: step missing"]
+    );
+    assert_eq!(
+        step_list_problems("p", &expected, &got(&["a", "b", "c", "deadline"])),
+        ["p / deadline: unexpected step"]
+    );
+    assert_eq!(
+        step_list_problems("p", &expected, &got(&["a", "B", "c"])),
+        ["p / b: step missing", "p / B: unexpected step"]
+    );
+    assert_eq!(
+        step_list_problems("p", &expected, &got(&["a", "b", "b", "c"])),
+        ["p / b: step reported 2 times"]
+    );
+    assert_eq!(
+        step_list_problems("p", &expected, &got(&["b", "a", "c"])),
+        [r#"p: steps out of order: expected ["a", "b", "c"], got ["b", "a", "c"]"#]
+    );
+}
+
+/// Long-polling only; both CometD runs also take the ack extension through a proxy that
+/// cuts one connect response (see `cut_proxy.mjs`).
 #[tokio::test]
 async fn cometd_javascript_client_long_polling() {
     let (app, l) = our_server().await;
@@ -113,13 +238,16 @@ async fn cometd_javascript_client_long_polling() {
             &l.url(""),
             "long-polling",
         ],
+        "cometd-js (long-polling)",
+        COMETD_STEPS,
         &app,
     )
     .await;
 }
 
+/// The client's default transports: WebSocket first, which our server offers.
 #[tokio::test]
-async fn cometd_javascript_client_default_transports_fall_back_to_long_polling() {
+async fn cometd_javascript_client_default_transports_use_websocket() {
     let (app, l) = our_server().await;
     run_steps(
         "node",
@@ -129,6 +257,8 @@ async fn cometd_javascript_client_default_transports_fall_back_to_long_polling()
             &l.url(""),
             "default",
         ],
+        "cometd-js (default transports)",
+        COMETD_STEPS,
         &app,
     )
     .await;
@@ -140,6 +270,8 @@ async fn faye_node_client() {
     run_steps(
         "node",
         &["faye_client.mjs", &l.url("/cometd"), &l.url("")],
+        "faye (node client)",
+        FAYE_STEPS,
         &app,
     )
     .await;
@@ -156,6 +288,8 @@ async fn aiocometd_python_client() {
     run_steps(
         &python(),
         &["aiocometd_client.py", &l.url("/cometd"), &l.url("")],
+        "aiocometd-ng (long-polling)",
+        AIOCOMETD_STEPS,
         &app,
     )
     .await;
