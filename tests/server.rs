@@ -322,11 +322,15 @@ async fn service_channels_reach_server_listeners_only() {
                 .local_recipients,
             0
         );
-        assert!(
-            t.server
-                .deliver(&sender, "/meta/connect", json!(1))
-                .await
-                .is_err()
+        let e = t
+            .server
+            .deliver(&sender, "/meta/connect", json!(1))
+            .await
+            .unwrap_err();
+        assert_eq!(
+            e.bayeux_error().map(ToString::to_string).as_deref(),
+            Some("403:/meta/connect:Publish denied"),
+            "{e}"
         );
         let (msgs, _) = t.connect_now(&sender).await;
         assert_eq!(msgs[0]["data"], json!({"a": 1}));
@@ -717,9 +721,17 @@ async fn in_process_publish_and_subscribe() {
                 .local_recipients,
             1
         );
-        assert!(t.server.publish("/feed/*", json!(1)).await.is_err());
-        assert!(t.server.publish("/meta/x", json!(1)).await.is_err());
-        assert!(t.server.subscribe("/meta/**").is_err());
+        let e = t.server.publish("/feed/*", json!(1)).await.unwrap_err();
+        let refusal = e.bayeux_error().expect("a refusal, not a broker failure");
+        assert_eq!(refusal.code, 403, "{e}");
+        assert_eq!(refusal.to_string(), "403:/feed/*:Publish denied");
+        let e = t.server.publish("/meta/x", json!(1)).await.unwrap_err();
+        let refusal = e.bayeux_error().expect("a refusal, not a broker failure");
+        assert_eq!(refusal.code, 403, "{e}");
+        assert_eq!(refusal.to_string(), "403:/meta/x:Publish denied");
+        let e = t.server.subscribe("/meta/**").unwrap_err();
+        assert_eq!(e.code, 403, "{e}");
+        assert_eq!(e.to_string(), "403:/meta/**:Subscribe denied");
     })
     .await
     .unwrap();
@@ -776,7 +788,9 @@ async fn policy_and_extensions_apply_to_http_and_in_process_paths() {
         let r = t.subscribe(&id, json!("/secret/x")).await;
         assert_eq!(r["error"], "403:/secret/x:Subscribe denied");
         assert_eq!(r["ext"]["stamp"], true);
-        assert!(t.server.subscribe("/secret/**").is_err());
+        let e = t.server.subscribe("/secret/**").unwrap_err();
+        assert_eq!(e.code, 403, "{e}");
+        assert_eq!(e.to_string(), "403:/secret/**:Subscribe denied");
         let r = t.publish(&id, "/readonly", json!(1)).await;
         assert_eq!(r["error"], "403:/readonly:Publish denied");
         t.subscribe(&id, json!("/readonly")).await;

@@ -292,10 +292,14 @@ async fn agents_are_isolated_whatever_they_subscribe_to() {
             ("/v2/me/emails", &json!(for_bob))
         );
         // And no client can forge notifications on /v2/**.
-        assert!(
-            bob.publish("/v2/me/emails", json!({"referenceId": 999}))
-                .await
-                .is_err()
+        let e = bob
+            .publish("/v2/me/emails", json!({"referenceId": 999}))
+            .await
+            .unwrap_err();
+        assert_eq!(e.kind(), bayeux::client::ErrorKind::Refused, "{e}");
+        assert_eq!(
+            e.bayeux_error().map(ToString::to_string).as_deref(),
+            Some("403:/v2/me/emails:Publish denied")
         );
     })
     .await
@@ -425,11 +429,22 @@ async fn checked_mode_lets_only_supervisors_assign() {
             .basic_auth("agent1", "nope")
             .build()
             .unwrap();
-        assert!(wrong.handshake().await.is_err());
+        // Refused with `reconnect: none`: the client is closed, the refusal kept.
+        let e = wrong.handshake().await.unwrap_err();
+        assert_eq!(e.kind(), bayeux::client::ErrorKind::Closed, "{e}");
+        assert_eq!(
+            e.bayeux_error().map(ToString::to_string).as_deref(),
+            Some("403::Handshake denied: invalid credentials")
+        );
         let anonymous = Client::builder(&demo.listening.url("/cometd"))
             .build()
             .unwrap();
-        assert!(anonymous.handshake().await.is_err());
+        let e = anonymous.handshake().await.unwrap_err();
+        assert_eq!(e.kind(), bayeux::client::ErrorKind::Closed, "{e}");
+        assert_eq!(
+            e.bayeux_error().map(ToString::to_string).as_deref(),
+            Some("403::Handshake denied: credentials required")
+        );
         let (_c, mut inbox) = demo.agent("agent1", "/v2/me/emails").await;
         let reference = demo
             .assign_as("agent1", "AddEmail", "x/E2", Some(("boss", "bosspw")))

@@ -365,10 +365,11 @@ impl Socket {
         let Some(attachment) = &self.attached else {
             return Ok(());
         };
-        if self.held.is_some()
-            || !attachment.is_current()
-            || attachment.session().closed().is_some()
-        {
+        let session = attachment.session();
+        let ended = !attachment.is_current() || session.closed().is_some();
+        // The connect stays held as a heartbeat while messages are pushed, but with
+        // acknowledged delivery, where the messages are its answer.
+        if ended || (self.held.is_some() && session.has_ack()) {
             return self.answer_connect().await;
         }
         let outbound = attachment.session().take();
