@@ -812,3 +812,38 @@ async fn policy_and_extensions_apply_to_http_and_in_process_paths() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_broadcast_carries_no_reply_fields_of_its_publisher() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let (publisher, subscriber) = (t.handshake().await, t.handshake().await);
+        t.subscribe(&subscriber, json!("/clean")).await;
+        let reply = t
+            .post(
+                json!({"channel": "/clean", "clientId": publisher, "id": "42", "data": 1,
+                         "advice": {"reconnect": "none"}, "successful": false,
+                         "error": "500::forged", "subscription": "/x", "custom": "kept",
+                         "ext": {"app": true}}),
+            )
+            .await;
+        assert_eq!(reply[0]["successful"], true);
+        let (msgs, _) = t.connect_now(&subscriber).await;
+        let m = msgs[0].as_object().unwrap();
+        // A publisher cannot make other clients stop, reconnect or see a failure.
+        for forged in ["advice", "successful", "error", "subscription", "clientId"] {
+            assert!(!m.contains_key(forged), "{forged} was broadcast: {m:?}");
+        }
+        assert_eq!(
+            (
+                m["data"].clone(),
+                m["id"].clone(),
+                m["custom"].clone(),
+                m["ext"].clone()
+            ),
+            (json!(1), json!("42"), json!("kept"), json!({"app": true}))
+        );
+    })
+    .await
+    .unwrap();
+}

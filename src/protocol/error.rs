@@ -35,11 +35,21 @@ pub struct BayeuxError {
 }
 
 impl BayeuxError {
-    /// Builds an error from its parts.
+    /// Builds an error from its parts. The `:` and `,` that separate the parts of the
+    /// error string are percent-encoded inside an argument (`%3A`, `%2C`, and `%` as
+    /// `%25`), so that an argument taken from a request (a malformed channel name) cannot
+    /// make the string ambiguous.
     pub fn new(code: ErrorCode, args: &[&str], message: impl Into<String>) -> Self {
         BayeuxError {
             code: code.0,
-            args: args.iter().map(|s| s.to_string()).collect(),
+            args: args
+                .iter()
+                .map(|s| {
+                    s.replace('%', "%25")
+                        .replace(':', "%3A")
+                        .replace(',', "%2C")
+                })
+                .collect(),
             message: message.into(),
         }
     }
@@ -144,5 +154,15 @@ mod tests {
         assert_eq!((e.code, e.args.len()), (402, 0));
         assert!(BayeuxError::parse("nonsense").is_none());
         assert!(BayeuxError::parse("abc::x").is_none());
+    }
+
+    #[test]
+    fn arguments_cannot_break_the_error_string() {
+        let e = BayeuxError::invalid_channel("/a:b,c%", "bad");
+        let text = e.to_string();
+        let parsed = BayeuxError::parse(&text).unwrap();
+        assert_eq!(parsed.code, 400);
+        assert_eq!(parsed.args, vec!["/a%3Ab%2Cc%25".to_string()]);
+        assert_eq!(parsed.message, "Invalid channel: bad");
     }
 }

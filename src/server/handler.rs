@@ -523,9 +523,20 @@ async fn publish(
         inner.deliver_to_services(channel, &message.to_bytes());
         return reply.succeed();
     }
-    // The clientId is the sender's session credential: never broadcast it.
+    // What subscribers receive: the message as published, less the fields that only
+    // mean something between a client and the server. The clientId is the sender's
+    // session credential; advice, successful or error in a broadcast could make other
+    // clients reconnect, stop or believe a request failed.
     let outgoing = Message {
         client_id: None,
+        advice: None,
+        successful: None,
+        error: None,
+        subscription: None,
+        version: None,
+        minimum_version: None,
+        supported_connection_types: None,
+        connection_type: None,
         ..message
     };
     match inner
