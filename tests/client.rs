@@ -1,4 +1,7 @@
-//! The client against this crate's server over loopback HTTP.
+//! The client against this crate's server over loopback HTTP: the transport-neutral
+//! tests run on each transport (`name::websocket`, `name::long_polling`); the failure
+//! tests on the default (WebSocket, falling back to long-polling). WebSocket-specific
+//! behaviour (negotiation, fallback, sockets that die) is in `client_websocket.rs`.
 
 mod common;
 
@@ -7,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use bayeux::client::{Client, ConnectionState, ErrorKind};
+use bayeux::client::{Client, ConnectionState, ErrorKind, TransportChoice};
 use bayeux::protocol::{Advice, ChannelName, Message, Reconnect};
 use bayeux::server::{Decision, Extension, SecurityPolicy, Server, ServerConfig, SessionInfo};
 use common::*;
@@ -15,8 +18,44 @@ use futures::StreamExt;
 use serde_json::json;
 use tokio::time::timeout;
 
-fn client(url: &str) -> Client {
+/// Runs each test on each transport, forced: `name::websocket` and `name::long_polling`.
+macro_rules! on_each_transport {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            use super::*;
+
+            #[tokio::test]
+            async fn websocket() {
+                super::$name(TransportChoice::WebSocket).await;
+            }
+
+            #[tokio::test]
+            async fn long_polling() {
+                super::$name(TransportChoice::LongPolling).await;
+            }
+        }
+    )*};
+}
+
+on_each_transport!(
+    subscribe_publish_receive_between_two_clients,
+    wildcard_subscriptions_and_several_subscriptions_to_one_channel,
+    refusals_are_errors_not_silent_streams,
+    batch_publish_in_one_request_arrives_in_order,
+    messages_arrive_in_publish_order,
+    dropping_a_subscription_unsubscribes,
+    the_client_recovers_when_the_server_restarts_on_the_same_port,
+    an_expired_session_is_re_established_with_its_subscriptions,
+    an_overflow_of_an_acknowledged_session_is_heard_not_hidden,
+    reconnect_none_ends_the_client_with_a_clear_error,
+    dropping_the_client_stops_its_long_poll,
+    a_publish_is_not_stuck_behind_a_pending_long_poll,
+    a_slow_subscription_drops_its_newest_messages_and_holds_up_nothing,
+);
+
+fn client(url: &str, transport: TransportChoice) -> Client {
     Client::builder(url)
+        .transport(transport)
         .backoff(Duration::from_millis(20), Duration::from_millis(200))
         .request_timeout(Duration::from_secs(5))
         .max_network_delay(Duration::from_secs(2))
@@ -28,11 +67,10 @@ async fn next_data(sub: &mut bayeux::client::Subscription) -> serde_json::Value 
     sub.next().await.expect("stream ended").data.unwrap()
 }
 
-#[tokio::test]
-async fn subscribe_publish_receive_between_two_clients() {
+async fn subscribe_publish_receive_between_two_clients(transport: TransportChoice) {
     timeout(LIMIT, async {
         let t = TestServer::with_config(fast_config()).await;
-        let (alice, bob) = (client(&t.url()), client(&t.url()));
+        let (alice, bob) = (client(&t.url(), transport), client(&t.url(), transport));
         alice.handshake().await.unwrap();
         bob.handshake().await.unwrap();
         let mut inbox = alice.subscribe("/chat/room").await.unwrap();
@@ -55,11 +93,12 @@ async fn subscribe_publish_receive_between_two_clients() {
     .unwrap();
 }
 
-#[tokio::test]
-async fn wildcard_subscriptions_and_several_subscriptions_to_one_channel() {
+async fn wildcard_subscriptions_and_several_subscriptions_to_one_channel(
+    transport: TransportChoice,
+) {
     timeout(LIMIT, async {
         let t = TestServer::with_config(fast_config()).await;
-        let c = client(&t.url());
+        let c = client(&t.url(), transport);
         c.handshake().await.unwrap();
         let mut one = c.subscribe("/news/*").await.unwrap();
         let mut deep = c.subscribe("/news/**").await.unwrap();
@@ -96,8 +135,7 @@ impl SecurityPolicy for NoSecrets {
     }
 }
 
-#[tokio::test]
-async fn refusals_are_errors_not_silent_streams() {
+async fn refusals_are_errors_not_silent_streams(transport: TransportChoice) {
     timeout(LIMIT, async {
         let t = TestServer::start(
             Server::builder()
@@ -106,7 +144,7 @@ async fn refusals_are_errors_not_silent_streams() {
                 .build(),
         )
         .await;
-        let c = client(&t.url());
+        let c = client(&t.url(), transport);
         let e = c.subscribe("/a").await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::NotConnected, "{e}");
         let e = c.publish("/a", json!(1)).await.unwrap_err();
@@ -136,8 +174,7 @@ async fn refusals_are_errors_not_silent_streams() {
     .unwrap();
 }
 
-#[tokio::test]
-async fn batch_publish_in_one_request_arrives_in_order() {
+async fn batch_publish_in_one_request_arrives_in_order(transport: TransportChoice) {
     timeout(LIMIT, async {
         let t = TestServer::start(
             Server::builder()
@@ -146,7 +183,7 @@ async fn batch_publish_in_one_request_arrives_in_order() {
                 .build(),
         )
         .await;
-        let c = client(&t.url());
+        let c = client(&t.url(), transport);
         c.handshake().await.unwrap();
         let mut sub = c.subscribe("/seq").await.unwrap();
         let results = c
@@ -168,15 +205,14 @@ async fn batch_publish_in_one_request_arrives_in_order() {
     .unwrap();
 }
 
-#[tokio::test]
-async fn messages_arrive_in_publish_order() {
+async fn messages_arrive_in_publish_order(transport: TransportChoice) {
     timeout(LIMIT, async {
         let t = TestServer::with_config(ServerConfig {
             max_queue: 10_000,
             ..fast_config()
         })
         .await;
-        let (sub_client, pub_client) = (client(&t.url()), client(&t.url()));
+        let (sub_client, pub_client) = (client(&t.url(), transport), client(&t.url(), transport));
         sub_client.handshake().await.unwrap();
         pub_client.handshake().await.unwrap();
         let mut sub = sub_client.subscribe("/ordered").await.unwrap();
@@ -191,11 +227,10 @@ async fn messages_arrive_in_publish_order() {
     .unwrap();
 }
 
-#[tokio::test]
-async fn dropping_a_subscription_unsubscribes() {
+async fn dropping_a_subscription_unsubscribes(transport: TransportChoice) {
     timeout(LIMIT, async {
         let t = TestServer::with_config(fast_config()).await;
-        let c = client(&t.url());
+        let c = client(&t.url(), transport);
         c.handshake().await.unwrap();
         let a = c.subscribe("/drop").await.unwrap();
         let mut b = c.subscribe("/drop").await.unwrap();
@@ -237,8 +272,7 @@ async fn dropping_a_subscription_unsubscribes() {
     .unwrap();
 }
 
-#[tokio::test]
-async fn the_client_recovers_when_the_server_restarts_on_the_same_port() {
+async fn the_client_recovers_when_the_server_restarts_on_the_same_port(transport: TransportChoice) {
     timeout(LIMIT, async {
         let first = Server::new(fast_config());
         let listening = first
@@ -247,7 +281,7 @@ async fn the_client_recovers_when_the_server_restarts_on_the_same_port() {
             .unwrap();
         let addr: SocketAddr = listening.local_addr();
         let url = listening.url("/cometd");
-        let c = client(&url);
+        let c = client(&url, transport);
         c.handshake().await.unwrap();
         let old_id = c.client_id().unwrap();
         let mut sub = c.subscribe("/live/**").await.unwrap();
@@ -300,8 +334,7 @@ impl Extension for SlowPollOnce {
     }
 }
 
-#[tokio::test]
-async fn an_expired_session_is_re_established_with_its_subscriptions() {
+async fn an_expired_session_is_re_established_with_its_subscriptions(transport: TransportChoice) {
     timeout(LIMIT, async {
         let config = ServerConfig {
             max_interval: Duration::from_millis(100),
@@ -314,7 +347,7 @@ async fn an_expired_session_is_re_established_with_its_subscriptions() {
                 .build(),
         )
         .await;
-        let c = client(&t.url());
+        let c = client(&t.url(), transport);
         c.handshake().await.unwrap();
         let first_id = c.client_id().unwrap();
         let mut sub = c.subscribe("/keep").await.unwrap();
@@ -347,15 +380,14 @@ async fn an_expired_session_is_re_established_with_its_subscriptions() {
     .unwrap();
 }
 
-#[tokio::test]
-async fn an_overflow_of_an_acknowledged_session_is_heard_not_hidden() {
+async fn an_overflow_of_an_acknowledged_session_is_heard_not_hidden(transport: TransportChoice) {
     timeout(LIMIT, async {
         let t = TestServer::with_config(ServerConfig {
             max_queue: 5,
             ..fast_config()
         })
         .await;
-        let c = client(&t.url());
+        let c = client(&t.url(), transport);
         let mut state = c.state();
         c.handshake().await.unwrap();
         let first_id = c.client_id().unwrap();
@@ -414,8 +446,7 @@ impl Extension for GoAway {
     }
 }
 
-#[tokio::test]
-async fn reconnect_none_ends_the_client_with_a_clear_error() {
+async fn reconnect_none_ends_the_client_with_a_clear_error(transport: TransportChoice) {
     timeout(LIMIT, async {
         let flag = Arc::new(AtomicBool::new(false));
         let t = TestServer::start(
@@ -425,7 +456,7 @@ async fn reconnect_none_ends_the_client_with_a_clear_error() {
                 .build(),
         )
         .await;
-        let c = client(&t.url());
+        let c = client(&t.url(), transport);
         c.handshake().await.unwrap();
         let mut sub = c.subscribe("/x").await.unwrap();
         flag.store(true, Ordering::SeqCst);
@@ -462,7 +493,7 @@ async fn a_refused_handshake_is_an_error() {
     timeout(LIMIT, async {
         let t =
             TestServer::start(Server::builder().config(fast_config()).policy(Deny).build()).await;
-        let c = client(&t.url());
+        let c = client(&t.url(), TransportChoice::Auto);
         let e = c.handshake().await.unwrap_err();
         // Refused with `reconnect: none`: the client is closed, the refusal kept.
         assert_eq!(e.kind(), ErrorKind::Closed, "{e}");
@@ -474,7 +505,7 @@ async fn a_refused_handshake_is_an_error() {
             e.to_string().contains("403::Handshake denied: no entry"),
             "{e}"
         );
-        let nobody = client("http://127.0.0.1:9/cometd");
+        let nobody = client("http://127.0.0.1:9/cometd", TransportChoice::Auto);
         let e = nobody.handshake().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
         assert!(std::error::Error::source(&e).is_some());
@@ -485,13 +516,12 @@ async fn a_refused_handshake_is_an_error() {
     .unwrap();
 }
 
-#[tokio::test]
-async fn dropping_the_client_stops_its_long_poll() {
+async fn dropping_the_client_stops_its_long_poll(transport: TransportChoice) {
     timeout(LIMIT, async {
         let mut config = fast_config();
         config.timeout = Duration::from_secs(30);
         let t = TestServer::with_config(config).await;
-        let c = client(&t.url());
+        let c = client(&t.url(), transport);
         c.handshake().await.unwrap();
         let id = c.client_id().unwrap();
         eventually("the long poll", || t.server.is_connected(&id)).await;
@@ -503,13 +533,12 @@ async fn dropping_the_client_stops_its_long_poll() {
     .unwrap();
 }
 
-#[tokio::test]
-async fn a_publish_is_not_stuck_behind_a_pending_long_poll() {
+async fn a_publish_is_not_stuck_behind_a_pending_long_poll(transport: TransportChoice) {
     timeout(LIMIT, async {
         let mut config = fast_config();
         config.timeout = Duration::from_secs(30);
         let t = TestServer::with_config(config).await;
-        let c = client(&t.url());
+        let c = client(&t.url(), transport);
         c.handshake().await.unwrap();
         let id = c.client_id().unwrap();
         eventually("the long poll", || t.server.is_connected(&id)).await;
@@ -562,7 +591,7 @@ async fn http_failures_are_told_apart() {
             "HTTP/1.1 503 Service Unavailable\r\ncontent-length: 9\r\nconnection: close\r\n\r\noverload\n",
         ))
         .await;
-        let e = client(&url).handshake().await.unwrap_err();
+        let e = client(&url, TransportChoice::Auto).handshake().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Status, "{e}");
         assert_eq!((e.status_code(), e.body_excerpt()), (Some(503), Some("overload")));
 
@@ -570,7 +599,7 @@ async fn http_failures_are_told_apart() {
             "HTTP/1.1 200 OK\r\ncontent-length: 8\r\nconnection: close\r\n\r\nnot json",
         ))
         .await;
-        let e = client(&url).handshake().await.unwrap_err();
+        let e = client(&url, TransportChoice::Auto).handshake().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
         assert!(std::error::Error::source(&e).is_some(), "{e:?}");
 
@@ -578,12 +607,12 @@ async fn http_failures_are_told_apart() {
             "HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\n[]",
         ))
         .await;
-        let e = client(&url).handshake().await.unwrap_err();
+        let e = client(&url, TransportChoice::Auto).handshake().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Protocol, "{e}");
 
         // Accepted, then closed without a response.
         let url = canned_server(Some("")).await;
-        let e = client(&url).handshake().await.unwrap_err();
+        let e = client(&url, TransportChoice::Auto).handshake().await.unwrap_err();
         assert_eq!(e.kind(), ErrorKind::Connection, "{e}");
         assert!(std::error::Error::source(&e).is_some(), "{e:?}");
 
@@ -629,11 +658,13 @@ async fn a_plugged_in_connector_carries_the_session() {
     .unwrap();
 }
 
-#[tokio::test]
-async fn a_slow_subscription_drops_its_newest_messages_and_holds_up_nothing() {
+async fn a_slow_subscription_drops_its_newest_messages_and_holds_up_nothing(
+    transport: TransportChoice,
+) {
     timeout(LIMIT, async {
         let t = TestServer::with_config(fast_config()).await;
         let c = Client::builder(&t.url())
+            .transport(transport)
             .subscription_capacity(3)
             .build()
             .unwrap();

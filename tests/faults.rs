@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use bayeux::client::{Client, Subscription};
+use bayeux::client::{Client, Subscription, TransportChoice};
 use bayeux::server::{Server, ServerConfig};
 use futures::{FutureExt, StreamExt};
 use serde_json::json;
@@ -95,7 +95,10 @@ async fn cutting_proxy(upstream: SocketAddr, every: usize) -> (SocketAddr, Arc<A
 }
 
 async fn subscriber(url: &str, ack: bool) -> (Client, Subscription, Subscription) {
+    // The proxy reads requests to find the long polls: long-polling it is (WebSocket
+    // frames from a client are masked; tests/client_websocket.rs cuts sockets).
     let client = Client::builder(url)
+        .transport(TransportChoice::LongPolling)
         .ack(ack)
         .backoff(Duration::from_millis(5), Duration::from_millis(50))
         .build()

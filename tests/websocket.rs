@@ -138,9 +138,10 @@ async fn messages_are_pushed_at_once_and_the_connect_is_a_heartbeat() {
         // for it (the connect's timeout is 30 s, the test's limit 20 s). The publish in
         // the same frame is answered at once, which shows the connect is held by then.
         let mut batch = connect(&id, 2);
-        batch.as_array_mut().unwrap().push(
-            json!({"channel": "/elsewhere", "clientId": id, "data": 0, "id": "p"}),
-        );
+        batch
+            .as_array_mut()
+            .unwrap()
+            .push(json!({"channel": "/elsewhere", "clientId": id, "data": 0, "id": "p"}));
         send(&mut ws, batch).await;
         let published = frame(&mut ws).await;
         assert_eq!(published.len(), 1, "{published:?}");
@@ -260,6 +261,9 @@ async fn disconnect_ends_the_session_and_closes_the_socket() {
         let t = TestServer::with_config(ws_config()).await;
         let mut ws = open(&t).await;
         let id = handshake(&mut ws, None).await;
+        send(&mut ws, connect(&id, 1)).await;
+        frame(&mut ws).await;
+        send(&mut ws, connect(&id, 2)).await; // held
         send(
             &mut ws,
             json!([{"channel": "/meta/disconnect", "clientId": id, "id": "d"}]),
@@ -270,6 +274,10 @@ async fn disconnect_ends_the_session_and_closes_the_socket() {
             (reply[0]["channel"].clone(), reply[0]["successful"].clone()),
             (json!("/meta/disconnect"), json!(true))
         );
+        // The held connect is answered as well, telling the client not to come back.
+        let held = frame(&mut ws).await;
+        assert_eq!(held[0]["id"], "c2", "{held:?}");
+        assert_eq!(held[0]["advice"]["reconnect"], "none");
         assert_eq!(close_code(&mut ws).await, Some(CloseCode::Normal));
         assert_eq!(t.server.session_count(), 0);
     })

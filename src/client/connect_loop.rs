@@ -1,5 +1,12 @@
-//! The background long-poll loop: connects, follows advice, backs off on failures,
+//! The background connect loop: connects, follows advice, backs off on failures,
 //! re-handshakes and re-subscribes when the session is lost.
+//!
+//! The same loop runs on both transports. On long-polling the connect is the long poll;
+//! on WebSocket it is a heartbeat the server answers after its `timeout` while
+//! deliveries arrive on the socket at any time. Either way the connect may take
+//! `timeout + max_network_delay`; a socket that closes fails it at once, and the next
+//! connect (after the backoff) opens a new socket and resumes the session if the server
+//! still has it (else `402`, and a new handshake).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,14 +28,17 @@ struct Backoff {
     next: Duration,
 }
 
-/// A random `u64` from the OS, or from std's randomly keyed hasher if that fails.
+/// A random `u64` from the OS (through `getrandom`, which the `server` feature links),
+/// or from std's randomly keyed hasher (a client-only build, or if the OS fails).
 fn random_u64() -> u64 {
-    getrandom::u64().unwrap_or_else(|_| {
-        use std::hash::{BuildHasher, Hasher};
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u64(0);
-        h.finish()
-    })
+    #[cfg(feature = "server")]
+    if let Ok(r) = getrandom::u64() {
+        return r;
+    }
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u64(0);
+    h.finish()
 }
 
 impl Backoff {
@@ -79,7 +89,9 @@ enum Next {
 /// Runs until aborted (client stopped) or told `reconnect: none`.
 pub(super) async fn run(shared: Arc<Shared>) {
     let mut backoff = Backoff::new(shared.config.backoff, shared.config.max_backoff);
-    // CometD's first connect asks the server to answer at once, to learn the advice.
+    // CometD's first connect asks the server to answer at once, to learn the advice;
+    // so does the first one after a failure, so that getting back is seen at once
+    // rather than after the server's `timeout`.
     let mut first = true;
     loop {
         if shared.client_id().is_none() {
@@ -126,6 +138,7 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 shared.state().client_id = None;
             }
             Next::Backoff => {
+                first = true;
                 shared.set_status(ConnectionState::Reconnecting);
                 tokio::time::sleep(backoff.next_delay()).await;
             }
@@ -155,7 +168,16 @@ async fn connect_once(shared: &Shared, first: bool) -> Next {
     let http_timeout = server_timeout + shared.config.max_network_delay;
     let reply = match shared.exchange(Lane::LongPoll, vec![m], http_timeout).await {
         Ok(mut replies) => replies.pop().flatten(),
-        Err(_) => None,
+        Err(e) => {
+            // A new socket's upgrade refused with a 4xx: the server (or a proxy) no longer
+            // takes WebSocket. Go on over long-polling, where the session may still be.
+            if e.kind() == ErrorKind::Connection
+                && e.status_code().is_some_and(|c| (400..500).contains(&c))
+            {
+                shared.transport.fall_back();
+            }
+            None
+        }
     };
     let Some(reply) = reply else {
         return Next::Backoff;

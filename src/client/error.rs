@@ -35,8 +35,10 @@ struct Inner {
 pub enum ErrorKind {
     /// The URL, a header or another builder setting is invalid.
     Config,
-    /// The HTTP connection failed: refused, DNS, reset, closed before the response was
-    /// complete. The hyper or I/O error is the source.
+    /// The connection failed: refused, DNS, reset, closed before the response was
+    /// complete, a WebSocket upgrade refused (its HTTP status is in
+    /// [`Error::status_code`]), a socket closed before the reply came. The hyper, I/O or
+    /// WebSocket error is the source.
     Connection,
     /// No response within the request timeout.
     Timeout,
@@ -95,6 +97,15 @@ impl Error {
         e
     }
 
+    /// A WebSocket upgrade answered with `code` instead of `101`: a connection failure
+    /// that keeps the status and the start of the body.
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
+    pub(crate) fn upgrade_refused(what: impl Into<String>, code: u16, body: &[u8]) -> Self {
+        let mut e = Self::status(what, code, body);
+        e.inner.kind = ErrorKind::Connection;
+        e
+    }
+
     pub(crate) fn protocol(what: impl Into<String>) -> Self {
         Self::new(ErrorKind::Protocol, what)
     }
@@ -139,13 +150,15 @@ impl Error {
         self.inner.kind
     }
 
-    /// With [`ErrorKind::Status`]: the HTTP status code.
+    /// With [`ErrorKind::Status`]: the HTTP status code. With
+    /// [`ErrorKind::Connection`] when a WebSocket upgrade was refused: the status the
+    /// server answered instead of `101`.
     pub fn status_code(&self) -> Option<u16> {
         self.inner.status.as_ref().map(|(code, _)| *code)
     }
 
-    /// With [`ErrorKind::Status`]: the start of the response body (at most 200 bytes,
-    /// trimmed), often the server's explanation.
+    /// With [`ErrorKind::Status`] (or a refused WebSocket upgrade): the start of the
+    /// response body (at most 200 bytes, trimmed), often the server's explanation.
     pub fn body_excerpt(&self) -> Option<&str> {
         self.inner.status.as_ref().map(|(_, body)| body.as_str())
     }
@@ -162,7 +175,15 @@ impl fmt::Display for Error {
         let what = &self.inner.what;
         match self.inner.kind {
             ErrorKind::Config => write!(f, "invalid client configuration: {what}")?,
-            ErrorKind::Connection => write!(f, "connection failed: {what}")?,
+            ErrorKind::Connection => {
+                write!(f, "connection failed: {what}")?;
+                if let Some((code, body)) = &self.inner.status {
+                    write!(f, ": HTTP status {code} instead of 101 Switching Protocols")?;
+                    if !body.is_empty() {
+                        write!(f, ": {body}")?;
+                    }
+                }
+            }
             ErrorKind::Timeout => write!(f, "timed out: {what}")?,
             ErrorKind::Status => {
                 let (code, body) = self.inner.status.as_ref().expect("a status error");
@@ -234,6 +255,17 @@ mod tests {
             "connection failed: POST http://h/cometd: refused"
         );
         assert!(e.source().is_some());
+
+        let e = Error::upgrade_refused("WebSocket upgrade at ws://h/c", 405, b"use POST\n");
+        assert_eq!(
+            (e.kind(), e.status_code()),
+            (ErrorKind::Connection, Some(405))
+        );
+        assert_eq!(
+            e.to_string(),
+            "connection failed: WebSocket upgrade at ws://h/c: \
+             HTTP status 405 instead of 101 Switching Protocols: use POST"
+        );
 
         let e = Error::status("POST http://h/cometd", 503, b"  busy, try later\n");
         assert_eq!(

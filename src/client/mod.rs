@@ -1,5 +1,6 @@
-//! The Bayeux client: handshake, a background long-poll loop that follows the server's
-//! advice and recovers by itself, subscriptions as `Stream`s, and acknowledged publishes.
+//! The Bayeux client: handshake, a background connect loop that follows the server's
+//! advice and recovers by itself, subscriptions as `Stream`s, and acknowledged publishes,
+//! over WebSocket or long-polling.
 //!
 //! ```no_run
 //! use bayeux::client::Client;
@@ -18,8 +19,11 @@
 //! ```
 //!
 //! The client core (sessions, reply correlation by message `id`, subscriptions) sits
-//! on a [`transport`]: long-polling over hyper today, with the HTTP connector pluggable
-//! ([`ClientBuilder::connector`]). Failures are [`Error`]s; match on [`Error::kind`].
+//! on a [`transport`]: WebSocket (feature `websocket`, on by default) or long-polling
+//! over hyper, with the HTTP connector pluggable ([`ClientBuilder::connector`]). By
+//! default the client tries WebSocket first and falls back to long-polling when the
+//! server does not take it, as CometD's JavaScript client does; see [`TransportChoice`].
+//! Failures are [`Error`]s; match on [`Error::kind`].
 //! Each [`Subscription`] has a bounded queue: a consumer that falls behind loses the
 //! newest messages of its own stream (counted), and holds up nothing else.
 
@@ -47,7 +51,9 @@ use crate::protocol::{
     Advice, BAYEUX_VERSION, BayeuxError, ChannelName, META_DISCONNECT, META_HANDSHAKE,
     META_SUBSCRIBE, META_UNSUBSCRIBE, Message, MessageId, Reconnect,
 };
-use transport::{Inbound, Lane, MakeTransport, Sent, Transport, TransportConfig};
+use transport::{
+    CookieJar, Inbound, Lane, MakeTransport, Sent, Transport, TransportConfig, Transports,
+};
 
 /// The client's connection state, observable with [`Client::state`].
 #[derive(Clone, Debug, PartialEq)]
@@ -71,6 +77,38 @@ pub enum ConnectionState {
     /// state until the new session is `Connected`, and every live [`Subscription`]
     /// counts a [gap](Subscription::gaps).
     SessionLost(String),
+}
+
+/// Which transport a [`Client`] uses ([`ClientBuilder::transport`]).
+///
+/// [`Client::transport_name`] tells which one is in use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TransportChoice {
+    /// WebSocket first, long-polling if the server does not take it (the default), as
+    /// CometD's JavaScript client negotiates:
+    ///
+    /// - The handshake goes over a socket. When the socket cannot be opened (the upgrade
+    ///   is answered with an HTTP error, as by servers without WebSocket; the connection
+    ///   fails) or the handshake over it fails for a reason other than the server's
+    ///   refusal, the handshake is tried again over long-polling at once; if that one
+    ///   succeeds, the client stays on long-polling for good.
+    /// - When the server's handshake reply does not list `websocket`, the session goes
+    ///   on over long-polling.
+    /// - Once on WebSocket, a socket that closes is replaced with a new one by the
+    ///   reconnect backoff, except when an upgrade is then refused with a `4xx` status:
+    ///   the client falls back to long-polling and resumes the session there.
+    ///
+    /// With a [`ClientBuilder::connector`], or without the `websocket` feature, this is
+    /// long-polling: the WebSocket transport does not use the HTTP connector.
+    #[default]
+    Auto,
+    /// WebSocket only: when the server does not take it, the handshake fails with a
+    /// [`Connection`](ErrorKind::Connection) error. `ws://` only for now (an `https://`
+    /// endpoint is refused at build). Needs the `websocket` feature.
+    WebSocket,
+    /// Long-polling only: HTTP POSTs, the connect held by the server.
+    LongPolling,
 }
 
 /// Reads or writes messages as they leave and enter the client, typically their `ext`
@@ -130,8 +168,10 @@ pub struct ClientBuilder {
     headers: Vec<(String, String)>,
     config: ClientConfig,
     extensions: Vec<Arc<dyn Extension>>,
-    /// Set by [`ClientBuilder::connector`]; plain TCP otherwise.
-    transport: Option<MakeTransport>,
+    /// Long-polling over the connector set by [`ClientBuilder::connector`]; plain TCP
+    /// otherwise.
+    long_polling: Option<MakeTransport>,
+    choice: TransportChoice,
 }
 
 impl fmt::Debug for ClientBuilder {
@@ -143,9 +183,10 @@ impl fmt::Debug for ClientBuilder {
             .field("headers", &header_names)
             .field("config", &self.config)
             .field("extensions", &self.extensions.len())
+            .field("transport", &self.choice)
             .field(
                 "connector",
-                &if self.transport.is_some() {
+                &if self.long_polling.is_some() {
                     "custom"
                 } else {
                     "plain TCP"
@@ -220,22 +261,33 @@ impl ClientBuilder {
 
     /// Opens the HTTP connections with `connector` instead of plain TCP: hyper-util's
     /// [`Connect`], for example a TLS connector, which also allows `https://` URLs.
+    ///
+    /// The connector carries long-polling only, so with one the client uses
+    /// long-polling ([`TransportChoice::Auto`] does not try WebSocket, and
+    /// [`TransportChoice::WebSocket`] is refused at build).
     pub fn connector<C>(mut self, connector: C) -> Self
     where
         C: Connect + Clone + Send + Sync + 'static,
     {
-        self.transport = Some(transport::long_polling::with_connector(connector));
+        self.long_polling = Some(transport::long_polling::with_connector(connector));
+        self
+    }
+
+    /// Chooses the transport (default [`TransportChoice::Auto`]: WebSocket, falling back
+    /// to long-polling).
+    pub fn transport(mut self, choice: TransportChoice) -> Self {
+        self.choice = choice;
         self
     }
 
     /// Builds the client (no I/O yet; call [`Client::handshake`]). `http://` URLs are
     /// supported; `https://` ones only with a TLS [`connector`](Self::connector).
-    pub fn build(self) -> Result<Client, Error> {
+    pub fn build(mut self) -> Result<Client, Error> {
         let url: Uri = self
             .url
             .parse()
             .map_err(|e| Error::config(format!("{}: {e}", self.url)))?;
-        let custom = self.transport.is_some();
+        let custom = self.long_polling.is_some();
         match url.scheme_str() {
             _ if url.host().is_none() => {
                 return Err(Error::config(format!("{}: the URL has no host", self.url)));
@@ -267,15 +319,21 @@ impl ClientBuilder {
             headers.append(name, value);
         }
         let (status, _) = watch::channel(ConnectionState::Idle);
-        let make = self
-            .transport
-            .unwrap_or_else(transport::long_polling::plain);
+        let (websocket, long_polling) = self.choose_transports()?;
         let config = TransportConfig {
             url: url.clone(),
             headers,
+            cookies: Arc::new(CookieJar::new()),
         };
         let shared = Arc::new_cyclic(|weak| Shared {
-            transport: make(config, Inbound(weak.clone())),
+            transport: {
+                let make = |m: MakeTransport| m(config.clone(), Inbound(weak.clone()));
+                match (websocket, long_polling) {
+                    (Some(ws), lp) => Transports::new(make(ws), lp.map(make)),
+                    (None, Some(lp)) => Transports::new(make(lp), None),
+                    (None, None) => unreachable!("one transport at least"),
+                }
+            },
             url,
             config: self.config,
             extensions: self.extensions,
@@ -292,6 +350,42 @@ impl ClientBuilder {
             _stop: Arc::new(StopOnDrop(shared.clone())),
             shared,
         })
+    }
+}
+
+impl ClientBuilder {
+    /// The WebSocket and long-polling transports to make, per the choice: one at least.
+    #[allow(clippy::type_complexity)]
+    fn choose_transports(
+        &mut self,
+    ) -> Result<(Option<MakeTransport>, Option<MakeTransport>), Error> {
+        let https = self.url.starts_with("https:");
+        let custom = self.long_polling.is_some();
+        let long_polling = self
+            .long_polling
+            .take()
+            .unwrap_or_else(transport::long_polling::plain);
+        match self.choice {
+            TransportChoice::WebSocket if custom => Err(Error::config(
+                "the WebSocket transport does not use the HTTP connector: \
+                 with ClientBuilder::connector, choose TransportChoice::Auto or LongPolling",
+            )),
+            TransportChoice::WebSocket if https => Err(Error::config(format!(
+                "{}: the WebSocket transport speaks ws:// only (no TLS yet)",
+                self.url
+            ))),
+            #[cfg(feature = "websocket")]
+            TransportChoice::WebSocket => Ok((Some(transport::websocket::plain()), None)),
+            #[cfg(not(feature = "websocket"))]
+            TransportChoice::WebSocket => Err(Error::config(
+                "the WebSocket transport needs the `websocket` feature",
+            )),
+            #[cfg(feature = "websocket")]
+            TransportChoice::Auto if !custom && !https => {
+                Ok((Some(transport::websocket::plain()), Some(long_polling)))
+            }
+            TransportChoice::Auto | TransportChoice::LongPolling => Ok((None, Some(long_polling))),
+        }
     }
 }
 
@@ -332,7 +426,7 @@ struct Pending {
 
 /// State shared by the client handles, the connect loop and the subscriptions.
 pub(crate) struct Shared {
-    pub transport: Box<dyn Transport>,
+    pub transport: Transports,
     url: Uri,
     pub config: ClientConfig,
     extensions: Vec<Arc<dyn Extension>>,
@@ -388,10 +482,22 @@ impl Shared {
         self.pending.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Sends a batch and waits, at most `timeout`, for the reply to each message (in
-    /// order; `None` when the transport answered without one).
+    /// Sends a batch on the transport in use and waits, at most `timeout`, for the reply
+    /// to each message (in order; `None` when the transport answered without one).
     pub async fn exchange(
         &self,
+        lane: Lane,
+        messages: Vec<Message>,
+        timeout: Duration,
+    ) -> Result<Vec<Option<Message>>, Error> {
+        self.exchange_on(self.transport.current(), lane, messages, timeout)
+            .await
+    }
+
+    /// [`Shared::exchange`] on a given transport.
+    async fn exchange_on(
+        &self,
+        transport: &dyn Transport,
         lane: Lane,
         mut messages: Vec<Message>,
         timeout: Duration,
@@ -425,21 +531,38 @@ impl Shared {
                 waiting.push(Some(rx));
             }
         }
-        let exchange = async {
-            let sent = self.transport.send(lane, messages).await?;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let sent = tokio::time::timeout_at(deadline, transport.send(lane, messages))
+            .await
+            .map_err(|_| Error::timeout(&what, timeout))??;
+        let collect = async {
             let mut replies = Vec::with_capacity(waiting.len());
             for rx in waiting {
-                replies.push(match (rx, sent) {
+                replies.push(match (rx, &sent) {
                     (None, _) => None,
                     (Some(mut rx), Sent::Answered) => rx.try_recv().ok(),
-                    (Some(rx), Sent::Later) => rx.await.ok(),
+                    // A reply already received wins over the link's end.
+                    (Some(rx), Sent::Later(link)) => tokio::select! {
+                        biased;
+                        reply = rx => reply.ok(),
+                        why = link.closed() => {
+                            return Err(Error::connection(what.clone(), why.to_string()));
+                        }
+                    },
                 });
             }
             Ok(replies)
         };
-        let replies = tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| Error::timeout(&what, timeout))?;
+        let replies = match tokio::time::timeout_at(deadline, collect).await {
+            Ok(replies) => replies,
+            Err(_) => {
+                // As CometD does: a socket that lost a reply is not trusted any more.
+                if let Sent::Later(link) = &sent {
+                    link.close(format!("no reply to {what} within {timeout:?}"));
+                }
+                Err(Error::timeout(&what, timeout))
+            }
+        };
         drop(forget);
         replies
     }
@@ -511,28 +634,67 @@ impl Shared {
 
     /// One request/reply exchange on the request lane; returns the reply to `request`.
     pub async fn request(&self, request: Message) -> Result<Message, Error> {
+        self.request_on(self.transport.current(), request).await
+    }
+
+    /// [`Shared::request`] on a given transport.
+    async fn request_on(
+        &self,
+        transport: &dyn Transport,
+        request: Message,
+    ) -> Result<Message, Error> {
         let channel = request.channel_str().to_string();
-        self.exchange(Lane::Requests, vec![request], self.config.request_timeout)
-            .await?
-            .pop()
-            .flatten()
-            .ok_or_else(|| Error::protocol(format!("no reply to {channel}")))
+        self.exchange_on(
+            transport,
+            Lane::Requests,
+            vec![request],
+            self.config.request_timeout,
+        )
+        .await?
+        .pop()
+        .flatten()
+        .ok_or_else(|| Error::protocol(format!("no reply to {channel}")))
     }
 
     /// Sends a handshake and, when accepted, records the new session.
+    ///
+    /// Negotiation ([`TransportChoice::Auto`]): when the handshake fails on the transport
+    /// in use for a reason of the transport's (the socket could not be opened, closed,
+    /// no reply...) rather than the server's refusal, it is tried on the fallback; if
+    /// that succeeds, the client stays on the fallback. When both fail, the fallback's
+    /// error is returned and the next handshake tries the first transport again.
     pub async fn handshake_once(&self) -> Result<(), Error> {
+        let offered = self.transport.offered();
+        let first = self.handshake_on(self.transport.current(), offered).await;
+        match (first, self.transport.fallback()) {
+            (Err(e), Some(fallback)) if is_transport_failure(&e) => {
+                let offered = vec![fallback.name().to_string()];
+                self.handshake_on(fallback, offered).await?;
+                self.transport.fall_back();
+                Ok(())
+            }
+            (result, _) => result,
+        }
+    }
+
+    /// One handshake on `transport`, offering the connection types `offered`.
+    async fn handshake_on(
+        &self,
+        transport: &dyn Transport,
+        offered: Vec<String>,
+    ) -> Result<(), Error> {
         let mut m = self.message(META_HANDSHAKE);
         m.client_id = None;
         m.version = Some(BAYEUX_VERSION.into());
         m.minimum_version = Some(BAYEUX_VERSION.into());
-        m.supported_connection_types = Some(vec![self.transport.name().into()]);
+        m.supported_connection_types = Some(offered);
         m.ext = self.config.handshake_ext.clone();
         if self.config.ack {
             m.ext
                 .get_or_insert_with(Map::new)
                 .insert("ack".into(), Value::Bool(true));
         }
-        let reply = self.request(m).await?;
+        let reply = self.request_on(transport, m).await?;
         if !reply.is_successful() {
             let err = Error::refused(
                 META_HANDSHAKE,
@@ -548,6 +710,19 @@ impl Shared {
         let Some(client_id) = reply.client_id.clone() else {
             return Err(Error::protocol("handshake reply without clientId"));
         };
+        // A server that answered over a socket but does not list `websocket`: the
+        // session goes on over long-polling, or, without it, cannot go on.
+        #[cfg(feature = "websocket")]
+        if transport.name() == transport::websocket::WEBSOCKET
+            && let Some(types) = &reply.supported_connection_types
+            && !types.iter().any(|t| t == transport::websocket::WEBSOCKET)
+            && !self.transport.fall_back()
+        {
+            return Err(Error::protocol(format!(
+                "the server does not offer the websocket transport (it offers {})",
+                types.join(", ")
+            )));
+        }
         // CometD servers answer `ack: true`, or `ack: {enabled: true, batch: N}`.
         let ack = reply.ext.as_ref().and_then(|e| e.get("ack"));
         let server_acks = self.config.ack
@@ -623,11 +798,12 @@ impl Shared {
         self.next_listener_id.fetch_add(1, Ordering::Relaxed)
     }
 
-    /// Stops the loop and ends every subscription stream.
+    /// Stops the loop, closes the transports and ends every subscription stream.
     pub fn stop(&self, final_state: ConnectionState) {
         if let Some(task) = self.task.lock().unwrap_or_else(|e| e.into_inner()).take() {
             task.abort();
         }
+        self.transport.close();
         {
             let mut st = self.state();
             st.stopped = true;
@@ -637,6 +813,15 @@ impl Shared {
         }
         self.set_status(final_state);
     }
+}
+
+/// Whether a failed handshake failed because of its transport (worth trying another),
+/// not because the server refused it.
+fn is_transport_failure(e: &Error) -> bool {
+    matches!(
+        e.kind(),
+        ErrorKind::Connection | ErrorKind::Timeout | ErrorKind::Status | ErrorKind::Protocol
+    )
 }
 
 /// Forgets the pending requests of an exchange that ended, answered or not.
@@ -723,12 +908,14 @@ impl Client {
                 subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
             },
             extensions: Vec::new(),
-            transport: None,
+            long_polling: None,
+            choice: TransportChoice::Auto,
         }
     }
 
-    /// Opens the session and starts the background long-poll loop. Fails when the server
+    /// Opens the session and starts the background connect loop. Fails when the server
     /// refuses (with its Bayeux error) or cannot be reached; it is not retried here.
+    /// With [`TransportChoice::Auto`] this is where the transport is negotiated.
     pub async fn handshake(&self) -> Result<(), Error> {
         if self.shared.state().stopped {
             return Err(Error::closed("the client was stopped"));
@@ -745,9 +932,17 @@ impl Client {
         Ok(())
     }
 
-    /// The Bayeux connection type in use (`long-polling`).
+    /// The Bayeux connection type in use: `"websocket"` or `"long-polling"`. Before the
+    /// handshake, the one that will be tried first; it changes once, when the client
+    /// falls back from WebSocket to long-polling (see [`TransportChoice::Auto`]).
     pub fn transport_name(&self) -> &'static str {
         self.shared.transport.name()
+    }
+
+    /// A watch of [`Client::transport_name`], to show or await the transport in use
+    /// alongside the connection [`state`](Client::state).
+    pub fn transport_changes(&self) -> watch::Receiver<&'static str> {
+        self.shared.transport.watch()
     }
 
     /// Messages dropped so far over all subscriptions because a stream's queue was
@@ -840,7 +1035,8 @@ impl Client {
         })
     }
 
-    /// Publishes several messages in one HTTP request, in order; one result per message.
+    /// Publishes several messages in one HTTP request (one WebSocket frame), in order;
+    /// one result per message.
     pub async fn publish_batch(
         &self,
         messages: Vec<(String, Value)>,
@@ -874,8 +1070,8 @@ impl Client {
             .collect())
     }
 
-    /// Sends `/meta/disconnect`, stops the loop and ends every subscription stream.
-    /// The client cannot be used afterwards.
+    /// Sends `/meta/disconnect`, stops the loop, closes the socket (on WebSocket) and
+    /// ends every subscription stream. The client cannot be used afterwards.
     pub async fn disconnect(&self) -> Result<(), Error> {
         let had_session = self.client_id().is_some();
         // Stop the loop first so that it does not re-handshake behind our back.
@@ -978,7 +1174,7 @@ mod tests {
                     }
                 }
             });
-            Box::pin(async { Ok(Sent::Later) })
+            Box::pin(async { Ok(Sent::Later(transport::Link::new())) })
         }
     }
 
@@ -989,7 +1185,7 @@ mod tests {
         let types = connection_types.clone();
         let mut builder =
             Client::builder("http://test/cometd").request_timeout(Duration::from_millis(300));
-        builder.transport = Some(Box::new(move |_, inbound| {
+        builder.long_polling = Some(Box::new(move |_, inbound| {
             Box::new(Pushed {
                 inbound,
                 connection_types: types,

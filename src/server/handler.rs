@@ -36,6 +36,8 @@ pub(crate) struct Processed {
     pub set_browser: Option<String>,
 }
 
+// Some of these serve the WebSocket transport only.
+#[cfg_attr(not(feature = "websocket"), allow(dead_code))]
 impl Processed {
     /// Removes the placeholder reply at `slot` (the held connect's), for a transport
     /// that answers the connect in a frame of its own.
@@ -527,8 +529,12 @@ async fn publish(
     // mean something between a client and the server. The clientId is the sender's
     // session credential; advice, successful or error in a broadcast could make other
     // clients reconnect, stop or believe a request failed.
+    // The publisher's `id` goes too, as cometd-nodejs-server does: clients that match
+    // replies by id alone (aiocometd over WebSocket) would take a broadcast for the
+    // answer to a request of theirs with the same id.
     let outgoing = Message {
         client_id: None,
+        id: None,
         advice: None,
         successful: None,
         error: None,

@@ -299,6 +299,7 @@ impl Session {
     }
 
     /// Whether the client asked for acknowledged delivery.
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
     pub fn has_ack(&self) -> bool {
         self.state().ack.is_some()
     }
@@ -503,6 +504,7 @@ pub(crate) struct Attachment {
     generation: u64,
 }
 
+#[cfg_attr(not(feature = "websocket"), allow(dead_code))]
 impl Attachment {
     /// False once a newer attachment replaced this one.
     pub fn is_current(&self) -> bool {

@@ -3,7 +3,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use bayeux::client::{Client, ConnectionState};
+use bayeux::client::{Client, ConnectionState, TransportChoice};
 use futures::StreamExt;
 use futures::stream::SelectAll;
 
@@ -24,12 +24,37 @@ pub struct ListenArgs {
     /// Stop after this many messages (default: run until Ctrl-C).
     #[arg(long)]
     count: Option<usize>,
+    /// The transport: WebSocket falling back to long-polling (auto), or only one.
+    #[arg(long, value_enum, default_value_t = Transport::Auto)]
+    transport: Transport,
+}
+
+/// The values of `--transport`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Transport {
+    /// WebSocket, falling back to long-polling when the server does not take it.
+    Auto,
+    /// WebSocket only.
+    Websocket,
+    /// Long-polling only.
+    LongPolling,
+}
+
+impl From<Transport> for TransportChoice {
+    fn from(t: Transport) -> Self {
+        match t {
+            Transport::Auto => TransportChoice::Auto,
+            Transport::Websocket => TransportChoice::WebSocket,
+            Transport::LongPolling => TransportChoice::LongPolling,
+        }
+    }
 }
 
 /// Prints messages to stdout as JSON lines; connection changes go to stderr.
 pub async fn run(args: ListenArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let mut builder =
-        Client::builder(&args.url).backoff(Duration::from_millis(500), Duration::from_secs(10));
+    let mut builder = Client::builder(&args.url)
+        .backoff(Duration::from_millis(500), Duration::from_secs(10))
+        .transport(args.transport.into());
     if let Some(user) = &args.user {
         builder = builder.basic_auth(user, &args.password);
     }
@@ -40,10 +65,19 @@ pub async fn run(args: ListenArgs) -> Result<(), Box<dyn std::error::Error>> {
         streams.push(client.subscribe(channel).await?);
     }
     eprintln!(
-        "bayeux: listening on {} at {}",
+        "bayeux: listening on {} at {} over {}",
         args.channels.join(" "),
-        args.url
+        args.url,
+        client.transport_name()
     );
+
+    let mut transports = client.transport_changes();
+    tokio::spawn(async move {
+        while transports.changed().await.is_ok() {
+            let now = *transports.borrow();
+            eprintln!("bayeux: the server does not take WebSocket any more; now over {now}");
+        }
+    });
 
     let mut states = client.state();
     tokio::spawn(async move {
@@ -98,4 +132,38 @@ pub async fn run(args: ListenArgs) -> Result<(), Box<dyn std::error::Error>> {
         eprintln!("bayeux: {dropped} messages dropped: the output did not keep up");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Listen {
+        #[command(flatten)]
+        args: ListenArgs,
+    }
+
+    fn transport(extra: &[&str]) -> Result<Transport, clap::Error> {
+        let argv = ["listen", "http://h/cometd", "/a"].iter().chain(extra);
+        Listen::try_parse_from(argv).map(|l| l.args.transport)
+    }
+
+    #[test]
+    fn transport_defaults_to_auto_and_takes_each_name() {
+        assert_eq!(transport(&[]).unwrap(), Transport::Auto);
+        for (name, t) in [
+            ("auto", Transport::Auto),
+            ("websocket", Transport::Websocket),
+            ("long-polling", Transport::LongPolling),
+        ] {
+            assert_eq!(transport(&["--transport", name]).unwrap(), t);
+        }
+        assert!(transport(&["--transport", "carrier-pigeon"]).is_err());
+        assert_eq!(
+            TransportChoice::from(Transport::LongPolling),
+            TransportChoice::LongPolling
+        );
+    }
 }

@@ -1,20 +1,17 @@
 //! Long-polling: each batch is an HTTP POST of a JSON array whose response carries the
 //! replies (and any deliveries). Long polls use a connection pool of their own.
 
-use bytes::Bytes;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use hyper_util::client::legacy::connect::Connect;
 
-use super::{CookieJar, HttpPool, Inbound, Lane, MakeTransport, Sent, Transport, TransportConfig};
+use super::{HttpPool, Inbound, Lane, MakeTransport, Sent, Transport, TransportConfig, encode};
 use crate::client::Error;
-use crate::protocol::message::encode_array;
 use crate::protocol::{Batch, LONG_POLLING, Message};
 
 /// The long-polling transport over connections that `C` opens.
 pub(crate) struct LongPolling<C> {
     config: TransportConfig,
-    cookies: CookieJar,
     /// Only `/meta/connect`: a long poll never waits for a free connection.
     polls: HttpPool<C>,
     /// Everything else.
@@ -30,7 +27,6 @@ where
     Box::new(move |config, inbound| {
         Box::new(LongPolling {
             config,
-            cookies: CookieJar::new(),
             polls: HttpPool::with_connector(connector.clone()),
             requests: HttpPool::with_connector(connector),
             inbound,
@@ -43,19 +39,11 @@ pub(crate) fn plain() -> MakeTransport {
     Box::new(|config, inbound| {
         Box::new(LongPolling {
             config,
-            cookies: CookieJar::new(),
             polls: HttpPool::new(),
             requests: HttpPool::new(),
             inbound,
         })
     })
-}
-
-/// One batch as the body of a POST.
-fn encode(messages: &[Message]) -> Bytes {
-    let encoded: Vec<Bytes> = messages.iter().map(Message::to_bytes).collect();
-    let size = encoded.iter().map(|b| b.len() + 1).sum();
-    encode_array(encoded.iter().map(|b| &b[..]), size)
 }
 
 impl<C> Transport for LongPolling<C>
@@ -76,7 +64,7 @@ where
                 .post(
                     &self.config.url,
                     &self.config.headers,
-                    Some(&self.cookies),
+                    Some(&self.config.cookies),
                     encode(&messages),
                 )
                 .await?;

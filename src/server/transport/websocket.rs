@@ -237,8 +237,15 @@ impl Socket {
             code: close.0,
             reason: close.1.into(),
         };
-        let patience = self.patience();
-        let _ = tokio::time::timeout(patience, self.ws.close(Some(frame))).await;
+        // The closing handshake: send our Close, then wait (briefly) for the client's
+        // before the TCP connection goes, so the client sees a clean close, not 1006.
+        let patience = self.patience().min(Duration::from_secs(5));
+        let _ = tokio::time::timeout(patience, async {
+            if self.ws.close(Some(frame)).await.is_ok() {
+                while let Some(Ok(_)) = self.ws.next().await {}
+            }
+        })
+        .await;
     }
 
     async fn next_event(&mut self) -> Event {
@@ -330,6 +337,11 @@ impl Socket {
             self.hold(connect.session, connect.request).await?;
         }
         if disconnected {
+            // The held connect is answered too (reconnect: none), as on long-polling,
+            // so the client does not count it as a failure.
+            if self.held.is_some() {
+                self.answer_connect().await?;
+            }
             return Err(Close(CloseCode::Normal, "disconnected"));
         }
         Ok(())
