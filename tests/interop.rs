@@ -1,7 +1,8 @@
 //! Interoperability with real peers: the official CometD JavaScript client, Faye's Node
-//! client and aiocometd against our server; our client against Faye's and CometD's Node
-//! servers. Needs Node (and `npm ci` in tests/interop) and a Python with aiocometd-ng;
-//! run with `cargo test --features interop --test interop` (`.ci/run` sets it all up).
+//! client and aiocometd against our server, each over WebSocket and over long-polling;
+//! our client against Faye's and CometD's Node servers. Needs Node (and `npm ci` in
+//! tests/interop) and a Python with aiocometd-ng; run with
+//! `cargo test --features interop --test interop` (`.ci/run` sets it all up).
 #![cfg(feature = "interop")]
 
 mod common;
@@ -76,9 +77,13 @@ const COMETD_STEPS: &[&str] = &[
     "disconnect",
 ];
 
-/// The steps Faye's Node client script reports, in order.
-const FAYE_STEPS: &[&str] = &[
+/// The steps Faye's Node client script reports over WebSocket, in order: the socket,
+/// then the transport in use after the handshake and at the end, and what went over the
+/// wire (handshake over long-polling, everything after it over the socket).
+const FAYE_WEBSOCKET_STEPS: &[&str] = &[
+    "socket opened",
     "handshake and subscribe",
+    "transport after the handshake",
     "publish reply",
     "receive",
     "wildcard *",
@@ -89,12 +94,35 @@ const FAYE_STEPS: &[&str] = &[
     "unsubscribe stops delivery",
     "workbin POST",
     "workbin notifications",
+    "transport at the end",
+    "transport on the wire",
+    "disconnect",
+    "socket closed after disconnect",
+];
+
+/// The steps Faye's Node client script reports with WebSocket disabled, in order.
+const FAYE_LONG_POLLING_STEPS: &[&str] = &[
+    "handshake and subscribe",
+    "transport after the handshake",
+    "publish reply",
+    "receive",
+    "wildcard *",
+    "wildcard **",
+    "batch replies",
+    "batch in order",
+    "receive before unsubscribe",
+    "unsubscribe stops delivery",
+    "workbin POST",
+    "workbin notifications",
+    "transport at the end",
+    "transport on the wire",
     "disconnect",
 ];
 
-/// The steps the aiocometd script reports, in order.
-const AIOCOMETD_STEPS: &[&str] = &[
+/// The steps the aiocometd script reports over WebSocket, in order.
+const AIOCOMETD_WEBSOCKET_STEPS: &[&str] = &[
     "handshake",
+    "transport",
     "subscribe",
     "publish reply",
     "receive",
@@ -104,6 +132,24 @@ const AIOCOMETD_STEPS: &[&str] = &[
     "unsubscribe stops delivery",
     "workbin POST",
     "workbin notifications",
+    "transport at the end",
+    "disconnect",
+];
+
+/// The steps the aiocometd script reports over long-polling, in order.
+const AIOCOMETD_LONG_POLLING_STEPS: &[&str] = &[
+    "handshake",
+    "transport",
+    "subscribe",
+    "publish reply",
+    "receive",
+    "wildcard *",
+    "wildcard **",
+    "messages in order",
+    "unsubscribe stops delivery",
+    "workbin POST",
+    "workbin notifications",
+    "transport at the end",
     "disconnect",
 ];
 
@@ -264,14 +310,39 @@ async fn cometd_javascript_client_default_transports_use_websocket() {
     .await;
 }
 
+/// Faye's default: handshake over long-polling, then WebSocket, which our server offers.
 #[tokio::test]
-async fn faye_node_client() {
+async fn faye_node_client_websocket() {
     let (app, l) = our_server().await;
     run_steps(
         "node",
-        &["faye_client.mjs", &l.url("/cometd"), &l.url("")],
-        "faye (node client)",
-        FAYE_STEPS,
+        &[
+            "faye_client.mjs",
+            &l.url("/cometd"),
+            &l.url(""),
+            "websocket",
+        ],
+        "faye (node client, websocket)",
+        FAYE_WEBSOCKET_STEPS,
+        &app,
+    )
+    .await;
+}
+
+/// Faye with WebSocket disabled (`client.disable('websocket')`).
+#[tokio::test]
+async fn faye_node_client_long_polling() {
+    let (app, l) = our_server().await;
+    run_steps(
+        "node",
+        &[
+            "faye_client.mjs",
+            &l.url("/cometd"),
+            &l.url(""),
+            "long-polling",
+        ],
+        "faye (node client, long-polling)",
+        FAYE_LONG_POLLING_STEPS,
         &app,
     )
     .await;
@@ -282,14 +353,38 @@ fn python() -> String {
     std::env::var("BAYEUX_INTEROP_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
+/// aiocometd handshakes over long-polling, then opens its WebSocket transport.
 #[tokio::test]
-async fn aiocometd_python_client() {
+async fn aiocometd_python_client_websocket() {
     let (app, l) = our_server().await;
     run_steps(
         &python(),
-        &["aiocometd_client.py", &l.url("/cometd"), &l.url("")],
+        &[
+            "aiocometd_client.py",
+            &l.url("/cometd"),
+            &l.url(""),
+            "websocket",
+        ],
+        "aiocometd-ng (websocket)",
+        AIOCOMETD_WEBSOCKET_STEPS,
+        &app,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn aiocometd_python_client_long_polling() {
+    let (app, l) = our_server().await;
+    run_steps(
+        &python(),
+        &[
+            "aiocometd_client.py",
+            &l.url("/cometd"),
+            &l.url(""),
+            "long-polling",
+        ],
         "aiocometd-ng (long-polling)",
-        AIOCOMETD_STEPS,
+        AIOCOMETD_LONG_POLLING_STEPS,
         &app,
     )
     .await;
@@ -384,6 +479,18 @@ mod our_client_against_peer_servers {
             .handshake()
             .await
             .unwrap_or_else(|e| panic!("{kind} server / handshake: {e}"));
+        // Faye's server speaks WebSocket; cometd-nodejs-server does not, so our client
+        // falls back to long-polling there, as CometD's JavaScript client does.
+        let transport = if kind == "faye" {
+            "websocket"
+        } else {
+            "long-polling"
+        };
+        assert_eq!(
+            client.transport_name(),
+            transport,
+            "{kind} server / transport after the handshake"
+        );
         let mut exact = client
             .subscribe("/interop/exact")
             .await
@@ -463,6 +570,11 @@ mod our_client_against_peer_servers {
             *client.state().borrow(),
             ConnectionState::Connected,
             "{kind} server / state after recovery"
+        );
+        assert_eq!(
+            client.transport_name(),
+            transport,
+            "{kind} server / transport after recovery"
         );
         client.disconnect().await.unwrap();
     }

@@ -1,7 +1,9 @@
 """aiocometd-ng (Python asyncio CometD client) against a bayeux server.
 
-Usage: python aiocometd_client.py BAYEUX_URL BASE_URL
-Prints one JSON line per step, like the Node peer scripts.
+Usage: python aiocometd_client.py BAYEUX_URL BASE_URL websocket|long-polling
+Prints one JSON line per step, like the Node peer scripts. aiocometd handshakes over
+long-polling, then opens the transport it negotiated: with `websocket`, its WebSocket
+transport (which our server offers); with `long-polling`, long-polling only.
 """
 import asyncio
 import base64
@@ -11,8 +13,9 @@ import urllib.request
 
 from aiocometd_ng import Client, ConnectionType, Extension
 
-URL, BASE = sys.argv[1], sys.argv[2]
-PEER = "aiocometd-ng (long-polling)"
+URL, BASE, MODE = sys.argv[1], sys.argv[2], sys.argv[3]
+CONNECTION_TYPE = ConnectionType(MODE)
+PEER = f"aiocometd-ng ({MODE})"
 failed = False
 
 
@@ -44,6 +47,14 @@ def client_id(client):
     return getattr(client._transport, "client_id", None)
 
 
+def transport(client):
+    """The connection type the client uses, and whether its transport has a socket open
+    (WebSocket) or not (long-polling)."""
+    factory = getattr(client._transport, "_socket_factory", None)
+    socket = factory and factory._socket
+    return [client.connection_type.value, bool(socket is not None and not socket.closed)]
+
+
 async def next_message(client, timeout=5.0):
     try:
         m = await asyncio.wait_for(client.receive(), timeout)
@@ -64,12 +75,19 @@ def assign(user, op, uri):
 
 
 async def main():
-    lp = [ConnectionType.LONG_POLLING]
+    # Over WebSocket, aiocometd completes a pending request with any incoming message that
+    # carries the request's id, event messages included; ids count from 0 per client and
+    # broadcasts keep their publisher's id, so a delivery can complete another client's
+    # held /meta/connect. The flow below never lets those ids meet within a connect's
+    # hold (the whole run takes well under the 5 s `timeout`).
+    types = [CONNECTION_TYPE]
+    in_use = [MODE, CONNECTION_TYPE == ConnectionType.WEBSOCKET]
     client_ids = []
-    async with Client(URL, lp) as a, Client(URL, lp) as b:
+    async with Client(URL, types) as a, Client(URL, types) as b:
         ids = [client_id(a), client_id(b)]
         report("handshake", all(ids), "clientIds", ids)
         client_ids += ids
+        expect_equal("transport", {"a": in_use, "b": in_use}, {"a": transport(a), "b": transport(b)})
         await a.subscribe("/chat/room")
         report("subscribe", True, "subscribed", "subscribed")
         reply = await b.publish("/chat/room", {"text": "hello"})
@@ -95,7 +113,8 @@ async def main():
         await b.publish("/sentinel/x", "sentinel")
         expect_equal("unsubscribe stops delivery", {"channel": "/sentinel/x", "data": "sentinel"}, await next_message(a))
 
-        async with Client(URL, lp, extensions=[BasicAuth("py-agent")]) as agent:
+        # The credentials go in an HTTP header, on the socket's upgrade request too.
+        async with Client(URL, types, extensions=[BasicAuth("py-agent")]) as agent:
             client_ids.append(client_id(agent))
             await agent.subscribe("/v2/me/*")
             status, body = await asyncio.get_running_loop().run_in_executor(
@@ -108,6 +127,11 @@ async def main():
                  ["/v2/me/workitems", "WorkitemStateChangeMessage", body.get("referenceId")]],
                 [[n["channel"], n["data"]["messageType"], n["data"]["referenceId"]] for n in (n1, n2)
                  if isinstance(n, dict)],
+            )
+            expect_equal(
+                "transport at the end",
+                {"a": in_use, "b": in_use, "agent": in_use},
+                {"a": transport(a), "b": transport(b), "agent": transport(agent)},
             )
     report("disconnect", True, "closed", "closed (checked on the server side)")
     print(json.dumps({"clientIds": client_ids}))
