@@ -23,6 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "bayeux")
 INTEROP = os.path.join(ROOT, "tests", "interop")
 SERVERS = ["bayeux", "faye", "cometd-node"]
+WS_SERVERS = ["bayeux", "faye"]
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -45,7 +46,9 @@ def wait_port(port, timeout=20):
 
 def start(server, port):
     if server == "bayeux":
-        cmd = [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--max-queue", "100000"]
+        # Queues large enough that a flat-out run measures throughput, not drops.
+        cmd = [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--max-queue", "100000",
+               "--max-queue-bytes", str(256 << 20)]
     else:
         kind = "faye" if server == "faye" else "cometd"
         cmd = ["node", os.path.join(INTEROP, "peer_server.mjs"), kind, str(port), "30000"]
@@ -108,6 +111,10 @@ def scenarios(quick):
         "idle: 10 000 long-polling sessions": (SERVERS, ["--subscribers", "10000", "--publishers", "0", "--duration", "3", "--drain", "0"]),
         "handshakes: 32 workers, handshake + disconnect": (SERVERS, ["--mode", "handshake", "--concurrency", "32", "--duration", "3" if quick else "5"]),
         "workbin: POST rate with delivery (100 agents x 10 sessions)": (["bayeux"], ["--subscribers", "1000", "--channels", "100", "--publishers", "8", "--publish-via", "workbin", "--duration", d]),
+        # WebSocket: ours against Faye's (cometd-nodejs-server has no WebSocket).
+        "websocket fanout: 1 channel x 1000 subscribers, max rate": (WS_SERVERS, ["--transport", "websocket", "--subscribers", "1000", "--channels", "1", "--publishers", "4", "--batch", "10", "--duration", d]),
+        "websocket latency: 1000 subscribers at 10 000 deliveries/s": (WS_SERVERS, ["--transport", "websocket", "--subscribers", "1000", "--channels", "1", "--publishers", "1", "--rate", "10", "--duration", d]),
+        "websocket idle: 10 000 sessions": (WS_SERVERS, ["--transport", "websocket", "--subscribers", "10000", "--publishers", "0", "--duration", "3", "--drain", "0"]),
     }
 
 
@@ -123,6 +130,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", help="run only the scenarios whose name contains this text (no sweep)")
     ap.add_argument("--plot-only", action="store_true", help="redraw benches/scaling.svg from BENCHMARKS-results.json")
     opts = ap.parse_args()
     if opts.plot_only:
@@ -136,24 +144,28 @@ def main():
     results = {}
     for round_no in range(opts.rounds):
         for name, (servers, args) in scenarios(opts.quick).items():
+            if opts.only and opts.only not in name:
+                continue
             for server in servers:  # alternating servers within the round
                 print(f"round {round_no + 1}: {name}: {server}", file=sys.stderr, flush=True)
                 results.setdefault(name, {}).setdefault(server, []).append(bench(server, args))
-        for n in SWEEP:
+        for n in ([] if opts.only else SWEEP):
             name = f"sweep {n}"
             args = ["--subscribers", str(n), "--channels", "1", "--publishers", "4", "--batch", "10", "--duration", "3" if opts.quick else "5"]
             for server in SERVERS:
                 print(f"round {round_no + 1}: {name}: {server}", file=sys.stderr, flush=True)
                 results.setdefault(name, {}).setdefault(server, []).append(bench(server, args))
 
-    with open(os.path.join(ROOT, "BENCHMARKS-results.json"), "w") as f:
+    # A partial run (--only) does not overwrite the full results.
+    suffix = "-partial" if opts.only else ""
+    with open(os.path.join(ROOT, f"BENCHMARKS-results{suffix}.json"), "w") as f:
         json.dump(results, f, indent=1)
 
     def med(name, server, key):
         return median([r.get(key) for r in results.get(name, {}).get(server, [])])
 
-    lines = ["| scenario | server | delivered/s | p99 ms | server CPU µs/delivery | handshakes/s | server RSS KiB/session | lost |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| scenario | server | delivered/s | p99 ms | server CPU µs/delivery | messages per response/frame | handshakes/s | server RSS KiB/session | lost |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name in scenarios(opts.quick):
         for server in results.get(name, {}):
             subs = results[name][server][0].get("subscribers") or 0
@@ -161,9 +173,11 @@ def main():
             per_session = f"{rss / subs:.2f}" if subs and rss else "-"
             cpu = med(name, server, "server_cpu_us_per_delivery")
             p99 = median([r.get("latency_ms", {}).get("p99") for r in results[name][server]]) or 0
-            lines.append("| {} | {} | {:.0f} | {:.2f} | {} | {:.0f} | {} | {:.0f} |".format(
+            per_response = median([(r.get("messages_per_response") or {}).get("mean") for r in results[name][server]])
+            lines.append("| {} | {} | {:.0f} | {:.2f} | {} | {} | {:.0f} | {} | {:.0f} |".format(
                 name, server, med(name, server, "delivered_per_sec") or 0, p99,
-                f"{cpu:.2f}" if cpu else "-", med(name, server, "handshakes_per_sec") or 0, per_session, med(name, server, "lost") or 0))
+                f"{cpu:.2f}" if cpu else "-", f"{per_response:.1f}" if per_response else "-",
+                med(name, server, "handshakes_per_sec") or 0, per_session, med(name, server, "lost") or 0))
     lines.append("")
     lines.append("Ratios (peer / bayeux; above 1 means bayeux is better for CPU, RSS and p99, and below 1 for throughput):")
     lines.append("")
@@ -184,9 +198,10 @@ def main():
             lines.append(f"| {name} | {peer} | {ratio('delivered_per_sec')} | {ratio('latency_ms', 'p99')} | {ratio('server_cpu_us_per_delivery')} | {ratio('server_rss_kib_peak')} | {ratio('handshakes_per_sec')} |")
     table = "\n".join(lines)
     print(table)
-    with open(os.path.join(ROOT, "BENCHMARKS-table.md"), "w") as f:
+    with open(os.path.join(ROOT, f"BENCHMARKS-table{suffix}.md"), "w") as f:
         f.write(table + "\n")
-    write_svg(results)
+    if not opts.only:
+        write_svg(results)
 
 
 def write_svg(results):

@@ -255,3 +255,89 @@ async fn bench_reports_deliveries_loss_and_latency_as_json() {
     .await
     .unwrap();
 }
+
+/// Runs `bayeux bench` against `url` for a second of publishing with `extra` options and
+/// returns its JSON report.
+async fn bench_json(url: &str, extra: &[&str]) -> Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_bayeux"))
+        .args(["bench", url, "--subscribers", "20", "--channels", "4"])
+        .args(["--publishers", "2", "--rate", "400", "--duration", "1"])
+        .args(["--json"])
+        .args(extra)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Each message reached the 5 subscribers of its channel, none lost or doubled.
+fn assert_all_delivered(r: &Value) {
+    let published = r["published"].as_u64().unwrap();
+    assert!(published > 0, "{r}");
+    assert_eq!(r["expected_deliveries"], published * 5, "{r}");
+    assert_eq!(r["delivered"], r["expected_deliveries"], "{r}");
+    assert_eq!(
+        (r["lost"].as_u64(), r["duplicates"].as_u64()),
+        (Some(0), Some(0)),
+        "{r}"
+    );
+}
+
+#[tokio::test]
+async fn bench_over_websocket_reports_deliveries_and_messages_per_frame() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let r = bench_json(&t.url(), &["--transport", "websocket"]).await;
+        assert_eq!(r["transport"], "websocket", "{r}");
+        assert_all_delivered(&r);
+        assert!(r["latency_ms"]["p99"].as_f64().unwrap() > 0.0, "{r}");
+        let per_frame = &r["messages_per_response"];
+        assert!(per_frame["mean"].as_f64().unwrap() >= 1.0, "{r}");
+        assert!(per_frame["p99"].as_u64().unwrap() >= 1, "{r}");
+        assert!(per_frame["count"].as_u64().unwrap() > 0, "{r}");
+        // 20 subscribers over their sockets, 2 publishers over HTTP.
+        assert_eq!(r["handshakes"], 22, "{r}");
+        assert_eq!(
+            (r["http_errors"].as_u64(), r["bayeux_errors"].as_u64()),
+            (Some(0), Some(0)),
+            "{r}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn bench_with_a_stalled_session_loses_nothing_for_the_others() {
+    timeout(LIMIT, async {
+        for transport in ["long-polling", "websocket"] {
+            // The stalled session lives through the run (maxInterval 2 s) and its queue
+            // overflows (20 messages) on long-polling, where it never polls again.
+            let t = TestServer::with_config(bayeux::server::ServerConfig {
+                timeout: std::time::Duration::from_secs(1),
+                max_interval: std::time::Duration::from_secs(2),
+                max_queue: 20,
+                ..fast_config()
+            })
+            .await;
+            let r = bench_json(&t.url(), &["--transport", transport, "--stalled", "1"]).await;
+            assert_eq!(
+                (r["transport"].as_str(), r["stalled"].as_u64()),
+                (Some(transport), Some(1)),
+                "{r}"
+            );
+            assert_all_delivered(&r);
+            assert_eq!(r["handshakes"], 23, "{r}");
+            if transport == "long-polling" {
+                assert!(t.server.stats().dropped_messages > 0, "{r}");
+            }
+        }
+    })
+    .await
+    .unwrap();
+}

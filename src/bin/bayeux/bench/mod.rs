@@ -1,11 +1,13 @@
-//! `bayeux bench`: a load generator for any Bayeux long-polling server (ours, Faye,
-//! CometD). Subscribers are raw long-polling sessions on one shared connection pool, not
-//! full clients, so the tool stays cheap; its own CPU time is reported.
+//! `bayeux bench`: a load generator for any Bayeux server (ours, Faye, CometD).
+//! Subscribers are raw sessions, not full clients, so the tool stays cheap: long-polling
+//! ones on one shared connection pool, or WebSocket ones with a socket and a task each.
+//! Publishers POST over HTTP. The tool's own CPU time is reported.
 
 mod publisher;
 mod session;
 mod stats;
 mod wire;
+mod ws;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -15,7 +17,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
 use publisher::Via;
-use stats::{Counters, Latencies, Percentiles, Report};
+use stats::{Counters, Latencies, PerResponse, Percentiles, Report};
 
 /// Options of `bayeux bench`.
 #[derive(clap::Args)]
@@ -37,7 +39,8 @@ pub struct BenchArgs {
     /// Messages per publish request (Bayeux batching).
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Seconds of publishing.
+    /// Seconds of publishing (with `--publishers 0`, the subscribers are held idle
+    /// that long).
     #[arg(long, default_value_t = 10.0)]
     duration: f64,
     /// Seconds over which the subscribers join (0: all at once).
@@ -66,7 +69,22 @@ pub struct BenchArgs {
     /// Workers in handshake mode.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
-    /// Long-poll HTTP timeout in seconds (above the server's connect timeout).
+    /// How the subscribers receive (pubsub mode): `long-polling` (POSTs on a shared pool)
+    /// or `websocket` (a socket each at the Bayeux URL, ws://host:port/path: messages
+    /// pushed as they are queued, each heartbeat connect reply answered with the next
+    /// connect). Publishers POST over HTTP with either, so both see the same publishing.
+    #[arg(long, default_value = "long-polling", value_parser = ["long-polling", "websocket"])]
+    transport: String,
+    /// Extra subscriber sessions, on the same channels, that handshake, subscribe, send
+    /// one connect and then never read again: on WebSocket a socket never read; on
+    /// long-polling a held connect whose response is never read (after the first connect,
+    /// which the server answers at once), and no connect after it. To check that a client
+    /// that does not read slows nobody else (the report covers the others only) and that
+    /// the server's memory stays bounded.
+    #[arg(long, default_value_t = 0)]
+    stalled: usize,
+    /// Long-poll HTTP timeout in seconds (above the server's connect timeout); on
+    /// WebSocket, the longest a subscriber's socket may be silent.
     #[arg(long, default_value_t = 45.0)]
     poll_timeout: f64,
     /// Print the report as JSON (for scripts).
@@ -78,11 +96,14 @@ pub struct BenchArgs {
 pub struct Run {
     /// The Bayeux endpoint.
     pub endpoint: http::Uri,
+    /// The endpoint's WebSocket URL (ws://host:port/path).
+    pub socket_url: String,
     pub pool: wire::Pool,
     pub http_timeout: Duration,
     pub poll_timeout: Duration,
     pub counters: Counters,
     pub latencies: Latencies,
+    pub per_response: PerResponse,
     pub channel_count: usize,
     pub published_per_channel: Vec<AtomicU64>,
     pub ready: AtomicUsize,
@@ -101,14 +122,22 @@ impl Run {
 pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     stats::raise_fd_limit();
     let channels = args.channels.max(1);
-    let endpoint = args.url.parse().map_err(|e| format!("{}: {e}", args.url))?;
+    let endpoint: http::Uri = args.url.parse().map_err(|e| format!("{}: {e}", args.url))?;
+    let websocket = args.transport == "websocket";
+    let socket_url = if websocket {
+        ws::socket_url(&endpoint)?
+    } else {
+        String::new()
+    };
     let run = Arc::new(Run {
         endpoint,
+        socket_url,
         pool: wire::pool(),
         http_timeout: Duration::from_secs(10),
         poll_timeout: Duration::from_secs_f64(args.poll_timeout),
         counters: Counters::default(),
         latencies: Latencies::new(),
+        per_response: PerResponse::new(),
         channel_count: channels,
         published_per_channel: (0..channels).map(|_| AtomicU64::new(0)).collect(),
         ready: AtomicUsize::new(0),
@@ -133,7 +162,8 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         Duration::ZERO
     };
-    for i in 0..args.subscribers {
+    let sessions = args.subscribers + args.stalled;
+    for i in 0..sessions {
         let c = i % channels;
         let (channel, auth) = if workbin {
             (
@@ -146,29 +176,36 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         } else {
             (format!("/bench/{c}"), None)
         };
-        subscribers.spawn(session::subscriber(run.clone(), i, channel, auth));
+        let run = run.clone();
+        match (i < args.subscribers, websocket) {
+            (true, false) => subscribers.spawn(session::subscriber(run, i, channel, auth)),
+            (true, true) => subscribers.spawn(ws::subscriber(run, i, channel, auth)),
+            (false, false) => subscribers.spawn(session::stalled(run, channel, auth)),
+            (false, true) => subscribers.spawn(ws::stalled(run, channel, auth)),
+        };
         if !step.is_zero() {
             tokio::time::sleep(step).await;
         }
     }
     let setup_deadline = Instant::now() + Duration::from_secs(120);
-    while run.ready.load(Ordering::Relaxed) < args.subscribers {
+    while run.ready.load(Ordering::Relaxed) < sessions {
         if Instant::now() > setup_deadline {
             return Err(format!(
                 "only {} of {} subscribers were established within 120 s",
                 run.ready.load(Ordering::Relaxed),
-                args.subscribers
+                sessions
             )
             .into());
         }
         let _ = tokio::time::timeout(Duration::from_millis(200), run.ready_notify.notified()).await;
     }
     let setup = started.elapsed();
-    let handshakes_per_sec = args.subscribers as f64 / setup.as_secs_f64().max(1e-9);
+    let handshakes_per_sec = sessions as f64 / setup.as_secs_f64().max(1e-9);
     if !args.json {
         eprintln!(
-            "bench: {} subscribers established in {:.2} s ({:.0} handshakes/s)",
-            args.subscribers,
+            "bench: {} subscribers ({}) established in {:.2} s ({:.0} handshakes/s)",
+            sessions,
+            args.transport,
             setup.as_secs_f64(),
             handshakes_per_sec
         );
@@ -208,6 +245,10 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let progress = (!args.json).then(|| tokio::spawn(progress(run.clone())));
     while publishers.join_next().await.is_some() {}
+    if args.publishers == 0 {
+        // Idle sessions, held for the run's duration (to measure what they cost).
+        tokio::time::sleep_until(until).await;
+    }
     let publish_seconds = publish_start.elapsed().as_secs_f64();
 
     // Drain: wait until every expected delivery arrived, or the drain time passed.
@@ -233,7 +274,9 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     let report = Report {
         url: args.url.clone(),
         mode: format!("pubsub via {}", args.publish_via),
+        transport: args.transport.clone(),
         subscribers: args.subscribers,
+        stalled: args.stalled,
         channels,
         publishers: args.publishers,
         publish_seconds,
@@ -245,6 +288,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         lost: expected.saturating_sub(delivered - duplicates),
         duplicates,
         latency_ms: Percentiles::of(&run.latencies.total()),
+        messages_per_response: run.per_response.summary(),
         handshakes: Counters::get(&c.handshakes),
         handshakes_per_sec,
         rehandshakes: Counters::get(&c.rehandshakes),
@@ -350,6 +394,7 @@ async fn handshake_mode(
     let report = Report {
         url: args.url.clone(),
         mode: args.mode.clone(),
+        transport: "long-polling".to_string(),
         publish_seconds: secs,
         handshakes,
         handshakes_per_sec: handshakes as f64 / secs.max(1e-9),

@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use bayeux::client::transport::CookieJar;
 use http::HeaderMap;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 use super::Run;
 use super::stats::Counters;
@@ -89,32 +91,36 @@ async fn subscribe(run: &Run, session: &Opened, channel: &str, headers: &HeaderM
     }
 }
 
-/// What a connect told the session to do next.
-enum After {
+/// What a connect reply told the session to do next.
+pub enum After {
     Connect(Duration),
     Handshake,
 }
 
-/// Handles one connect response: records deliveries, returns the advice.
-fn on_connect_response(
+/// Handles a batch of received messages (a long-poll response, a WebSocket frame):
+/// records each delivery's latency, duplicates and the batch's size; returns the advice
+/// of the `/meta/connect` reply in it, if there is one.
+pub fn on_messages(
     run: &Run,
     shard: usize,
     next: &mut HashMap<u32, u64>,
     body: &[u8],
-) -> Result<After, WireError> {
+) -> Result<Option<After>, WireError> {
     let msgs = wire::parse(body)?;
     let now = run.micros();
-    let mut after = After::Connect(Duration::ZERO);
+    let mut after = None;
+    let mut delivered = 0;
     for m in &msgs {
         if m.channel == Some("/meta/connect") {
             let advice = m.advice.as_ref();
-            if let Some(i) = advice.and_then(|a| a.interval) {
-                after = After::Connect(Duration::from_millis(i.max(0.0) as u64));
-            }
+            let interval = advice.and_then(|a| a.interval).unwrap_or(0.0);
+            after = Some(After::Connect(Duration::from_millis(
+                interval.max(0.0) as u64
+            )));
             let reconnect = advice.and_then(|a| a.reconnect);
             if m.successful == Some(false) || reconnect == Some("handshake") {
                 if reconnect == Some("handshake") || reconnect.is_none() {
-                    after = After::Handshake;
+                    after = Some(After::Handshake);
                 }
                 Counters::add(&run.counters.bayeux_errors, 1);
             }
@@ -124,7 +130,7 @@ fn on_connect_response(
         let Some((p, s, t)) = wire::stamp(data) else {
             continue;
         };
-        Counters::add(&run.counters.delivered, 1);
+        delivered += 1;
         run.latencies.record(shard, now.saturating_sub(t));
         let expected = next.entry(p).or_insert(0);
         if s < *expected {
@@ -133,7 +139,15 @@ fn on_connect_response(
             *expected = s + 1;
         }
     }
+    Counters::add(&run.counters.delivered, delivered);
+    run.per_response.record(shard, delivered);
     Ok(after)
+}
+
+/// Signals once that a subscriber (or a stalled session) is in place.
+pub fn signal_ready(run: &Run) {
+    run.ready.fetch_add(1, Ordering::Relaxed);
+    run.ready_notify.notify_one();
 }
 
 /// A subscriber: keeps a session subscribed to `channel` and long-polls until aborted.
@@ -153,8 +167,7 @@ pub async fn subscriber(run: Arc<Run>, index: usize, channel: String, auth: Opti
         }
         if !signalled {
             signalled = true;
-            run.ready.fetch_add(1, Ordering::Relaxed);
-            run.ready_notify.notify_one();
+            signal_ready(&run);
         }
         let mut first = true;
         loop {
@@ -171,13 +184,14 @@ pub async fn subscriber(run: Arc<Run>, index: usize, channel: String, auth: Opti
             )
             .await
             {
-                Ok(bytes) => match on_connect_response(&run, index, &mut next, &bytes) {
-                    Ok(After::Connect(interval)) => {
+                Ok(bytes) => match on_messages(&run, index, &mut next, &bytes) {
+                    Ok(None) => {}
+                    Ok(Some(After::Connect(interval))) => {
                         if !interval.is_zero() {
                             tokio::time::sleep(interval).await;
                         }
                     }
-                    Ok(After::Handshake) => {
+                    Ok(Some(After::Handshake)) => {
                         Counters::add(&run.counters.rehandshakes, 1);
                         break;
                     }
@@ -190,6 +204,45 @@ pub async fn subscriber(run: Arc<Run>, index: usize, channel: String, auth: Opti
             }
         }
     }
+}
+
+/// A stalled long-polling session: handshakes, subscribes to `channel`, polls once (the
+/// first connect, answered at once), then sends a second connect on a connection of its
+/// own and never reads its response, nor connects again. Holds that connection until
+/// the run ends (the task is aborted).
+pub async fn stalled(run: Arc<Run>, channel: String, auth: Option<String>) {
+    let headers = wire::headers(auth.as_deref());
+    let opened = loop {
+        if let Some(opened) = handshake(&run, &headers).await
+            && subscribe(&run, &opened, &channel, &headers).await
+        {
+            break opened;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let first = wire::connect_body(&opened.client_id, true);
+    let (url, jar) = (&run.endpoint, Some(&opened.cookies));
+    if wire::post(&run.pool, url, first, &headers, jar, run.http_timeout)
+        .await
+        .is_err()
+    {
+        Counters::add(&run.counters.http_errors, 1);
+    }
+    let body = wire::connect_body(&opened.client_id, false);
+    let request = wire::raw_post(url, &body, &headers, &opened.cookies);
+    let host = url.host().unwrap_or("127.0.0.1");
+    let port = url.port_u16().unwrap_or(80);
+    let _connection = loop {
+        if let Ok(mut tcp) = TcpStream::connect((host, port)).await
+            && tcp.write_all(&request).await.is_ok()
+        {
+            break tcp;
+        }
+        Counters::add(&run.counters.http_errors, 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    signal_ready(&run);
+    std::future::pending::<()>().await;
 }
 
 /// Keeps a publisher's session alive (servers expire sessions that never connect).

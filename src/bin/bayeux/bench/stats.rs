@@ -57,6 +57,59 @@ impl Latencies {
     }
 }
 
+/// How many delivered messages each long-poll response or WebSocket frame carried (those
+/// that carried any), in shards as the latencies.
+pub struct PerResponse {
+    shards: Vec<Mutex<Histogram<u64>>>,
+}
+
+impl PerResponse {
+    pub fn new() -> Self {
+        PerResponse {
+            shards: (0..SHARDS)
+                .map(|_| {
+                    Mutex::new(
+                        Histogram::new_with_bounds(1, 10_000_000, 3)
+                            .expect("valid histogram bounds"),
+                    )
+                })
+                .collect(),
+        }
+    }
+
+    /// Records a response or frame that carried `messages` deliveries (none: nothing).
+    pub fn record(&self, shard: usize, messages: u64) {
+        if messages > 0 {
+            let _ = self.shards[shard % SHARDS].lock().unwrap().record(messages);
+        }
+    }
+
+    pub fn summary(&self) -> MessagesPer {
+        let mut h = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("valid bounds");
+        for s in &self.shards {
+            let _ = h.add(&*s.lock().unwrap());
+        }
+        if h.is_empty() {
+            return MessagesPer::default();
+        }
+        MessagesPer {
+            mean: h.mean(),
+            p99: h.value_at_quantile(0.99),
+            count: h.len(),
+        }
+    }
+}
+
+/// Messages per long-poll response or WebSocket frame received by the subscribers,
+/// counting those that carried at least one delivery.
+#[derive(Serialize, Default)]
+pub struct MessagesPer {
+    pub mean: f64,
+    pub p99: u64,
+    /// Responses or frames that carried deliveries.
+    pub count: u64,
+}
+
 /// Counters shared by every task of a run.
 #[derive(Default)]
 pub struct Counters {
@@ -110,7 +163,11 @@ impl Percentiles {
 pub struct Report {
     pub url: String,
     pub mode: String,
+    /// How the subscribers receive: `long-polling` or `websocket`.
+    pub transport: String,
     pub subscribers: usize,
+    /// Sessions that subscribed, connected once and never read again.
+    pub stalled: usize,
     pub channels: usize,
     pub publishers: usize,
     pub publish_seconds: f64,
@@ -122,6 +179,7 @@ pub struct Report {
     pub lost: u64,
     pub duplicates: u64,
     pub latency_ms: Percentiles,
+    pub messages_per_response: MessagesPer,
     pub handshakes: u64,
     pub handshakes_per_sec: f64,
     pub rehandshakes: u64,
@@ -135,8 +193,16 @@ impl Report {
     pub fn print_human(&self) {
         println!("bayeux bench: {} ({})", self.url, self.mode);
         println!(
-            "  sessions: {} subscribers over {} channels, {} publishers",
-            self.subscribers, self.channels, self.publishers
+            "  sessions: {} subscribers ({}) over {} channels, {} publishers{}",
+            self.subscribers,
+            self.transport,
+            self.channels,
+            self.publishers,
+            if self.stalled > 0 {
+                format!(", {} stalled", self.stalled)
+            } else {
+                String::new()
+            }
         );
         println!(
             "  handshakes: {} ({:.0}/s), re-handshakes: {}",
@@ -159,6 +225,18 @@ impl Report {
             "  latency ms: p50 {:.2}  p90 {:.2}  p99 {:.2}  p99.9 {:.2}  max {:.2}",
             l.p50, l.p90, l.p99, l.p999, l.max
         );
+        if self.mode.starts_with("pubsub") {
+            let m = &self.messages_per_response;
+            let unit = if self.transport == "websocket" {
+                "frame"
+            } else {
+                "response"
+            };
+            println!(
+                "  messages per {unit}: mean {:.2}  p99 {}  (over {} {unit}s that carried any)",
+                m.mean, m.p99, m.count
+            );
+        }
         println!(
             "  errors: http {}, bayeux {}; load tool CPU {:.2} s",
             self.http_errors, self.bayeux_errors, self.tool_cpu_seconds

@@ -121,6 +121,49 @@ pub fn handshake_body() -> String {
     r#"[{"channel":"/meta/handshake","version":"1.0","minimumVersion":"1.0","supportedConnectionTypes":["long-polling"],"id":"1"}]"#.to_string()
 }
 
+/// A handshake asking for WebSocket (sent over the socket).
+pub fn ws_handshake_body() -> String {
+    r#"[{"channel":"/meta/handshake","version":"1.0","minimumVersion":"1.0","supportedConnectionTypes":["websocket"],"id":"1"}]"#.to_string()
+}
+
+/// A WebSocket connect; the `first` one asks the server to answer at once.
+pub fn ws_connect_body(client_id: &str, first: bool) -> String {
+    let advice = if first {
+        r#""advice":{"timeout":0},"#
+    } else {
+        ""
+    };
+    format!(
+        r#"[{{"channel":"/meta/connect","clientId":"{client_id}","connectionType":"websocket",{advice}"id":"3"}}]"#
+    )
+}
+
+/// The bytes of an HTTP/1.1 POST of `body` to `url`, with the session's cookies and
+/// `headers`: written on a raw connection by a stalled session, which never reads the
+/// response.
+pub fn raw_post(url: &Uri, body: &str, headers: &HeaderMap, cookies: &CookieJar) -> Vec<u8> {
+    let path = url.path_and_query().map_or("/", |p| p.as_str());
+    let host = url.authority().map_or("localhost", |a| a.as_str());
+    let mut out = format!(
+        "POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json;charset=UTF-8\r\nContent-Length: {}\r\n",
+        body.len()
+    )
+    .into_bytes();
+    let cookie = cookies.header();
+    let extra = headers
+        .iter()
+        .chain(cookie.iter().map(|c| (&http::header::COOKIE, c)));
+    for (name, value) in extra {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
 /// A subscribe of `client_id` to `channel`.
 pub fn subscribe_body(client_id: &str, channel: &str) -> String {
     format!(
