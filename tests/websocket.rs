@@ -550,3 +550,46 @@ async fn per_user_delivery_and_the_policy_work_on_a_socket() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_large_burst_is_split_into_bounded_frames_in_order() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(ServerConfig {
+            timeout: Duration::from_secs(30),
+            ..fast_config()
+        })
+        .await;
+        let mut ws = open(&t).await;
+        let id = handshake(&mut ws, None).await;
+        subscribe(&mut ws, &id, "/burst").await;
+        // Queued before the first connect, so they go out together as one burst.
+        let kib = "x".repeat(1024);
+        for i in 0..100 {
+            t.server
+                .publish("/burst", json!({"n": i, "pad": kib}))
+                .await
+                .unwrap();
+        }
+        send(&mut ws, connect(&id, 1)).await;
+        let mut got = Vec::new();
+        let mut frames = 0;
+        while got.len() < 100 {
+            let Frame::Text(text) = ws.next().await.unwrap().unwrap() else {
+                continue;
+            };
+            frames += 1;
+            assert!(text.len() <= 33 * 1024, "a frame of {} bytes", text.len());
+            let batch: Vec<Value> = serde_json::from_str(&text).unwrap();
+            got.extend(
+                batch
+                    .iter()
+                    .filter(|m| m["channel"] == "/burst")
+                    .map(|m| m["data"]["n"].as_u64().unwrap()),
+            );
+        }
+        assert_eq!(got, (0..100).collect::<Vec<u64>>());
+        assert!(frames >= 4, "100 KiB in {frames} frames");
+    })
+    .await
+    .unwrap();
+}

@@ -35,11 +35,15 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Message as Frame, Utf8Bytes};
 
+use crate::protocol::message::encode_array;
 use crate::protocol::{Batch, META_DISCONNECT, Message};
 use crate::server::handler::{self, RequestContext, process};
 use crate::server::http::{ResponseBody, browser_cookie, browser_cookie_header, text};
 use crate::server::session::{Attachment, CloseReason, Outbound, new_client_id};
 use crate::server::{Inner, Server};
+
+/// The most bytes of messages put into one frame (a single larger message goes alone).
+const FRAME_CAP: usize = 32 * 1024;
 
 /// Pings accepted per second before the socket is closed (1008): answering pings costs
 /// the server, and a client needs a handful at most.
@@ -385,13 +389,27 @@ impl Socket {
             return self.answer_connect().await;
         }
         let outbound = attachment.session().take();
-        if outbound.messages.is_empty() {
-            return Ok(());
+        self.send_messages(&outbound.messages).await
+    }
+
+    /// Sends messages as JSON arrays, as few frames as the frame cap allows (one for a
+    /// burst up to [`FRAME_CAP`] bytes). The cap bounds what the socket's write buffer
+    /// keeps: it never gives back the capacity of the largest frame it wrote.
+    async fn send_messages(&mut self, messages: &[Bytes]) -> Result<(), Close> {
+        let mut rest = messages;
+        while !rest.is_empty() {
+            let mut size = rest[0].len() + 2;
+            let mut n = 1;
+            while n < rest.len() && size + rest[n].len() + 1 <= FRAME_CAP {
+                size += rest[n].len() + 1;
+                n += 1;
+            }
+            let (frame, after) = rest.split_at(n);
+            let body = encode_array(frame.iter().map(|m| &m[..]), size);
+            self.send(body).await?;
+            rest = after;
         }
-        let size = outbound.messages.iter().map(|m| m.len() + 1).sum();
-        let body =
-            crate::protocol::message::encode_array(outbound.messages.iter().map(|m| &m[..]), size);
-        self.send(body).await
+        Ok(())
     }
 
     /// Answers the held connect (if any) with what the session has.
@@ -412,15 +430,7 @@ impl Socket {
         }
         match self.held.take() {
             Some(held) => self.answer(held, outbound).await,
-            None if !outbound.messages.is_empty() => {
-                let size = outbound.messages.iter().map(|m| m.len() + 1).sum();
-                let body = crate::protocol::message::encode_array(
-                    outbound.messages.iter().map(|m| &m[..]),
-                    size,
-                );
-                self.send(body).await
-            }
-            None => Ok(()),
+            None => self.send_messages(&outbound.messages).await,
         }
     }
 
@@ -429,11 +439,11 @@ impl Socket {
         let mut reply = handler::connect_reply(&self.inner, &held.request, &outbound);
         let info = self.attached.as_ref().map(|a| a.session().info.clone());
         self.inner.outgoing(info.as_ref(), &mut reply);
-        let reply = reply.to_bytes();
-        let parts = outbound.messages.iter().chain(std::iter::once(&reply));
-        let size = parts.clone().map(|m| m.len() + 1).sum();
-        let body = crate::protocol::message::encode_array(parts.map(|m| &m[..]), size);
-        self.send(body).await?;
+        // The messages first, then the reply (in the last frame, with the messages that
+        // fit beside it).
+        let mut parts = outbound.messages;
+        parts.push(reply.to_bytes());
+        self.send_messages(&parts).await?;
         if outbound.closed == Some(CloseReason::Disconnected) {
             return Err(Close(CloseCode::Normal, "disconnected"));
         }
