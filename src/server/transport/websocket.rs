@@ -400,7 +400,7 @@ impl Socket {
         while !rest.is_empty() {
             let mut size = rest[0].len() + 2;
             let mut n = 1;
-            while n < rest.len() && size + rest[n].len() + 1 <= FRAME_CAP {
+            while n < rest.len() && size + rest[n].len() < FRAME_CAP {
                 size += rest[n].len() + 1;
                 n += 1;
             }
