@@ -67,6 +67,14 @@ pub struct ServerConfig {
     pub max_queue_bytes: usize,
     /// What happens when a queue is full.
     pub overflow: OverflowPolicy,
+    /// Under load, how long a transport waits before sending a session's next batch, so
+    /// that each long-poll response or WebSocket frame carries more messages (fewer
+    /// round trips and writes per delivery). It opens only after a busy batch (at
+    /// least `busy_threshold` messages), so light traffic is never delayed; zero turns
+    /// it off. CometD's `maxLazyTimeout` is the same trade for lazy channels.
+    pub busy_flush_window: Duration,
+    /// How many messages in one batch make a session busy (see `busy_flush_window`).
+    pub busy_threshold: usize,
     /// `maxMessageSize`: the largest request body, in bytes (413 above it).
     pub max_message_size: usize,
     /// Offer CometD's acknowledged-messages extension to clients that ask for it with
@@ -112,6 +120,8 @@ impl Default for ServerConfig {
             max_queue: 10_000,
             max_queue_bytes: 512 * 1024,
             overflow: OverflowPolicy::DropNewest,
+            busy_flush_window: Duration::from_millis(2),
+            busy_threshold: 8,
             max_message_size: 1024 * 1024,
             ack_extension: true,
             max_batch: 1_000,

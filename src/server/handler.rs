@@ -550,11 +550,18 @@ async fn publish(
         .await
     {
         Ok(_) => reply.succeed(),
-        Err(e) => reply.fail(&BayeuxError::new(
-            ErrorCode(500),
-            &[channel.as_str()],
-            format!("Publish failed: {e}"),
-        )),
+        Err(e) => {
+            // The cause is for the operator; the client hears that it failed.
+            #[cfg(feature = "tracing")]
+            tracing::warn!(channel = channel.as_str(), error = %e, "publish not routed");
+            #[cfg(not(feature = "tracing"))]
+            let _ = e;
+            reply.fail(&BayeuxError::new(
+                ErrorCode(500),
+                &[channel.as_str()],
+                "Publish failed",
+            ))
+        }
     }
 }
 

@@ -447,6 +447,7 @@ pub struct Listening {
     addr: SocketAddr,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<io::Result<()>>,
+    server: Server,
 }
 
 impl Listening {
@@ -465,9 +466,17 @@ impl Listening {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        (&mut self.task)
+        let result = (&mut self.task)
             .await
-            .unwrap_or_else(|e| Err(io::Error::other(e)))
+            .unwrap_or_else(|e| Err(io::Error::other(e)));
+        // Upgraded connections are not the accept loop's any more: wait (a bounded
+        // time) for the sockets to answer their held connects and close (1001).
+        let _ = tokio::time::timeout(
+            Duration::from_secs(10),
+            self.server.inner().sockets_closed(),
+        )
+        .await;
+        result
     }
 }
 
@@ -490,6 +499,7 @@ impl Server {
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
         let header_timeout = server.config().header_timeout;
+        let server_handle = server.clone();
         let task = tokio::spawn(serve_with_header_timeout(
             listener,
             service,
@@ -503,6 +513,7 @@ impl Server {
             addr,
             stop: Some(stop),
             task,
+            server: server_handle,
         })
     }
 }

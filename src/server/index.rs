@@ -144,6 +144,17 @@ impl ChannelIndex {
 
     /// Adds `recipient` under `pattern`, saying whether it is the pattern's first.
     pub(crate) fn add(&self, pattern: &ChannelName, recipient: Arc<dyn Recipient>) -> Change {
+        self.add_then(pattern, recipient, |_| {})
+    }
+
+    /// [`ChannelIndex::add`], calling `then` with the change before the index is
+    /// unlocked, so that changes of interest are reported in the order they happened.
+    pub(crate) fn add_then(
+        &self,
+        pattern: &ChannelName,
+        recipient: Arc<dyn Recipient>,
+        then: impl FnOnce(Change),
+    ) -> Change {
         let mut root = self.root.write().unwrap_or_else(|e| e.into_inner());
         let mut node = &mut *root;
         for segment in pattern.prefix_segments() {
@@ -151,17 +162,32 @@ impl ChannelIndex {
         }
         let set = node.set_mut(pattern.wildcard());
         let added = set.insert(recipient.recipient_id(), recipient).is_none();
-        Change {
+        let change = Change {
             changed: added,
             boundary: added && set.len() == 1,
-        }
+        };
+        then(change);
+        change
     }
 
     /// Removes the recipient from `pattern`, saying whether it was the pattern's last.
     pub(crate) fn remove(&self, pattern: &ChannelName, recipient: RecipientId) -> Change {
+        self.remove_then(pattern, recipient, |_| {})
+    }
+
+    /// [`ChannelIndex::remove`], calling `then` with the change before the index is
+    /// unlocked.
+    pub(crate) fn remove_then(
+        &self,
+        pattern: &ChannelName,
+        recipient: RecipientId,
+        then: impl FnOnce(Change),
+    ) -> Change {
         let mut root = self.root.write().unwrap_or_else(|e| e.into_inner());
         let path: Vec<&str> = pattern.prefix_segments().collect();
-        root.remove(&path, pattern.wildcard(), recipient)
+        let change = root.remove(&path, pattern.wildcard(), recipient);
+        then(change);
+        change
     }
 
     /// Hands `message` (encoded once) to every recipient whose pattern matches the plain

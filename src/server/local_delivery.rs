@@ -30,8 +30,13 @@ impl LocalDelivery {
     }
 
     /// Hands the envelope to every matching recipient of this node; returns how many
-    /// queued it. Never blocks.
+    /// queued it. Never blocks. A message that is not UTF-8 text (a broker's bytes
+    /// from elsewhere gone wrong) reaches nobody: clients read frames and bodies as
+    /// text.
     pub fn deliver(&self, envelope: &Envelope) -> usize {
+        if std::str::from_utf8(&envelope.message).is_err() {
+            return 0;
+        }
         match &envelope.destination {
             Destination::Subscribers => self.index.deliver(&envelope.channel, &envelope.message),
             Destination::User(user) => self

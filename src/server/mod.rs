@@ -63,6 +63,9 @@ pub(crate) struct Inner {
     shutting_down: AtomicBool,
     /// Wakes the transports (open sockets) when the server shuts down.
     shutdown_signal: tokio::sync::Notify,
+    /// Open sockets, so that shutdown can wait for them to say goodbye.
+    sockets: std::sync::atomic::AtomicUsize,
+    sockets_closed: tokio::sync::Notify,
 }
 
 impl Inner {
@@ -93,8 +96,14 @@ impl Inner {
     pub fn subscribe_recipient(&self, pattern: &ChannelName, recipient: Arc<dyn Recipient>) {
         if pattern.is_service() {
             self.services.subscribe(pattern, recipient);
-        } else if self.index.add(pattern, recipient).boundary {
-            self.broker.interest(pattern, true);
+        } else {
+            // Told under the index's lock, so the broker hears a pattern's first and last
+            // recipient in the order they came and went.
+            self.index.add_then(pattern, recipient, |change| {
+                if change.boundary {
+                    self.broker.interest(pattern, true);
+                }
+            });
         }
     }
 
@@ -102,8 +111,12 @@ impl Inner {
     pub fn unsubscribe_recipient(&self, pattern: &ChannelName, id: RecipientId) {
         if pattern.is_service() {
             self.services.unsubscribe(pattern, id);
-        } else if self.index.remove(pattern, id).boundary {
-            self.broker.interest(pattern, false);
+        } else {
+            self.index.remove_then(pattern, id, |change| {
+                if change.boundary {
+                    self.broker.interest(pattern, false);
+                }
+            });
         }
     }
 
@@ -118,6 +131,26 @@ impl Inner {
 
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::Acquire)
+    }
+
+    /// Counts an open socket until the guard is dropped.
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
+    pub fn socket_opened(self: &Arc<Self>) -> SocketGuard {
+        self.sockets.fetch_add(1, Ordering::AcqRel);
+        SocketGuard(self.clone())
+    }
+
+    /// Waits until every socket has closed.
+    pub async fn sockets_closed(&self) {
+        loop {
+            let notified = self.sockets_closed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.sockets.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 
     /// Completes once the server is shutting down.
@@ -140,6 +173,7 @@ impl Inner {
             max_messages: self.config.max_queue.max(1),
             max_bytes: self.config.max_queue_bytes,
             overflow: self.config.overflow,
+            busy_threshold: self.config.busy_threshold,
         }
     }
 
@@ -175,6 +209,17 @@ impl Inner {
             self.remove_session(s, CloseReason::Expired);
         }
         stale.len()
+    }
+}
+
+/// Keeps an open socket counted (see [`Inner::socket_opened`]).
+pub(crate) struct SocketGuard(Arc<Inner>);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        if self.0.sockets.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.sockets_closed.notify_waiters();
+        }
     }
 }
 
@@ -260,6 +305,8 @@ impl ServerBuilder {
             next_recipient: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             shutdown_signal: tokio::sync::Notify::new(),
+            sockets: std::sync::atomic::AtomicUsize::new(0),
+            sockets_closed: tokio::sync::Notify::new(),
         });
         tokio::spawn(expire_sessions(Arc::downgrade(&inner)));
         Server { inner }

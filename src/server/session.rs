@@ -73,6 +73,9 @@ pub(crate) struct QueueLimits {
     pub max_bytes: usize,
     /// What a session without acknowledgements does on overflow.
     pub overflow: OverflowPolicy,
+    /// A batch of at least this many messages marks the session busy (see
+    /// [`Session::is_busy`]).
+    pub busy_threshold: usize,
 }
 
 struct State {
@@ -81,6 +84,9 @@ struct State {
     held_bytes: usize,
     /// Set at the first overflow, so it is reported once per session.
     overflowed: bool,
+    /// The last batch taken had `busy_threshold` messages or more: messages arrive
+    /// faster than the client takes them.
+    busy: bool,
     ack: Option<AckState>,
     closed: Option<CloseReason>,
     /// Transports attached right now (a pending long poll; briefly two while a newer
@@ -170,6 +176,7 @@ impl Session {
                 queue: VecDeque::new(),
                 held_bytes: 0,
                 overflowed: false,
+                busy: false,
                 ack: None,
                 closed: None,
                 attached: 0,
@@ -298,6 +305,15 @@ impl Session {
         });
     }
 
+    /// True when the last batch taken was large (`busy_threshold` messages or more):
+    /// messages arrive faster than the client takes them, so a transport may wait a
+    /// little before the next batch to send more per response or frame. A small batch
+    /// clears it, so light traffic is never delayed.
+    pub fn is_busy(&self) -> bool {
+        let st = self.state();
+        st.busy && st.closed.is_none()
+    }
+
     /// Whether the client asked for acknowledged delivery.
     #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
     pub fn has_ack(&self) -> bool {
@@ -353,7 +369,7 @@ impl Session {
             }
         }
         let remaining = !ack.unacked.is_empty();
-        st.held_bytes -= released;
+        st.held_bytes = st.held_bytes.saturating_sub(released);
         remaining
     }
 
@@ -384,9 +400,12 @@ impl Session {
         let mut st = self.state();
         let st = &mut *st;
         let mut messages: Vec<Bytes> = st.queue.drain(..).collect();
+        st.busy = messages.len() >= self.limits.busy_threshold.max(1);
         if st.ack.is_none() {
             // Sent and forgotten: no longer held.
-            st.held_bytes -= messages.iter().map(charge).sum::<usize>();
+            st.held_bytes = st
+                .held_bytes
+                .saturating_sub(messages.iter().map(charge).sum::<usize>());
         }
         let ack_batch = st.ack.as_mut().map(|ack| {
             let batch = ack.next_batch;
@@ -429,7 +448,7 @@ impl Session {
                 && self.limits.overflow == OverflowPolicy::DropOldest
                 && let Some(old) = st.queue.pop_front()
             {
-                st.held_bytes -= charge(&old);
+                st.held_bytes = st.held_bytes.saturating_sub(charge(&old));
                 dropped_oldest += 1;
                 if first_overflow {
                     self.report_overflow("drop-oldest");
@@ -553,6 +572,7 @@ mod tests {
             max_messages: max_queue,
             max_bytes: usize::MAX,
             overflow,
+            busy_threshold: 4,
         })
     }
 
@@ -656,6 +676,7 @@ mod tests {
             max_messages: 1_000,
             max_bytes: 2 * (10 + SLOT_COST),
             overflow: OverflowPolicy::DropNewest,
+            busy_threshold: 4,
         });
         let ten = Bytes::from(vec![b'x'; 10]);
         assert_eq!(s.enqueue(&ten), Enqueued::Queued);
@@ -698,6 +719,7 @@ mod tests {
             max_messages: 1_000,
             max_bytes: 2 * (1 + SLOT_COST),
             overflow: OverflowPolicy::DropNewest,
+            busy_threshold: 4,
         });
         s.enable_ack();
         s.enqueue(&b("1"));
@@ -751,6 +773,20 @@ mod tests {
         assert!(!indexed);
         assert!(!s.close(CloseReason::Expired, |_| {}));
         assert_eq!(s.closed(), Some(CloseReason::Disconnected));
+    }
+
+    #[test]
+    fn a_large_batch_marks_the_session_busy_and_a_small_one_clears_it() {
+        let s = session(100, OverflowPolicy::DropNewest);
+        assert!(!s.is_busy());
+        for _ in 0..4 {
+            s.enqueue(&b("m"));
+        }
+        s.take();
+        assert!(s.is_busy());
+        s.enqueue(&b("m"));
+        s.take();
+        assert!(!s.is_busy());
     }
 
     #[test]

@@ -34,6 +34,13 @@ pub struct ServeArgs {
     /// always closed and told): `drop-newest`, `drop-oldest` or `close-session`.
     #[arg(long, default_value = "drop-newest", value_parser = ["drop-newest", "drop-oldest", "close-session"])]
     overflow: String,
+    /// Under load, ms a transport waits before a session's next batch so each response or
+    /// frame carries more (only after a batch of `--busy-threshold` messages; 0: off).
+    #[arg(long, default_value_t = ServerConfig::default().busy_flush_window.as_millis() as u64)]
+    busy_flush_window: u64,
+    /// Messages in one batch that make a session busy (see `--busy-flush-window`).
+    #[arg(long, default_value_t = ServerConfig::default().busy_threshold)]
+    busy_threshold: usize,
     /// `maxMessageSize`: largest request body in bytes.
     #[arg(long, default_value_t = 1024 * 1024)]
     max_message_size: usize,
@@ -91,6 +98,8 @@ impl ServeArgs {
             max_interval: Duration::from_millis(self.max_interval),
             max_queue: self.max_queue,
             max_queue_bytes: self.max_queue_bytes,
+            busy_flush_window: Duration::from_millis(self.busy_flush_window),
+            busy_threshold: self.busy_threshold,
             overflow: OverflowPolicy::from_name(&self.overflow)
                 .unwrap_or(OverflowPolicy::DropNewest),
             max_message_size: self.max_message_size,

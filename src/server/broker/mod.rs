@@ -171,6 +171,10 @@ pub trait Broker: Send + Sync + 'static {
     /// local recipient subscribed to it, false when the last one left. A multi-node
     /// broker subscribes to the other nodes' traffic on that pattern only while someone
     /// here wants it. The default ignores it.
+    ///
+    /// Called with the node's channel index locked, so that the calls come in the
+    /// order the changes happened: it must not block or call back into the server
+    /// (hand the change to a task instead).
     fn interest(&self, pattern: &ChannelName, interested: bool) {
         let _ = (pattern, interested);
     }

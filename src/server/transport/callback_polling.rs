@@ -8,7 +8,7 @@
 //! requests with the user's cookies and read the answer.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use http::header::{CONTENT_TYPE, SET_COOKIE, X_CONTENT_TYPE_OPTIONS};
+use http::header::{CACHE_CONTROL, CONTENT_TYPE, SET_COOKIE, X_CONTENT_TYPE_OPTIONS};
 use http::{HeaderValue, Request, Response, StatusCode};
 use http_body_util::Full;
 
@@ -127,6 +127,7 @@ pub(crate) async fn respond<B>(server: &Server, request: Request<B>) -> Response
         HeaderValue::from_static("text/javascript;charset=UTF-8"),
     );
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
     if let Some(cookie) = set_browser.as_deref().and_then(browser_cookie_header) {
         h.insert(SET_COOKIE, cookie);
     }

@@ -44,7 +44,13 @@ async fn hold(inner: &Arc<Inner>, connect: &HeldConnect) -> (crate::protocol::Me
         timeout = Duration::ZERO;
     }
     // Polls `ready` before the deadline, so a zero timeout still takes what is queued.
-    let _ = tokio::time::timeout(timeout, session.ready(&attachment)).await;
+    let ready = tokio::time::timeout(timeout, session.ready(&attachment)).await;
+    // Under load, wait a little so the response carries more (the window opens only
+    // after a busy response). Cancel-safe: nothing was taken yet.
+    let window = inner.config.busy_flush_window;
+    if ready.is_ok() && !window.is_zero() && session.is_busy() && attachment.is_current() {
+        tokio::time::sleep(window).await;
+    }
     let outbound = if attachment.is_current() {
         session.take()
     } else {

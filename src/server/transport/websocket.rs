@@ -15,8 +15,9 @@
 //!   `maxInterval`; `/meta/disconnect` ends the session and closes the socket (1000).
 //! - Bad input gets a close code: a message over `maxMessageSize` 1009, a binary frame
 //!   1003, invalid UTF-8 or a body that is not JSON messages 1007, a batch over
-//!   `maxBatch` or a ping flood 1008; a socket silent for longer than
-//!   `timeout + maxInterval`, or that does not take a frame within that time, is closed.
+//!   `maxBatch` or a ping flood 1008; a socket that sends no Bayeux message for longer
+//!   than `timeout + maxInterval` (pings do not count), or that does not take a frame
+//!   within that time, is closed (1001, or 1008 for the reader that does not read).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,9 +67,10 @@ pub(crate) fn is_upgrade<B>(request: &Request<B>) -> bool {
 }
 
 /// Whether a browser at `Origin` may open a socket: with CORS origins configured, one of
-/// them; without, the endpoint's own origin only (a socket is not protected by CORS, so
-/// another site's page must not open one with the user's cookies). Clients that send no
-/// `Origin` (not browsers) are accepted.
+/// them; without, the endpoint's own origin only (its `Host`, or the `X-Forwarded-Host`
+/// a reverse proxy sets), since a socket is not protected by CORS and another site's
+/// page must not open one with the user's cookies. Clients that send no `Origin` (not
+/// browsers) are accepted.
 fn origin_allowed(inner: &Inner, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
@@ -79,9 +81,14 @@ fn origin_allowed(inner: &Inner, headers: &HeaderMap) -> bool {
             .iter()
             .any(|o| o == "*" || o.eq_ignore_ascii_case(origin));
     }
-    let host = headers.get(HOST).and_then(|v| v.to_str().ok());
+    // Behind a reverse proxy, the host the browser used is in X-Forwarded-Host.
     let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-    matches!((origin_host, host), (Some(o), Some(h)) if o.eq_ignore_ascii_case(h))
+    [headers.get("x-forwarded-host"), headers.get(HOST)]
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|h| origin_host.is_some_and(|o| o.eq_ignore_ascii_case(h.trim())))
 }
 
 /// Answers an upgrade request: `101` and a task that serves the socket, or the HTTP
@@ -126,7 +133,10 @@ pub(crate) fn upgrade<B>(server: &Server, mut request: Request<B>) -> Response<R
         h.insert(SET_COOKIE, cookie);
     }
     let config = socket_config(&inner);
+    // Counted from now, so a shutdown that starts while the upgrade completes waits too.
+    let guard = inner.socket_opened();
     tokio::spawn(async move {
+        let _guard = guard;
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
@@ -219,7 +229,11 @@ impl Socket {
                 Event::Frame(None) => return,
                 Event::Frame(Some(Err(e))) => break close_for(&e),
                 Event::Frame(Some(Ok(frame))) => {
-                    self.last_frame = Instant::now();
+                    // Only Bayeux messages keep a socket alive: a client that only pings
+                    // is closed as idle, so its session can expire.
+                    if matches!(frame, Frame::Text(_)) {
+                        self.last_frame = Instant::now();
+                    }
                     match self.on_frame(frame).await {
                         Ok(()) => {}
                         Err(close) => break close,
@@ -261,12 +275,14 @@ impl Socket {
             .as_ref()
             .filter(|a| self.held.is_some() || !a.session().has_ack());
         let inner = self.inner.clone();
+        // Timers and pushes before reading, so a client that sends without pause still
+        // gets its messages and its heartbeat.
         tokio::select! {
             biased;
             _ = inner.shut_down() => Event::Shutdown,
-            frame = self.ws.next() => Event::Frame(frame),
-            _ = async { match push { Some(a) => a.ready().await, None => std::future::pending().await } } => Event::Ready,
             _ = async { match due { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => Event::ConnectDue,
+            _ = async { match push { Some(a) => a.ready().await, None => std::future::pending().await } } => Event::Ready,
+            frame = self.ws.next() => Event::Frame(frame),
             _ = tokio::time::sleep_until(idle_at) => Event::Idle,
         }
     }
@@ -301,9 +317,12 @@ impl Socket {
                 if self.pings.1 > MAX_PINGS_PER_SECOND {
                     return Err(Close(CloseCode::Policy, "too many pings"));
                 }
-                // tungstenite queued the pong; write it out now.
-                let _ = self.ws.flush().await;
-                Ok(())
+                // tungstenite queued the pong; write it out now, within the socket's
+                // patience (a client that does not read must not hold this loop).
+                match tokio::time::timeout(self.patience(), self.ws.flush()).await {
+                    Ok(_) => Ok(()),
+                    Err(_) => Err(Close(CloseCode::Policy, "the client does not read")),
+                }
             }
             Frame::Close(_) => Err(Close(CloseCode::Normal, "")),
             Frame::Pong(_) | Frame::Frame(_) => Ok(()),
@@ -321,7 +340,12 @@ impl Socket {
             browser: Some(&self.browser),
         };
         let mut processed = process(&self.inner, &ctx, batch).await;
-        let disconnected = processed.succeeded(META_DISCONNECT);
+        // This socket's own session disconnected (not another session named in the batch).
+        let disconnected = processed.succeeded(META_DISCONNECT)
+            && self
+                .attached
+                .as_ref()
+                .is_none_or(|a| a.session().closed() == Some(CloseReason::Disconnected));
         let connect = processed.connect.take();
         let mut previous = None;
         if let Some(connect) = &connect {
@@ -381,14 +405,20 @@ impl Socket {
         let Some(attachment) = &self.attached else {
             return Ok(());
         };
-        let session = attachment.session();
+        let session = attachment.session().clone();
         let ended = !attachment.is_current() || session.closed().is_some();
         // The connect stays held as a heartbeat while messages are pushed, but with
         // acknowledged delivery, where the messages are its answer.
         if ended || (self.held.is_some() && session.has_ack()) {
             return self.answer_connect().await;
         }
-        let outbound = attachment.session().take();
+        // Under load, wait a little so the frame carries more (only after a busy frame:
+        // light traffic goes out at once).
+        let window = self.inner.config.busy_flush_window;
+        if !window.is_zero() && session.is_busy() {
+            tokio::time::sleep(window).await;
+        }
+        let outbound = session.take();
         self.send_messages(&outbound.messages).await
     }
 
@@ -421,9 +451,13 @@ impl Socket {
             None => Outbound::closed_or_empty(None),
         };
         if !current || outbound.closed.is_some() {
-            // Replaced by another transport, or ended: this socket lets go of it.
+            // Replaced by another transport, or ended: this socket lets go of it. An
+            // ended session is removed once a connect reply tells the client why; with
+            // no connect held (an overflow between two connects), it stays, closed, so
+            // that the client's next connect hears the reason (409) rather than 402.
             if let Some(a) = self.attached.take()
                 && let Some(reason) = outbound.closed
+                && self.held.is_some()
             {
                 self.inner.remove_session(a.session(), reason);
             }
