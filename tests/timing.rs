@@ -135,3 +135,67 @@ async fn a_held_connect_keeps_its_session_alive() {
     assert!(server.is_connected(&id));
     held.abort();
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_busy_flush_window_opens_after_a_busy_response_only() {
+    let window = Duration::from_millis(50);
+    let server = Server::new(ServerConfig {
+        busy_flush_window: window,
+        busy_threshold: 2,
+        ..ServerConfig::default()
+    });
+    let id = handshake(&server).await;
+    call(
+        &server,
+        json!({"channel": "/meta/subscribe", "clientId": id, "subscription": "/w"}),
+    )
+    .await;
+    call(&server, connect(&id)).await; // the first connect, at once
+    let publish = |n: u32| {
+        let server = server.clone();
+        async move {
+            for i in 0..n {
+                server.publish("/w", json!(i)).await.unwrap();
+            }
+        }
+    };
+    let answered_at_once = |server: Server, id: String| async move {
+        let held = tokio::spawn(async move { call(&server, connect(&id)).await });
+        settle().await;
+        held.is_finished()
+    };
+    // Not busy yet: three messages go out at once, and that response was busy.
+    publish(3).await;
+    assert!(answered_at_once(server.clone(), id.clone()).await);
+    // Busy: the next response waits the window, gathering what comes meanwhile.
+    publish(1).await;
+    let held = tokio::spawn({
+        let (server, id) = (server.clone(), id.clone());
+        async move { call(&server, connect(&id)).await }
+    });
+    settle().await;
+    publish(1).await;
+    tokio::time::advance(window - Duration::from_millis(1)).await;
+    settle().await;
+    assert!(!held.is_finished(), "answered inside the window");
+    tokio::time::advance(Duration::from_millis(2)).await;
+    settle().await;
+    let replies = held.await.unwrap();
+    assert_eq!(replies.len(), 3, "both messages and the reply: {replies:?}");
+    // That response carried 2 (still busy): the next one, of 1 message, waits the
+    // window once more and clears it; light traffic then goes out at once.
+    publish(1).await;
+    let held = tokio::spawn({
+        let (server, id) = (server.clone(), id.clone());
+        async move { call(&server, connect(&id)).await }
+    });
+    settle().await;
+    tokio::time::advance(window + Duration::from_millis(1)).await;
+    settle().await;
+    assert_eq!(held.await.unwrap().len(), 2);
+    publish(1).await;
+    assert!(
+        answered_at_once(server.clone(), id.clone()).await,
+        "light traffic is not delayed"
+    );
+}

@@ -120,7 +120,7 @@ impl Default for ServerConfig {
             max_queue: 10_000,
             max_queue_bytes: 512 * 1024,
             overflow: OverflowPolicy::DropNewest,
-            busy_flush_window: Duration::from_millis(2),
+            busy_flush_window: Duration::from_millis(5),
             busy_threshold: 8,
             max_message_size: 1024 * 1024,
             ack_extension: true,
