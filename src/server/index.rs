@@ -7,7 +7,7 @@
 //! messages reach it through the [`Broker`](super::Broker), which decides which nodes
 //! see them.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
 use bytes::Bytes;
@@ -201,12 +201,16 @@ impl ChannelIndex {
             0 => 0,
             // The common case: no overlap is possible, so no de-duplication is needed.
             1 => sets[0].values().filter(|r| r.deliver(message)).count(),
+            // Overlapping patterns (say `/chat` and `/**`): a recipient in several sets
+            // gets the message from the first set that has it. The sets are few (at
+            // most two per segment and one exact), so looking the earlier ones up costs
+            // less than building a set of everyone, and allocates nothing per delivery.
             _ => {
-                let mut seen = HashSet::new();
                 let mut queued = 0;
-                for set in sets {
-                    for (id, r) in set {
-                        if seen.insert(*id) && r.deliver(message) {
+                for (i, set) in sets.iter().enumerate() {
+                    for (id, r) in set.iter() {
+                        let earlier = sets[..i].iter().any(|s| s.contains_key(id));
+                        if !earlier && r.deliver(message) {
                             queued += 1;
                         }
                     }

@@ -33,7 +33,34 @@ enum Command {
     Bench(bench::BenchArgs),
 }
 
+/// Raises this process's soft limit on open files (`RLIMIT_NOFILE`) to its hard limit,
+/// so that `serve` and `bench` can hold as many sockets as the machine allows rather
+/// than the shell's default (often 1024). Best effort: when the limit cannot be read or
+/// raised, the process carries on with the limit it has.
+#[cfg(unix)]
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the `rlimit` we own and pass by a valid pointer.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0
+        || limit.rlim_cur >= limit.rlim_max
+    {
+        return;
+    }
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit only reads the `rlimit` we pass by a valid pointer; raising the
+    // soft limit up to the hard one needs no privilege. A failure (macOS refuses an
+    // unlimited hard limit for this resource) leaves the limit as it was.
+    unsafe {
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+}
+
 fn main() -> std::process::ExitCode {
+    #[cfg(unix)]
+    raise_open_file_limit();
     let cli = Cli::parse();
     // The library's log events (queue overflows, ...) on stderr; RUST_LOG overrides.
     tracing_subscriber::fmt()
