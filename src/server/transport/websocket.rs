@@ -148,10 +148,12 @@ pub(crate) fn upgrade<B>(server: &Server, mut request: Request<B>) -> Response<R
     res
 }
 
-/// Frame limits and small buffers: an idle socket should cost little.
+/// Frame limits and small buffers: an idle socket should cost little. The read buffer
+/// grows for a large frame; 1 KiB holds the connects a subscriber sends (4 KiB cost
+/// 4 KiB more per idle session, measured in BENCHMARKS.md).
 fn socket_config(inner: &Inner) -> WebSocketConfig {
     let mut config = WebSocketConfig::default();
-    config.read_buffer_size = 4 * 1024;
+    config.read_buffer_size = 1024;
     config.write_buffer_size = 0;
     config.max_message_size = Some(inner.config.max_message_size);
     config.max_frame_size = Some(inner.config.max_message_size);
