@@ -6,8 +6,17 @@ alternating servers within every round, and writes BENCHMARKS-results.json, a ta
 medians and ratios (printed, and pasted into BENCHMARKS.md by hand) and
 benches/scaling.svg (throughput and p99 latency against subscriber count).
 
-Usage: python3 benches/compare.py [--rounds N] [--quick]
-Needs: cargo, node and npm (the Node servers are installed here with `npm ci`).
+With `--client node` the fan-out and latency scenarios (long-polling against all three
+servers, WebSocket against bayeux and Faye) are driven by `node benches/node_load.mjs`
+instead: subscribers that cost what real Node clients cost (JSON.parse of every response,
+a keep-alive connection or a `ws` socket each), so the load generator, not the server,
+may be the bottleneck: the client-bound picture beside `bayeux bench`'s server-bound one.
+Its results go to BENCHMARKS-results-node.json and BENCHMARKS-table-node.md (no sweep,
+no SVG); the default files are left alone.
+
+Usage: python3 benches/compare.py [--rounds N] [--quick] [--only TEXT] [--client bayeux|node]
+Needs: cargo, node and npm (the Node servers are installed here with `npm ci`, unless
+tests/interop/node_modules is already up to date with its package-lock.json).
 Only standard-library Python.
 """
 import argparse
@@ -21,6 +30,7 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "bayeux")
+NODE_LOAD = os.path.join(ROOT, "benches", "node_load.mjs")
 INTEROP = os.path.join(ROOT, "tests", "interop")
 SERVERS = ["bayeux", "faye", "cometd-node"]
 WS_SERVERS = ["bayeux", "faye"]
@@ -71,28 +81,42 @@ def rss_kib(pid):
     return 0
 
 
-def bench(server, args):
-    """Runs one scenario against a fresh server; returns the report plus server figures."""
+def bench(server, args, client="bayeux"):
+    """Runs one scenario against a fresh server with the given load generator (`bayeux
+    bench`, or benches/node_load.mjs); returns the report plus server figures."""
     port = free_port()
     proc = start(server, port)
     try:
         time.sleep(0.3)
         base_rss = rss_kib(proc.pid)
         cpu0 = cpu_seconds(proc.pid)
-        cmd = [BIN, "bench", f"http://127.0.0.1:{port}/cometd", "--json"] + args
+        url = f"http://127.0.0.1:{port}/cometd"
+        if client == "node":
+            cmd = ["node", NODE_LOAD, url, "--json"] + args
+        else:
+            cmd = [BIN, "bench", url, "--json"] + args
         b = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         peak = base_rss
+        tool_peak = 0
         while b.poll() is None:
             peak = max(peak, rss_kib(proc.pid))
+            try:
+                tool_peak = max(tool_peak, rss_kib(b.pid))
+            except OSError:
+                pass
             time.sleep(0.2)
         out = b.stdout.read()
         cpu = cpu_seconds(proc.pid) - cpu0
         report = json.loads(out.strip().splitlines()[-1]) if out.strip() else {"error": "no report"}
+        report["client"] = client
+        report["tool_rss_kib_peak"] = tool_peak
         report["server_cpu_seconds"] = cpu
         report["server_rss_kib_peak"] = peak
         report["server_rss_kib_base"] = base_rss
         d = report.get("delivered", 0)
         report["server_cpu_us_per_delivery"] = cpu * 1e6 / d if d else None
+        tool_cpu = report.get("tool_cpu_seconds")
+        report["tool_cpu_us_per_delivery"] = tool_cpu * 1e6 / d if d and tool_cpu is not None else None
         return report
     finally:
         proc.terminate()
@@ -102,7 +126,18 @@ def bench(server, args):
             proc.kill()
 
 
-def scenarios(quick):
+# The scenarios benches/node_load.mjs runs with `--client node`.
+NODE_SCENARIOS = ("fanout: ", "latency: ", "websocket fanout: ", "websocket latency: ")
+
+
+def scenarios(quick, client="bayeux"):
+    all_scenarios = default_scenarios(quick)
+    if client == "node":
+        return {k: v for k, v in all_scenarios.items() if k.startswith(NODE_SCENARIOS)}
+    return all_scenarios
+
+
+def default_scenarios(quick):
     d = "3" if quick else "10"
     return {
         "fanout: 1 channel x 1000 subscribers, max rate": (SERVERS, ["--subscribers", "1000", "--channels", "1", "--publishers", "4", "--batch", "10", "--duration", d]),
@@ -126,11 +161,22 @@ def median(values):
     return statistics.median(values) if values else None
 
 
+def npm_ci_needed():
+    """Whether tests/interop/node_modules is missing or older than its lock file (npm
+    keeps its own copy of the lock file in node_modules when it installs)."""
+    lock = os.path.join(INTEROP, "package-lock.json")
+    installed = os.path.join(INTEROP, "node_modules", ".package-lock.json")
+    return not os.path.exists(installed) or os.path.getmtime(installed) < os.path.getmtime(lock)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--only", help="run only the scenarios whose name contains this text (no sweep)")
+    ap.add_argument("--client", choices=["bayeux", "node"], default="bayeux",
+                    help="load generator: `bayeux bench` (default), or benches/node_load.mjs for "
+                         "the fan-out and latency scenarios (results in BENCHMARKS-*-node.*)")
     ap.add_argument("--plot-only", action="store_true", help="redraw benches/scaling.svg from BENCHMARKS-results.json")
     opts = ap.parse_args()
     if opts.plot_only:
@@ -139,34 +185,43 @@ def main():
         return
 
     subprocess.run(["cargo", "build", "--release", "--quiet"], cwd=ROOT, check=True)
-    subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=INTEROP, check=True)
+    if npm_ci_needed():
+        subprocess.run(["npm", "ci", "--no-audit", "--no-fund", "--silent"], cwd=INTEROP, check=True)
 
+    client = opts.client
+    node = client == "node"
     results = {}
     for round_no in range(opts.rounds):
-        for name, (servers, args) in scenarios(opts.quick).items():
+        for name, (servers, args) in scenarios(opts.quick, client).items():
             if opts.only and opts.only not in name:
                 continue
             for server in servers:  # alternating servers within the round
                 print(f"round {round_no + 1}: {name}: {server}", file=sys.stderr, flush=True)
-                results.setdefault(name, {}).setdefault(server, []).append(bench(server, args))
-        for n in ([] if opts.only else SWEEP):
+                results.setdefault(name, {}).setdefault(server, []).append(bench(server, args, client))
+        for n in ([] if opts.only or node else SWEEP):
             name = f"sweep {n}"
             args = ["--subscribers", str(n), "--channels", "1", "--publishers", "4", "--batch", "10", "--duration", "3" if opts.quick else "5"]
             for server in SERVERS:
                 print(f"round {round_no + 1}: {name}: {server}", file=sys.stderr, flush=True)
                 results.setdefault(name, {}).setdefault(server, []).append(bench(server, args))
 
-    # A partial run (--only) does not overwrite the full results.
-    suffix = "-partial" if opts.only else ""
+    # A partial run (--only) does not overwrite the full results, nor a Node-client run
+    # the default ones.
+    suffix = ("-node" if node else "") + ("-partial" if opts.only else "")
     with open(os.path.join(ROOT, f"BENCHMARKS-results{suffix}.json"), "w") as f:
         json.dump(results, f, indent=1)
 
     def med(name, server, key):
         return median([r.get(key) for r in results.get(name, {}).get(server, [])])
 
-    lines = ["| scenario | server | delivered/s | p99 ms | server CPU µs/delivery | messages per response/frame | handshakes/s | server RSS KiB/session | lost |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for name in scenarios(opts.quick):
+    lines = []
+    if node:
+        lines += ["Load generator: benches/node_load.mjs (Node clients: JSON.parse of every response, "
+                  "a keep-alive connection or a `ws` socket per subscriber).", ""]
+    lines += ["| scenario | server | delivered/s | p99 ms | server CPU µs/delivery | messages per response/frame | handshakes/s | server RSS KiB/session | lost |"
+              + (" load tool CPU µs/delivery |" if node else ""),
+              "|---|---|---|---|---|---|---|---|---|" + ("---|" if node else "")]
+    for name in scenarios(opts.quick, client):
         for server in results.get(name, {}):
             subs = results[name][server][0].get("subscribers") or 0
             rss = med(name, server, "server_rss_kib_peak")
@@ -174,16 +229,20 @@ def main():
             cpu = med(name, server, "server_cpu_us_per_delivery")
             p99 = median([r.get("latency_ms", {}).get("p99") for r in results[name][server]]) or 0
             per_response = median([(r.get("messages_per_response") or {}).get("mean") for r in results[name][server]])
-            lines.append("| {} | {} | {:.0f} | {:.2f} | {} | {} | {:.0f} | {} | {:.0f} |".format(
+            row = "| {} | {} | {:.0f} | {:.2f} | {} | {} | {:.0f} | {} | {:.0f} |".format(
                 name, server, med(name, server, "delivered_per_sec") or 0, p99,
                 f"{cpu:.2f}" if cpu else "-", f"{per_response:.1f}" if per_response else "-",
-                med(name, server, "handshakes_per_sec") or 0, per_session, med(name, server, "lost") or 0))
+                med(name, server, "handshakes_per_sec") or 0, per_session, med(name, server, "lost") or 0)
+            if node:
+                tool = med(name, server, "tool_cpu_us_per_delivery")
+                row += f" {tool:.2f} |" if tool else " - |"
+            lines.append(row)
     lines.append("")
     lines.append("Ratios (peer / bayeux; above 1 means bayeux is better for CPU, RSS and p99, and below 1 for throughput):")
     lines.append("")
     lines.append("| scenario | peer | delivered/s | p99 | CPU/delivery | RSS/session | handshakes/s |")
     lines.append("|---|---|---|---|---|---|---|")
-    for name in scenarios(opts.quick):
+    for name in scenarios(opts.quick, client):
         ours = results.get(name, {}).get("bayeux")
         if not ours:
             continue
@@ -200,7 +259,7 @@ def main():
     print(table)
     with open(os.path.join(ROOT, f"BENCHMARKS-table{suffix}.md"), "w") as f:
         f.write(table + "\n")
-    if not opts.only:
+    if not opts.only and not node:
         write_svg(results)
 
 
