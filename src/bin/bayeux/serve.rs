@@ -140,7 +140,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     let url = listening.url(&args.path);
     let base = listening.url("");
     println!(
-        "bayeux: serving Bayeux long-polling at {url} and the workbin API at {base}/api/v2/users/{{userId}}/workbins/{{id}}"
+        "bayeux: serving Bayeux (WebSocket and long-polling) at {url} and the workbin API at {base}/api/v2/users/{{userId}}/workbins/{{id}}"
     );
     if demo {
         println!(
