@@ -32,6 +32,12 @@ fn connect(id: &str) -> Value {
     json!({"channel": "/meta/connect", "clientId": id, "connectionType": "long-polling"})
 }
 
+/// Sends a connect in a task of its own, to watch how long it is held.
+fn spawn_connect(server: &Server, id: &str) -> tokio::task::JoinHandle<Vec<Value>> {
+    let (server, id) = (server.clone(), id.to_string());
+    tokio::spawn(async move { call(&server, connect(&id)).await })
+}
+
 /// Lets every task that can run, run (the clock does not move).
 async fn settle() {
     for _ in 0..10 {
@@ -49,10 +55,7 @@ async fn a_connect_is_held_exactly_timeout() {
     let id = handshake(&server).await;
     // The first connect is answered at once.
     call(&server, connect(&id)).await;
-    let held = tokio::spawn({
-        let (server, id) = (server.clone(), id.clone());
-        async move { call(&server, connect(&id)).await }
-    });
+    let held = spawn_connect(&server, &id);
     settle().await;
     tokio::time::advance(timeout - Duration::from_millis(1)).await;
     settle().await;
@@ -121,10 +124,7 @@ async fn a_held_connect_keeps_its_session_alive() {
     });
     let id = handshake(&server).await;
     call(&server, connect(&id)).await;
-    let held = tokio::spawn({
-        let (server, id) = (server.clone(), id.clone());
-        async move { call(&server, connect(&id)).await }
-    });
+    let held = spawn_connect(&server, &id);
     settle().await;
     // Ten times maxInterval with the connect held: still alive.
     for _ in 0..10 {
@@ -160,7 +160,7 @@ async fn the_busy_flush_window_opens_after_a_busy_response_only() {
         }
     };
     let answered_at_once = |server: Server, id: String| async move {
-        let held = tokio::spawn(async move { call(&server, connect(&id)).await });
+        let held = spawn_connect(&server, &id);
         settle().await;
         held.is_finished()
     };
@@ -169,10 +169,7 @@ async fn the_busy_flush_window_opens_after_a_busy_response_only() {
     assert!(answered_at_once(server.clone(), id.clone()).await);
     // Busy: the next response waits the window, gathering what comes meanwhile.
     publish(1).await;
-    let held = tokio::spawn({
-        let (server, id) = (server.clone(), id.clone());
-        async move { call(&server, connect(&id)).await }
-    });
+    let held = spawn_connect(&server, &id);
     settle().await;
     publish(1).await;
     tokio::time::advance(window - Duration::from_millis(1)).await;
@@ -185,10 +182,7 @@ async fn the_busy_flush_window_opens_after_a_busy_response_only() {
     // That response carried 2 (still busy): the next one, of 1 message, waits the
     // window once more and clears it; light traffic then goes out at once.
     publish(1).await;
-    let held = tokio::spawn({
-        let (server, id) = (server.clone(), id.clone());
-        async move { call(&server, connect(&id)).await }
-    });
+    let held = spawn_connect(&server, &id);
     settle().await;
     tokio::time::advance(window + Duration::from_millis(1)).await;
     settle().await;

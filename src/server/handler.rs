@@ -260,12 +260,7 @@ fn handshake(
     if inner.session_count() >= inner.config.max_sessions {
         // Refused, with advice to try again later rather than to give up.
         let err = BayeuxError::limit("maxSessions", "Too many sessions");
-        let advice = Advice {
-            reconnect: Some(Reconnect::Handshake),
-            interval: Some(millis(inner.config.interval) + 1_000),
-            ..Advice::default()
-        };
-        return (None, reply.fail(&err).with_advice(advice));
+        return (None, reply.fail(&err).with_advice(handshake_later(inner)));
     }
     // Version negotiation: the client's version, or failing that its minimum, must be 1.x.
     let version_ok = request.version.as_deref().and_then(major) == Some(1)
@@ -338,12 +333,17 @@ fn handshake(
 /// `reconnect: none`, which would stop a client for good.
 fn shutting_down(inner: &Inner, reply: Message) -> Message {
     let err = BayeuxError::new(ErrorCode(503), &[], "Server shutting down");
-    let advice = Advice {
+    reply.fail(&err).with_advice(handshake_later(inner))
+}
+
+/// Advice to handshake again after `interval` + 1 s: for a refused handshake that may
+/// succeed later (too many sessions, a server going away).
+fn handshake_later(inner: &Inner) -> Advice {
+    Advice {
         reconnect: Some(Reconnect::Handshake),
         interval: Some(millis(inner.config.interval) + 1_000),
         ..Advice::default()
-    };
-    reply.fail(&err).with_advice(advice)
+    }
 }
 
 /// The reply to a connect that a transport completed with `outbound`: advice as the

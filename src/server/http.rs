@@ -150,7 +150,7 @@ impl Server {
     }
 
     /// The request's `Origin` when CORS allows it.
-    fn allowed_origin(&self, headers: &http::HeaderMap) -> Option<String> {
+    pub(crate) fn allowed_origin(&self, headers: &http::HeaderMap) -> Option<String> {
         let origin = headers.get(ORIGIN)?.to_str().ok()?;
         let allowed = &self.config().cors_origins;
         allowed

@@ -142,29 +142,16 @@ impl Inner {
 
     /// Waits until every socket has closed.
     pub async fn sockets_closed(&self) {
-        loop {
-            let notified = self.sockets_closed.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.sockets.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
+        notified_until(&self.sockets_closed, || {
+            self.sockets.load(Ordering::Acquire) == 0
+        })
+        .await
     }
 
     /// Completes once the server is shutting down.
     #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
     pub async fn shut_down(&self) {
-        loop {
-            let notified = self.shutdown_signal.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.is_shutting_down() {
-                return;
-            }
-            notified.await;
-        }
+        notified_until(&self.shutdown_signal, || self.is_shutting_down()).await
     }
 
     /// The queue bounds of a new session.
@@ -209,6 +196,21 @@ impl Inner {
             self.remove_session(s, CloseReason::Expired);
         }
         stale.len()
+    }
+}
+
+/// Waits until `done` holds, re-checking it each time `notify` wakes its waiters
+/// (`notify_waiters`). The waiter is registered before each check, so a wake-up between
+/// the check and the wait is not lost.
+pub(crate) async fn notified_until(notify: &tokio::sync::Notify, mut done: impl FnMut() -> bool) {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if done() {
+            return;
+        }
+        notified.await;
     }
 }
 

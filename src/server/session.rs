@@ -377,21 +377,11 @@ impl Session {
     /// attachment replaced by a newer one, or the session ended. Cancel-safe: it takes
     /// nothing from the queue.
     pub async fn ready(&self, attachment: &Attachment) {
-        loop {
-            let notified = self.wake.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let st = self.state();
-                if st.closed.is_some()
-                    || st.generation != attachment.generation
-                    || !st.queue.is_empty()
-                {
-                    return;
-                }
-            }
-            notified.await;
-        }
+        super::notified_until(&self.wake, || {
+            let st = self.state();
+            st.closed.is_some() || st.generation != attachment.generation || !st.queue.is_empty()
+        })
+        .await
     }
 
     /// Takes everything queued. With acknowledgements on, the messages become the next

@@ -71,15 +71,13 @@ pub(crate) fn is_upgrade<B>(request: &Request<B>) -> bool {
 /// a reverse proxy sets), since a socket is not protected by CORS and another site's
 /// page must not open one with the user's cookies. Clients that send no `Origin` (not
 /// browsers) are accepted.
-fn origin_allowed(inner: &Inner, headers: &HeaderMap) -> bool {
+fn origin_allowed(server: &Server, headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let allowed = &inner.config.cors_origins;
-    if !allowed.is_empty() {
-        return allowed
-            .iter()
-            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin));
+    if !server.config().cors_origins.is_empty() {
+        // The same rule as the CORS headers of HTTP requests.
+        return server.allowed_origin(headers).is_some();
     }
     // Behind a reverse proxy, the host the browser used is in X-Forwarded-Host.
     let origin_host = origin.split_once("://").map(|(_, rest)| rest);
@@ -108,7 +106,7 @@ pub(crate) fn upgrade<B>(server: &Server, mut request: Request<B>) -> Response<R
     let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
         return text(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
     };
-    if !origin_allowed(&inner, headers) {
+    if !origin_allowed(server, headers) {
         return text(StatusCode::FORBIDDEN, "origin not allowed");
     }
     if inner.is_shutting_down() {
