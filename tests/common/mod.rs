@@ -2,6 +2,8 @@
 //! HTTP client that speaks Bayeux by hand, so the tests see exactly what is on the wire.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::time::Duration;
 
 use bayeux::server::{Listening, Server, ServerConfig};
