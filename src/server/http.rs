@@ -86,7 +86,8 @@ impl Server {
         }
         #[cfg(feature = "callback-polling")]
         if request.method() == Method::GET && config.callback_polling {
-            return super::transport::callback_polling::respond(self, request).await;
+            // Boxed: it is the largest state of this future, which a held long poll keeps.
+            return Box::pin(super::transport::callback_polling::respond(self, request)).await;
         }
         if request.method() == Method::OPTIONS && !config.cors_origins.is_empty() {
             return cors::preflight(
@@ -102,25 +103,28 @@ impl Server {
         }
         let (parts, body) = request.into_parts();
         let limit = config.max_message_size;
-        let bytes = match read_body(&parts.headers, body, limit, config.body_timeout).await {
-            Ok(bytes) => bytes,
-            Err(BodyError::TooLarge) => return too_large(limit),
-            Err(BodyError::TimedOut) => {
-                return text(
-                    StatusCode::REQUEST_TIMEOUT,
-                    format!(
-                        "the request body did not arrive within {} ms",
-                        config.body_timeout.as_millis()
-                    ),
-                );
-            }
-            Err(BodyError::Read(e)) => {
-                return text(
-                    StatusCode::BAD_REQUEST,
-                    format!("could not read the request body: {e}"),
-                );
-            }
-        };
+        // Boxed, as is `process` below: the request's future is as large as its largest
+        // state, and a held long poll should not carry these (BENCHMARKS.md).
+        let bytes =
+            match Box::pin(read_body(&parts.headers, body, limit, config.body_timeout)).await {
+                Ok(bytes) => bytes,
+                Err(BodyError::TooLarge) => return too_large(limit),
+                Err(BodyError::TimedOut) => {
+                    return text(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!(
+                            "the request body did not arrive within {} ms",
+                            config.body_timeout.as_millis()
+                        ),
+                    );
+                }
+                Err(BodyError::Read(e)) => {
+                    return text(
+                        StatusCode::BAD_REQUEST,
+                        format!("could not read the request body: {e}"),
+                    );
+                }
+            };
         let batch = match Batch::parse(&bytes) {
             Ok(b) => b,
             Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
@@ -139,10 +143,14 @@ impl Server {
             headers: &parts.headers,
             browser: browser_cookie(&parts.headers),
         };
-        let mut processed = process(self.inner(), &ctx, batch).await;
+        let mut processed = Box::pin(process(self.inner(), &ctx, batch)).await;
         let set_browser = processed.set_browser.take();
         let body = long_polling::respond(self.inner(), processed).await;
         let mut res = json(body);
+        // The request's headers and body are slices of hyper's read buffer: let go of
+        // them before the long poll, or the connection needs a second buffer meanwhile.
+        drop(parts);
+        drop(bytes);
         if let Some(cookie) = set_browser.as_deref().and_then(browser_cookie_header) {
             res.headers_mut().insert(SET_COOKIE, cookie);
         }

@@ -117,7 +117,9 @@ pub(crate) fn upgrade<B>(server: &Server, mut request: Request<B>) -> Response<R
         Some(b) => (b.to_string(), false),
         None => (new_client_id(), true),
     };
-    let upgrade_headers = headers.clone();
+    // Copied, not cloned: a cloned value shares hyper's 8 KiB read buffer, which it
+    // would then keep for as long as the socket lives.
+    let upgrade_headers = owned_headers(headers);
     let on_upgrade = hyper::upgrade::on(&mut request);
     let mut res = Response::new(ResponseBody::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -133,7 +135,7 @@ pub(crate) fn upgrade<B>(server: &Server, mut request: Request<B>) -> Response<R
     let config = socket_config(&inner);
     // Counted from now, so a shutdown that starts while the upgrade completes waits too.
     let guard = inner.socket_opened();
-    tokio::spawn(async move {
+    let task = async move {
         let _guard = guard;
         let Ok(upgraded) = on_upgrade.await else {
             return;
@@ -142,7 +144,8 @@ pub(crate) fn upgrade<B>(server: &Server, mut request: Request<B>) -> Response<R
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
         Socket::new(inner, ws, upgrade_headers, browser).run().await;
-    });
+    };
+    tokio::spawn(task);
     res
 }
 
@@ -151,6 +154,21 @@ pub(crate) fn upgrade<B>(server: &Server, mut request: Request<B>) -> Response<R
 /// 4 KiB more per idle session, measured in BENCHMARKS.md).
 fn socket_config(inner: &Inner) -> WebSocketConfig {
     let mut config = WebSocketConfig::default();
+/// A copy of `headers` that owns its bytes (for the security policy of every batch),
+/// without the handshake's own headers.
+fn owned_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        if name == SEC_WEBSOCKET_KEY || name == SEC_WEBSOCKET_ACCEPT {
+            continue;
+        }
+        if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
+            owned.append(name.clone(), value);
+        }
+    }
+    owned
+}
+
     config.read_buffer_size = 1024;
     config.write_buffer_size = 0;
     config.max_message_size = Some(inner.config.max_message_size);
@@ -186,7 +204,8 @@ struct Socket {
     browser: String,
     /// The session this socket carries, once a connect named it.
     attached: Option<Attachment>,
-    held: Option<Held>,
+    /// Boxed: a `Message` is large, and most sockets spend their life waiting.
+    held: Option<Box<Held>>,
     last_frame: Instant,
     pings: (Instant, u32),
 }
@@ -303,7 +322,9 @@ impl Socket {
 
     async fn on_frame(&mut self, frame: Frame) -> Result<(), Close> {
         match frame {
-            Frame::Text(text) => self.on_batch(Bytes::from(text)).await,
+            // Boxed: handling a batch is the largest state of the socket's task, and an
+            // idle socket should not carry it (measured in BENCHMARKS.md).
+            Frame::Text(text) => Box::pin(self.on_batch(Bytes::from(text))).await,
             Frame::Binary(_) => Err(Close(
                 CloseCode::Unsupported,
                 "Bayeux messages are text frames",
@@ -392,10 +413,10 @@ impl Socket {
         if session.acknowledge(handler::client_ack(&request)) || session.closed().is_some() {
             timeout = Duration::ZERO;
         }
-        self.held = Some(Held {
+        self.held = Some(Box::new(Held {
             request,
             deadline: Instant::now() + timeout,
-        });
+        }));
         Ok(())
     }
 
@@ -469,16 +490,11 @@ impl Socket {
     }
 
     /// Sends a held connect's reply, after the messages that go with it.
-    async fn answer(&mut self, held: Held, outbound: Outbound) -> Result<(), Close> {
-        let mut reply = handler::connect_reply(&self.inner, &held.request, &outbound);
-        let info = self.attached.as_ref().map(|a| a.session().info.clone());
-        self.inner.outgoing(info.as_ref(), &mut reply);
-        // The messages first, then the reply (in the last frame, with the messages that
-        // fit beside it).
-        let mut parts = outbound.messages;
-        parts.push(reply.to_bytes());
+    async fn answer(&mut self, held: Box<Held>, outbound: Outbound) -> Result<(), Close> {
+        let closed = outbound.closed;
+        let parts = self.connect_frame(held, outbound);
         self.send_messages(&parts).await?;
-        if outbound.closed == Some(CloseReason::Disconnected) {
+        if closed == Some(CloseReason::Disconnected) {
             return Err(Close(CloseCode::Normal, "disconnected"));
         }
         Ok(())
@@ -488,6 +504,18 @@ impl Socket {
 /// The close code for a read error.
 fn close_for(error: &tungstenite::Error) -> Close {
     match error {
+
+    /// The messages, then the connect's reply (in the last frame, with the messages that
+    /// fit beside it). Not async, so that the reply's parts are not part of the socket
+    /// task's state (an idle socket's task is as large as its largest state).
+    fn connect_frame(&self, held: Box<Held>, outbound: Outbound) -> Vec<Bytes> {
+        let mut reply = handler::connect_reply(&self.inner, &held.request, &outbound);
+        let info = self.attached.as_ref().map(|a| &a.session().info);
+        self.inner.outgoing(info, &mut reply);
+        let mut parts = outbound.messages;
+        parts.push(reply.to_bytes());
+        parts
+    }
         tungstenite::Error::Capacity(_) => Close(CloseCode::Size, "message over maxMessageSize"),
         tungstenite::Error::Utf8(_) => Close(CloseCode::Invalid, "invalid UTF-8"),
         tungstenite::Error::Protocol(_) => Close(CloseCode::Protocol, "protocol error"),
