@@ -71,7 +71,6 @@ pub async fn run(args: ListenArgs) -> Result<(), Box<dyn std::error::Error>> {
         client.transport_name()
     );
 
-    let mut transports = client.transport_changes();
     tokio::spawn(async move {
         while transports.changed().await.is_ok() {
             let now = *transports.borrow();
@@ -79,7 +78,6 @@ pub async fn run(args: ListenArgs) -> Result<(), Box<dyn std::error::Error>> {
         }
     });
 
-    let mut states = client.state();
     tokio::spawn(async move {
         let mut lost = false;
         while states.changed().await.is_ok() {
@@ -114,6 +112,11 @@ pub async fn run(args: ListenArgs) -> Result<(), Box<dyn std::error::Error>> {
                     return Err("the client stopped".into());
                 };
                 let mut out = stdout.lock();
+    // Watched from before the line below, and from the current state on: a connection
+    // lost right after it must still be told (a test waiting for the notice saw it lost).
+    let mut transports = client.transport_changes();
+    let mut states = client.state();
+    states.mark_changed();
                 serde_json::to_writer(&mut out, &message)?;
                 writeln!(out)?;
                 out.flush()?;
