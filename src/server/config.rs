@@ -107,6 +107,25 @@ pub struct ServerConfig {
     /// answer, so turn it on only where sessions are not bound to cookies alone
     /// (feature `callback-polling`).
     pub callback_polling: bool,
+    /// Serve TLS (`https://`, `wss://`) with this certificate and key, through
+    /// [`Server::listen`](super::Server::listen) and
+    /// [`serve_with_config`](super::serve_with_config) (feature `tls`). `None` (the
+    /// default): plain HTTP. With the `http2` feature, ALPN offers `h2` and `http/1.1`.
+    /// Ignored by [`Server::handle`](super::Server::handle) and
+    /// [`Server::service`](super::Server::service), which run inside the caller's stack.
+    #[cfg(feature = "tls")]
+    pub tls: Option<super::TlsConfig>,
+    /// How long a client may take to complete the TLS handshake once connected; a
+    /// client that stalls is dropped after it, costing no one else (a TLS slowloris).
+    /// Default: 10 s (feature `tls`).
+    #[cfg(feature = "tls")]
+    pub tls_handshake_timeout: Duration,
+    /// Also accept cleartext HTTP/2 from clients that open with its connection preface
+    /// ("prior knowledge", as `curl --http2-prior-knowledge` does); other clients keep
+    /// HTTP/1.1 on the same port. Off by default. Over TLS, HTTP/2 is negotiated by
+    /// ALPN whatever this says (feature `http2`).
+    #[cfg(feature = "http2")]
+    pub http2_prior_knowledge: bool,
 }
 
 impl Default for ServerConfig {
@@ -133,6 +152,12 @@ impl Default for ServerConfig {
             bind_browser_cookie: false,
             cors_origins: Vec::new(),
             callback_polling: false,
+            #[cfg(feature = "tls")]
+            tls: None,
+            #[cfg(feature = "tls")]
+            tls_handshake_timeout: Duration::from_secs(10),
+            #[cfg(feature = "http2")]
+            http2_prior_knowledge: false,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -17,13 +18,14 @@ use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::Service;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::net::TcpListener;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use super::Server;
 use super::handler::{RequestContext, process};
 use super::transport::long_polling;
+use super::{Server, ServerConfig};
 use crate::protocol::Batch;
 
 /// The body type of every response this crate produces.
@@ -145,12 +147,12 @@ impl Server {
         };
         let mut processed = Box::pin(process(self.inner(), &ctx, batch)).await;
         let set_browser = processed.set_browser.take();
-        let body = long_polling::respond(self.inner(), processed).await;
-        let mut res = json(body);
         // The request's headers and body are slices of hyper's read buffer: let go of
         // them before the long poll, or the connection needs a second buffer meanwhile.
         drop(parts);
         drop(bytes);
+        let body = long_polling::respond(self.inner(), processed).await;
+        let mut res = json(body);
         if let Some(cookie) = set_browser.as_deref().and_then(browser_cookie_header) {
             res.headers_mut().insert(SET_COOKIE, cookie);
         }
@@ -380,8 +382,9 @@ impl<S> HttpService for S where
 /// Serves `service` on `listener` over HTTP/1.1 until `shutdown` completes, then stops
 /// accepting, lets in-flight requests finish, and returns.
 ///
-/// Headers must arrive within 30 s of a connection's first byte (a slowloris guard;
-/// [`Server::listen`] uses the server's `header_timeout`).
+/// Headers must arrive within 30 s of a connection's first byte (a slowloris guard).
+/// [`serve_with_config`] takes the connection settings of a [`ServerConfig`] instead
+/// (header timeout, TLS, HTTP/2), as [`Server::listen`] does.
 /// Call [`Server::shutdown`] before (or as part of) `shutdown`, so that pending long
 /// polls are answered at once rather than at their timeout.
 pub async fn serve<S: HttpService>(
@@ -389,15 +392,106 @@ pub async fn serve<S: HttpService>(
     service: S,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    serve_with_header_timeout(listener, service, shutdown, Duration::from_secs(30)).await
+    serve_with_config(listener, service, shutdown, &ServerConfig::default()).await
 }
 
-/// [`serve`] with a chosen header read timeout.
-pub(crate) async fn serve_with_header_timeout<S: HttpService>(
+/// [`serve`] with the connection settings of `config`:
+///
+/// - `header_timeout`: HTTP/1.1 request headers must arrive within it, and a connection
+///   with no request in progress for that long is closed (HTTP/2 included);
+/// - `tls` (feature `tls`): every connection is TLS, its handshake bounded by
+///   `tls_handshake_timeout`; with the `http2` feature, ALPN `h2` gets HTTP/2 and
+///   anything else HTTP/1.1 (with WebSocket upgrades: `wss://`);
+/// - `http2_prior_knowledge` (feature `http2`): cleartext connections that open with
+///   the HTTP/2 preface get HTTP/2, others HTTP/1.1.
+///
+/// Every connection is handled in its own task, TLS handshake included, so a client
+/// that stalls costs only its own task and socket until its timeout.
+pub async fn serve_with_config<S: HttpService>(
     listener: TcpListener,
     service: S,
     shutdown: impl Future<Output = ()>,
-    header_timeout: Duration,
+    config: &ServerConfig,
+) -> io::Result<()> {
+    accept_loop(
+        listener,
+        service,
+        shutdown,
+        Arc::new(Connections::new(config)),
+    )
+    .await
+}
+
+/// How each accepted connection is served, from a [`ServerConfig`].
+struct Connections {
+    http1: http1::Builder,
+    #[cfg(feature = "http2")]
+    http2: hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>,
+    /// How long a connection may have no request in progress: hyper's header read
+    /// timeout for HTTP/1.1, [`h2::Activity`] for HTTP/2; it also bounds the wait for
+    /// the HTTP/2 preface.
+    #[cfg(feature = "http2")]
+    idle_timeout: Duration,
+    /// The acceptor and the handshake's timeout.
+    #[cfg(feature = "tls")]
+    tls: Option<(tokio_rustls::TlsAcceptor, Duration)>,
+    #[cfg(feature = "http2")]
+    prior_knowledge: bool,
+}
+
+/// The HTTP version of a TLS connection.
+#[cfg(feature = "tls")]
+#[derive(Clone, Copy)]
+enum Protocol {
+    Http1,
+    /// Negotiated through ALPN.
+    #[cfg(feature = "http2")]
+    Http2,
+    /// No ALPN, and prior knowledge on: HTTP/2 if the client opens with its preface.
+    #[cfg(feature = "http2")]
+    Detect,
+}
+
+impl Connections {
+    fn new(config: &ServerConfig) -> Self {
+        let mut http1 = http1::Builder::new();
+        http1
+            .timer(TokioTimer::new())
+            .header_read_timeout(config.header_timeout);
+        Connections {
+            http1,
+            #[cfg(feature = "http2")]
+            http2: {
+                let mut http2 =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+                http2.timer(TokioTimer::new());
+                http2
+            },
+            #[cfg(feature = "http2")]
+            idle_timeout: config.header_timeout,
+            #[cfg(feature = "tls")]
+            tls: config.tls.as_ref().map(|tls| {
+                (
+                    tokio_rustls::TlsAcceptor::from(tls.rustls_config()),
+                    config.tls_handshake_timeout,
+                )
+            }),
+            #[cfg(feature = "http2")]
+            prior_knowledge: config.http2_prior_knowledge,
+        }
+    }
+}
+
+/// Completes once the accept loop says the server is stopping.
+async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stopping.wait_for(|s| *s).await;
+}
+
+async fn accept_loop<S: HttpService>(
+    listener: TcpListener,
+    service: S,
+    shutdown: impl Future<Output = ()>,
+    connections: Arc<Connections>,
 ) -> io::Result<()> {
     // Graceful shutdown by hand: hyper-util's GracefulShutdown does not take
     // connections that can be upgraded (WebSocket). Each connection task watches
@@ -405,16 +499,12 @@ pub(crate) async fn serve_with_header_timeout<S: HttpService>(
     // for every connection to finish.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
+                let (stream, peer) = match accepted {
+                    Ok(accepted) => accepted,
                     // Out of descriptors or a connection reset before accept: back off
                     // briefly instead of spinning, and keep serving.
                     Err(_) => {
@@ -423,19 +513,10 @@ pub(crate) async fn serve_with_header_timeout<S: HttpService>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
-                let conn = builder
-                    .serve_connection(TokioIo::new(stream), service.clone())
-                    .with_upgrades();
-                let (mut stopping, alive) = (stopping.clone(), alive.clone());
+                let (service, connections) = (service.clone(), connections.clone());
+                let (stopping, alive) = (stopping.clone(), alive.clone());
                 tokio::spawn(async move {
-                    tokio::pin!(conn);
-                    tokio::select! {
-                        _ = conn.as_mut() => {}
-                        _ = async { let _ = stopping.wait_for(|s| *s).await; } => {
-                            conn.as_mut().graceful_shutdown();
-                            let _ = conn.await;
-                        }
-                    }
+                    connection(stream, peer, service, &connections, stopping).await;
                     drop(alive);
                 });
             }
@@ -449,10 +530,345 @@ pub(crate) async fn serve_with_header_timeout<S: HttpService>(
     Ok(())
 }
 
+/// Serves one accepted connection: the TLS handshake (bounded by its timeout) if TLS is
+/// on, then HTTP/1.1 or HTTP/2. Runs in the connection's own task.
+///
+/// Plain HTTP/1.1 is served inline; the other kinds are boxed, so that the task of a
+/// plain connection (most of them, and each idle long poll holds one) is not as large
+/// as the TLS and HTTP/2 states it does not use.
+async fn connection<S: HttpService>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    service: S,
+    connections: &Connections,
+    stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    #[cfg(feature = "tls")]
+    if let Some((acceptor, limit)) = &connections.tls {
+        let tls = tls_connection(
+            stream,
+            peer,
+            acceptor,
+            *limit,
+            service,
+            connections,
+            stopping,
+        );
+        return Box::pin(tls).await;
+    }
+    let _ = peer;
+    #[cfg(feature = "http2")]
+    if connections.prior_knowledge {
+        return Box::pin(detect_and_serve(stream, service, connections, stopping)).await;
+    }
+    serve_http1(stream, service, connections, stopping).await
+}
+
+/// A TLS connection: the handshake within its timeout (a client that stalls or fails it
+/// is dropped, and only it), then HTTP as ALPN says: `h2` is HTTP/2, `http/1.1` HTTP/1.1
+/// with upgrades (`wss://`), none HTTP/1.1 (or the preface decides, with prior
+/// knowledge).
+#[cfg(feature = "tls")]
+async fn tls_connection<S: HttpService>(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: &tokio_rustls::TlsAcceptor,
+    limit: Duration,
+    service: S,
+    connections: &Connections,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) {
+    let handshake = tokio::time::timeout(limit, acceptor.accept(stream));
+    let tls = tokio::select! {
+        done = handshake => match done {
+            Ok(Ok(tls)) => tls,
+            Ok(Err(e)) => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                #[cfg(not(feature = "tracing"))]
+                let _ = (e, peer);
+                return;
+            }
+            Err(_) => {
+                #[cfg(feature = "tracing")]
+                tracing::debug!(%peer, timeout = ?limit, "TLS handshake timed out");
+                return;
+            }
+        },
+        _ = stopped(&mut stopping) => return,
+    };
+    let protocol = match tls.get_ref().1.alpn_protocol() {
+        #[cfg(feature = "http2")]
+        Some(b"h2") => Protocol::Http2,
+        #[cfg(feature = "http2")]
+        None if connections.prior_knowledge => Protocol::Detect,
+        _ => Protocol::Http1,
+    };
+    match protocol {
+        Protocol::Http1 => serve_http1(tls, service, connections, stopping).await,
+        #[cfg(feature = "http2")]
+        Protocol::Http2 => Box::pin(h2::serve(tls, service, connections, stopping)).await,
+        #[cfg(feature = "http2")]
+        Protocol::Detect => Box::pin(detect_and_serve(tls, service, connections, stopping)).await,
+    }
+}
+
+/// Serves HTTP/2 if the connection opens with its preface (prior knowledge), HTTP/1.1
+/// otherwise; the preface must come within the idle timeout.
+#[cfg(feature = "http2")]
+async fn detect_and_serve<I, S>(
+    io: I,
+    service: S,
+    connections: &Connections,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService,
+{
+    let detect = tokio::time::timeout(connections.idle_timeout, h2::detect(io));
+    let (is_http2, io) = tokio::select! {
+        done = detect => match done {
+            Ok(Ok(detected)) => detected,
+            Ok(Err(_)) | Err(_) => return,
+        },
+        _ = stopped(&mut stopping) => return,
+    };
+    if is_http2 {
+        h2::serve(io, service, connections, stopping).await
+    } else {
+        serve_http1(io, service, connections, stopping).await
+    }
+}
+
+/// HTTP/1.1 with upgrades (WebSocket), hyper's header read timeout as the slowloris
+/// guard, and a graceful shutdown when the server stops.
+async fn serve_http1<I, S>(
+    io: I,
+    service: S,
+    connections: &Connections,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: HttpService,
+{
+    let conn = connections
+        .http1
+        .serve_connection(TokioIo::new(io), service)
+        .with_upgrades();
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => {}
+        _ = stopped(&mut stopping) => {
+            conn.as_mut().graceful_shutdown();
+            let _ = conn.await;
+        }
+    }
+}
+
+/// HTTP/2 connections: served by hyper's HTTP/2 server, closed when idle, and the
+/// cleartext preface detection for prior knowledge.
+#[cfg(feature = "http2")]
+mod h2 {
+    use std::convert::Infallible;
+    use std::future::Future;
+    use std::io;
+    use std::pin::Pin;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::{Context, Poll};
+    use std::time::Duration;
+
+    use bytes::{Buf, Bytes};
+    use http::{Request, Response};
+    use hyper::body::Incoming;
+    use hyper::service::Service;
+    use hyper_util::rt::TokioIo;
+    use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, ReadBuf};
+    use tokio::sync::Notify;
+
+    use super::{Connections, HttpService, ResponseBody, stopped};
+    use crate::server::notified_until;
+
+    /// The client connection preface of HTTP/2 (RFC 9113, section 3.4).
+    const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+    /// Serves HTTP/2 on `io` until the client closes, the server stops, or no request
+    /// has been in progress for the idle timeout (then GOAWAY, as HTTP/1.1's header
+    /// timeout closes an idle connection). Every stream is a request of its own, so
+    /// the long polls and publishes of one session may share the connection.
+    pub(super) async fn serve<I, S>(
+        io: I,
+        service: S,
+        connections: &Connections,
+        mut stopping: tokio::sync::watch::Receiver<bool>,
+    ) where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: HttpService,
+    {
+        let activity = Arc::new(Activity::default());
+        let service = Tracked {
+            inner: service,
+            activity: activity.clone(),
+        };
+        let conn = connections
+            .http2
+            .serve_connection(TokioIo::new(io), service);
+        tokio::pin!(conn);
+        tokio::select! {
+            _ = conn.as_mut() => return,
+            _ = stopped(&mut stopping) => {}
+            _ = activity.idle_for(connections.idle_timeout) => {}
+        }
+        conn.as_mut().graceful_shutdown();
+        let _ = conn.await;
+    }
+
+    /// Reads the first bytes of a cleartext connection: whether they are the HTTP/2
+    /// preface, and the connection with those bytes put back.
+    pub(super) async fn detect<I: AsyncRead + Unpin>(mut io: I) -> io::Result<(bool, Prefixed<I>)> {
+        let mut buf = [0u8; PREFACE.len()];
+        let mut len = 0;
+        while len < buf.len() {
+            let n = io.read(&mut buf[len..]).await?;
+            if n == 0 {
+                break;
+            }
+            len += n;
+            if buf[..len] != PREFACE[..len] {
+                break;
+            }
+        }
+        let is_http2 = buf[..len] == PREFACE[..];
+        Ok((
+            is_http2,
+            Prefixed {
+                prefix: Bytes::copy_from_slice(&buf[..len]),
+                io,
+            },
+        ))
+    }
+
+    /// A connection whose first bytes were already read: they are read again first.
+    pub(super) struct Prefixed<I> {
+        prefix: Bytes,
+        io: I,
+    }
+
+    impl<I: AsyncRead + Unpin> AsyncRead for Prefixed<I> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            if self.prefix.has_remaining() {
+                let n = self.prefix.len().min(buf.remaining());
+                buf.put_slice(&self.prefix[..n]);
+                self.prefix.advance(n);
+                return Poll::Ready(Ok(()));
+            }
+            Pin::new(&mut self.io).poll_read(cx, buf)
+        }
+    }
+
+    impl<I: AsyncWrite + Unpin> AsyncWrite for Prefixed<I> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.io).poll_write(cx, buf)
+        }
+
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            bufs: &[io::IoSlice<'_>],
+        ) -> Poll<io::Result<usize>> {
+            Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+        }
+
+        fn is_write_vectored(&self) -> bool {
+            self.io.is_write_vectored()
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_flush(cx)
+        }
+
+        fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Pin::new(&mut self.io).poll_shutdown(cx)
+        }
+    }
+
+    /// The requests in progress on one HTTP/2 connection.
+    #[derive(Default)]
+    struct Activity {
+        requests: AtomicUsize,
+        /// Woken when the count leaves or reaches zero.
+        changed: Notify,
+    }
+
+    impl Activity {
+        fn start(self: &Arc<Self>) -> InFlight {
+            if self.requests.fetch_add(1, Ordering::AcqRel) == 0 {
+                self.changed.notify_waiters();
+            }
+            InFlight(self.clone())
+        }
+
+        /// Completes once no request has been in progress for `limit`.
+        async fn idle_for(&self, limit: Duration) {
+            loop {
+                notified_until(&self.changed, || self.requests.load(Ordering::Acquire) == 0).await;
+                let busy =
+                    notified_until(&self.changed, || self.requests.load(Ordering::Acquire) > 0);
+                if tokio::time::timeout(limit, busy).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Counts one request in progress until dropped (answered, or its stream reset).
+    struct InFlight(Arc<Activity>);
+
+    impl Drop for InFlight {
+        fn drop(&mut self) {
+            if self.0.requests.fetch_sub(1, Ordering::AcqRel) == 1 {
+                self.0.changed.notify_waiters();
+            }
+        }
+    }
+
+    /// The connection's service, counting its requests in progress.
+    #[derive(Clone)]
+    struct Tracked<S> {
+        inner: S,
+        activity: Arc<Activity>,
+    }
+
+    impl<S: HttpService> Service<Request<Incoming>> for Tracked<S> {
+        type Response = Response<ResponseBody>;
+        type Error = Infallible;
+        type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+        fn call(&self, request: Request<Incoming>) -> Self::Future {
+            let in_flight = self.activity.start();
+            let response = self.inner.call(request);
+            Box::pin(async move {
+                let response = response.await;
+                drop(in_flight);
+                response
+            })
+        }
+    }
+}
+
 /// A running HTTP server started by [`Server::listen`].
 #[derive(Debug)]
 pub struct Listening {
     addr: SocketAddr,
+    tls: bool,
     stop: Option<oneshot::Sender<()>>,
     task: JoinHandle<io::Result<()>>,
     server: Server,
@@ -464,9 +880,22 @@ impl Listening {
         self.addr
     }
 
-    /// The Bayeux endpoint's URL, e.g. `http://127.0.0.1:8080/cometd`.
+    /// The Bayeux endpoint's URL, e.g. `http://127.0.0.1:8080/cometd`, or
+    /// `https://...` when the server serves TLS.
     pub fn url(&self, path: &str) -> String {
-        format!("http://{}{}", self.addr, path)
+        let scheme = if self.tls { "https" } else { "http" };
+        format!("{scheme}://{}{}", self.addr, path)
+    }
+
+    /// The WebSocket URL of the endpoint at `path`: `ws://...`, or `wss://...` with TLS.
+    pub fn ws_url(&self, path: &str) -> String {
+        let scheme = if self.tls { "wss" } else { "ws" };
+        format!("{scheme}://{}{}", self.addr, path)
+    }
+
+    /// Whether connections are TLS (`https://`, `wss://`).
+    pub fn is_tls(&self) -> bool {
+        self.tls
     }
 
     /// Stops the HTTP server gracefully and waits for it.
@@ -490,7 +919,8 @@ impl Listening {
 
 impl Server {
     /// Binds `addr` and serves this server's Bayeux endpoint at `path` (404 elsewhere)
-    /// in a background task. [`Listening::shutdown`] ends every session, answers pending
+    /// in a background task, over TLS when the config has `tls`, and HTTP/2 as the
+    /// config says (see [`serve_with_config`]). [`Listening::shutdown`] ends every session, answers pending
     /// connects, and waits for the connections to close.
     pub async fn listen(&self, addr: SocketAddr, path: &str) -> io::Result<Listening> {
         let service = self.service().mounted_at(path);
@@ -506,19 +936,24 @@ impl Server {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let header_timeout = server.config().header_timeout;
+        let connections = Arc::new(Connections::new(server.config()));
+        #[cfg(feature = "tls")]
+        let tls = server.config().tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        let tls = false;
         let server_handle = server.clone();
-        let task = tokio::spawn(serve_with_header_timeout(
+        let task = tokio::spawn(accept_loop(
             listener,
             service,
             async move {
                 let _ = stopped.await;
                 server.shutdown();
             },
-            header_timeout,
+            connections,
         ));
         Ok(Listening {
             addr,
+            tls,
             stop: Some(stop),
             task,
             server: server_handle,

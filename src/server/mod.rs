@@ -17,6 +17,8 @@ mod policy;
 mod registry;
 mod session;
 mod stats;
+#[cfg(feature = "tls")]
+mod tls;
 #[cfg(feature = "tower")]
 mod tower;
 pub mod transport;
@@ -30,7 +32,7 @@ use serde_json::Value;
 pub use broker::{Broker, BrokerError, Destination, Envelope, InMemoryBroker, Receipt, Routing};
 pub use config::{OverflowPolicy, ServerConfig};
 pub use error::PublishError;
-pub use http::{BayeuxService, HttpService, Listening, ResponseBody, serve};
+pub use http::{BayeuxService, HttpService, Listening, ResponseBody, serve, serve_with_config};
 pub use index::{ChannelIndex, Recipient, RecipientId};
 pub use local::LocalSubscription;
 pub use local_delivery::LocalDelivery;
@@ -38,6 +40,8 @@ pub use policy::{
     AllowAll, Decision, Extension, HandshakeDecision, HandshakeRequest, SecurityPolicy, SessionInfo,
 };
 pub use stats::ServerStats;
+#[cfg(feature = "tls")]
+pub use tls::{ClientAuth, TlsConfig, TlsError};
 pub use transport::ConnectionType;
 
 use crate::protocol::{BayeuxError, ChannelName, Message};

@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use bayeux::server::{OverflowPolicy, ServerConfig};
+use bayeux::server::{ClientAuth, OverflowPolicy, ServerConfig, TlsConfig, TlsError};
 use bayeux::workbin::{Access, DemoApp, UserDirectory, WorkbinConfig};
 
 /// Options of `bayeux serve`; durations in milliseconds, as CometD configures them.
@@ -85,14 +85,33 @@ pub struct ServeArgs {
     /// Accept `ext.userId` in handshakes as the session's user without a password.
     #[arg(long)]
     trust_ext_user_id: bool,
-    /// Public base URL for the interactions' URIs (default: http://LISTEN).
+    /// Public base URL for the interactions' URIs (default: http://LISTEN, or
+    /// https://LISTEN with TLS).
     #[arg(long)]
     public_url: Option<String>,
+    /// Serve HTTPS and WSS with this PEM certificate chain (the server's certificate
+    /// first); needs --tls-key. HTTP/2 and HTTP/1.1 are offered through ALPN.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1, unencrypted).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<std::path::PathBuf>,
+    /// Mutual TLS: require a client certificate issued by a CA in this PEM file.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_client_ca: Option<std::path::PathBuf>,
+    /// ms a client may take to complete the TLS handshake (then it is dropped).
+    #[arg(long, default_value_t = 10_000)]
+    tls_handshake_timeout: u64,
+    /// Also accept cleartext HTTP/2 from clients that open with its preface (prior
+    /// knowledge); HTTP/1.1 clients are served as before.
+    #[arg(long)]
+    http2_prior_knowledge: bool,
 }
 
 impl ServeArgs {
-    fn config(&self) -> ServerConfig {
-        ServerConfig {
+    /// The server's configuration; fails on an unusable certificate, key or CA file.
+    fn config(&self) -> Result<ServerConfig, TlsError> {
+        Ok(ServerConfig {
             timeout: Duration::from_millis(self.timeout),
             interval: Duration::from_millis(self.interval),
             max_interval: Duration::from_millis(self.max_interval),
@@ -113,12 +132,29 @@ impl ServeArgs {
             bind_browser_cookie: self.bind_browser_cookie,
             cors_origins: self.cors_origins.clone(),
             callback_polling: self.callback_polling,
+            tls: self.tls()?,
+            tls_handshake_timeout: Duration::from_millis(self.tls_handshake_timeout),
+            http2_prior_knowledge: self.http2_prior_knowledge,
+        })
+    }
+
+    /// The TLS settings of `--tls-cert`, `--tls-key` and `--tls-client-ca`, if given.
+    fn tls(&self) -> Result<Option<TlsConfig>, TlsError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let mut tls = TlsConfig::from_pem_files(cert, key)?;
+        if let Some(ca) = &self.tls_client_ca {
+            tls = tls.with_client_ca_file(ca, ClientAuth::Required)?;
         }
+        Ok(Some(tls))
     }
 }
 
 /// Runs until Ctrl-C (or SIGTERM), then answers pending connects and exits.
 pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
+    // Certificates first: a bad file is reported before anything else happens.
+    let config = args.config()?;
     let mut access = match &args.users {
         Some(path) => {
             let text =
@@ -135,13 +171,34 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         public_url: args.public_url.clone(),
         ..WorkbinConfig::default()
     };
-    let app = DemoApp::new(args.config(), access, workbin, &args.path);
-    let listening = app.listen(args.listen).await?;
+    let mutual = config
+        .tls
+        .as_ref()
+        .is_some_and(|t| t.client_auth().is_some());
+    let prior_knowledge = config.http2_prior_knowledge;
+    let app = DemoApp::new(config, access, workbin, &args.path);
+    let listening = app
+        .listen(args.listen)
+        .await
+        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
     let url = listening.url(&args.path);
     let base = listening.url("");
-    println!(
-        "bayeux: serving Bayeux (WebSocket and long-polling) at {url} and the workbin API at {base}/api/v2/users/{{userId}}/workbins/{{id}}"
-    );
+    if listening.is_tls() {
+        let ws = listening.ws_url(&args.path);
+        println!(
+            "bayeux: serving Bayeux over TLS (HTTP/2 and HTTP/1.1) at {url} (WebSocket at {ws}, and long-polling) and the workbin API at {base}/api/v2/users/{{userId}}/workbins/{{id}}"
+        );
+        if mutual {
+            println!("bayeux: mutual TLS: clients must present a certificate from --tls-client-ca");
+        }
+    } else {
+        println!(
+            "bayeux: serving Bayeux (WebSocket and long-polling) at {url} and the workbin API at {base}/api/v2/users/{{userId}}/workbins/{{id}}"
+        );
+        if prior_knowledge {
+            println!("bayeux: cleartext HTTP/2 accepted from clients with prior knowledge");
+        }
+    }
     if demo {
         println!(
             "bayeux: demo mode: any user name is accepted with any password (use --users FILE to check credentials)"

@@ -50,7 +50,9 @@ const FRAME_CAP: usize = 32 * 1024;
 /// the server, and a client needs a handful at most.
 const MAX_PINGS_PER_SECOND: u32 = 50;
 
-/// Whether the request asks to upgrade to WebSocket.
+/// Whether the request asks to upgrade to WebSocket. Only HTTP/1.x has this upgrade:
+/// HTTP/2 forbids the `Connection` header (a client over HTTP/2 uses long-polling, or
+/// opens its socket over HTTP/1.1).
 pub(crate) fn is_upgrade<B>(request: &Request<B>) -> bool {
     let has_token = |name, token: &str| {
         request
@@ -62,16 +64,17 @@ pub(crate) fn is_upgrade<B>(request: &Request<B>) -> bool {
             .any(|t| t.trim().eq_ignore_ascii_case(token))
     };
     request.method() == http::Method::GET
+        && request.version() <= http::Version::HTTP_11
         && has_token(UPGRADE, "websocket")
         && has_token(CONNECTION, "upgrade")
 }
 
 /// Whether a browser at `Origin` may open a socket: with CORS origins configured, one of
-/// them; without, the endpoint's own origin only (its `Host`, or the `X-Forwarded-Host`
-/// a reverse proxy sets), since a socket is not protected by CORS and another site's
-/// page must not open one with the user's cookies. Clients that send no `Origin` (not
-/// browsers) are accepted.
-fn origin_allowed(server: &Server, headers: &HeaderMap) -> bool {
+/// them; without, the endpoint's own origin only (its `Host`, the authority of an
+/// absolute request URI, or the `X-Forwarded-Host` a reverse proxy sets), since a socket
+/// is not protected by CORS and another site's page must not open one with the user's
+/// cookies. Clients that send no `Origin` (not browsers) are accepted.
+fn origin_allowed(server: &Server, headers: &HeaderMap, authority: Option<&str>) -> bool {
     let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
@@ -85,6 +88,7 @@ fn origin_allowed(server: &Server, headers: &HeaderMap) -> bool {
         .into_iter()
         .flatten()
         .filter_map(|v| v.to_str().ok())
+        .chain(authority)
         .flat_map(|v| v.split(','))
         .any(|h| origin_host.is_some_and(|o| o.eq_ignore_ascii_case(h.trim())))
 }
@@ -106,7 +110,8 @@ pub(crate) fn upgrade<B>(server: &Server, mut request: Request<B>) -> Response<R
     let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
         return text(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
     };
-    if !origin_allowed(server, headers) {
+    let authority = request.uri().authority().map(|a| a.as_str());
+    if !origin_allowed(server, headers, authority) {
         return text(StatusCode::FORBIDDEN, "origin not allowed");
     }
     if inner.is_shutting_down() {
@@ -149,11 +154,6 @@ pub(crate) fn upgrade<B>(server: &Server, mut request: Request<B>) -> Response<R
     res
 }
 
-/// Frame limits and small buffers: an idle socket should cost little. The read buffer
-/// grows for a large frame; 1 KiB holds the connects a subscriber sends (4 KiB cost
-/// 4 KiB more per idle session, measured in BENCHMARKS.md).
-fn socket_config(inner: &Inner) -> WebSocketConfig {
-    let mut config = WebSocketConfig::default();
 /// A copy of `headers` that owns its bytes (for the security policy of every batch),
 /// without the handshake's own headers.
 fn owned_headers(headers: &HeaderMap) -> HeaderMap {
@@ -169,6 +169,11 @@ fn owned_headers(headers: &HeaderMap) -> HeaderMap {
     owned
 }
 
+/// Frame limits and small buffers: an idle socket should cost little. The read buffer
+/// grows for a large frame; 1 KiB holds the connects a subscriber sends (4 KiB cost
+/// 4 KiB more per idle session, measured in BENCHMARKS.md).
+fn socket_config(inner: &Inner) -> WebSocketConfig {
+    let mut config = WebSocketConfig::default();
     config.read_buffer_size = 1024;
     config.write_buffer_size = 0;
     config.max_message_size = Some(inner.config.max_message_size);
@@ -499,11 +504,6 @@ impl Socket {
         }
         Ok(())
     }
-}
-
-/// The close code for a read error.
-fn close_for(error: &tungstenite::Error) -> Close {
-    match error {
 
     /// The messages, then the connect's reply (in the last frame, with the messages that
     /// fit beside it). Not async, so that the reply's parts are not part of the socket
@@ -516,6 +516,11 @@ fn close_for(error: &tungstenite::Error) -> Close {
         parts.push(reply.to_bytes());
         parts
     }
+}
+
+/// The close code for a read error.
+fn close_for(error: &tungstenite::Error) -> Close {
+    match error {
         tungstenite::Error::Capacity(_) => Close(CloseCode::Size, "message over maxMessageSize"),
         tungstenite::Error::Utf8(_) => Close(CloseCode::Invalid, "invalid UTF-8"),
         tungstenite::Error::Protocol(_) => Close(CloseCode::Protocol, "protocol error"),
