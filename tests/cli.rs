@@ -360,3 +360,153 @@ async fn line_within(
         Err(_) => panic!("waiting for {what}: no line within 10 s"),
     }
 }
+
+/// Starts `bayeux serve` with `args` on a free port and returns the child and the
+/// Bayeux URL from its first line.
+async fn serve_with(args: &[&str]) -> (tokio::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_bayeux"))
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = timeout(Duration::from_secs(10), out.next_line())
+        .await
+        .expect("a start-up line within 10 s")
+        .unwrap()
+        .expect("a start-up line");
+    assert!(line.contains("wss://127.0.0.1:"), "{line}");
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("https://"))
+        .unwrap_or_else(|| panic!("no https URL in {line}"))
+        .to_string();
+    (child, url)
+}
+
+#[tokio::test]
+async fn serve_over_tls_serves_bayeux_and_the_workbin_api_with_http2() {
+    use http_body_util::{BodyExt, Full};
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    timeout(LIMIT, async {
+        let pki = common::certs::TestPki::new();
+        let dir = pki.write_to(&common::certs::temp_dir("cli-tls"));
+        let file = |name: &str| dir.join(name).display().to_string();
+        let (_child, url) = serve_with(&[
+            "--tls-cert",
+            &file("server.pem"),
+            "--tls-key",
+            &file("server.key"),
+        ])
+        .await;
+        assert!(url.ends_with("/cometd"), "{url}");
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_slice_iter(pki.ca.as_bytes()) {
+            roots.add(cert.unwrap()).unwrap();
+        }
+        let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_only()
+            .enable_all_versions()
+            .build();
+        let http =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build::<_, Full<bytes::Bytes>>(connector);
+        let post = async |url: &str, body: Value| {
+            let req = http::Request::post(url)
+                .header("content-type", "application/json")
+                .body(Full::new(bytes::Bytes::from(body.to_string())))
+                .unwrap();
+            let res = http.request(req).await.unwrap();
+            let version = res.version();
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            (version, serde_json::from_slice::<Value>(&body).unwrap())
+        };
+        let (version, replies) = post(
+            &url,
+            json!({"channel": "/meta/handshake", "version": "1.0"}),
+        )
+        .await;
+        assert_eq!(version, http::Version::HTTP_2);
+        assert_eq!(replies[0]["successful"], true, "{replies}");
+        let base = url.trim_end_matches("/cometd");
+        let (version, reply) = post(
+            &format!("{base}/api/v2/users/agent1/workbins/wb1"),
+            json!({"operationName": "AddEmail", "uri": ".../FE7978FEWFE"}),
+        )
+        .await;
+        assert_eq!(version, http::Version::HTTP_2);
+        assert_eq!(reply, json!({"statusCode": 0, "referenceId": 1}));
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn serve_reports_a_certificate_or_key_error_in_one_line_and_fails() {
+    timeout(LIMIT, async {
+        let pki = common::certs::TestPki::new();
+        let dir = pki.write_to(&common::certs::temp_dir("cli-tls-errors"));
+        let file = |name: &str| dir.join(name).display().to_string();
+        let cases = [
+            (
+                file("missing.pem"),
+                file("server.key"),
+                format!(
+                    "bayeux: tls: cannot read certificate file {}: No such file or directory",
+                    file("missing.pem")
+                ),
+            ),
+            (
+                file("server.pem"),
+                file("client.key"),
+                format!(
+                    "bayeux: tls: the private key in {} does not match the certificate in {}",
+                    file("client.key"),
+                    file("server.pem")
+                ),
+            ),
+            (
+                file("server.pem"),
+                file("server.pem"),
+                format!("bayeux: tls: no private key in {}", file("server.pem")),
+            ),
+        ];
+        for (cert, key, expected) in cases {
+            let out = Command::new(env!("CARGO_BIN_EXE_bayeux"))
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .args(["--tls-cert", &cert, "--tls-key", &key])
+                .output()
+                .await
+                .unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(1), "{stderr}");
+            assert_eq!(stderr.lines().count(), 1, "{stderr}");
+            assert!(stderr.starts_with(&expected), "{stderr}");
+            assert!(out.stdout.is_empty(), "nothing is served");
+        }
+        // A certificate without its key is a usage error.
+        let out = Command::new(env!("CARGO_BIN_EXE_bayeux"))
+            .args(["serve", "--tls-cert", &file("server.pem")])
+            .output()
+            .await
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        assert!(String::from_utf8_lossy(&out.stderr).contains("--tls-key"));
+        let _ = std::fs::remove_dir_all(&dir);
+    })
+    .await
+    .unwrap();
+}

@@ -7,6 +7,11 @@
 //! `timeout + max_network_delay`; a socket that closes fails it at once, and the next
 //! connect (after the backoff) opens a new socket and resumes the session if the server
 //! still has it (else `402`, and a new handshake).
+//!
+//! Network errors are retried with the backoff, for ever. A TLS failure
+//! ([`ErrorKind::Tls`]: a server certificate the client cannot trust, a client
+//! certificate the server refused) is not: retrying would only fail the same way, so
+//! the loop stops with [`ConnectionState::Failed`] and the error's message.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -106,6 +111,10 @@ pub(super) async fn run(shared: Arc<Shared>) {
                         backoff.reset();
                         first = true;
                     }
+                    Err(e) if e.kind() == ErrorKind::Tls => {
+                        shared.stop(ConnectionState::Failed(e.to_string()));
+                        return;
+                    }
                     Err(_) => {
                         shared.state().client_id = None;
                         tokio::time::sleep(backoff.next_delay()).await;
@@ -114,6 +123,10 @@ pub(super) async fn run(shared: Arc<Shared>) {
                 },
                 Err(e) if e.kind() == ErrorKind::Closed => {
                     shared.stop(ConnectionState::Failed(e.closed_reason().to_string()));
+                    return;
+                }
+                Err(e) if e.kind() == ErrorKind::Tls => {
+                    shared.stop(ConnectionState::Failed(e.to_string()));
                     return;
                 }
                 Err(_) => {
@@ -168,6 +181,7 @@ async fn connect_once(shared: &Shared, first: bool) -> Next {
     let http_timeout = server_timeout + shared.config.max_network_delay;
     let reply = match shared.exchange(Lane::LongPoll, vec![m], http_timeout).await {
         Ok(mut replies) => replies.pop().flatten(),
+        Err(e) if e.kind() == ErrorKind::Tls => return Next::Stop(e.to_string()),
         Err(e) => {
             // A new socket's upgrade refused with a 4xx: the server (or a proxy) no longer
             // takes WebSocket. Go on over long-polling, where the session may still be.

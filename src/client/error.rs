@@ -26,6 +26,8 @@ struct Inner {
     status: Option<(u16, String)>,
     /// With [`ErrorKind::Refused`] (and [`ErrorKind::Closed`] after a refusal).
     refusal: Option<BayeuxError>,
+    /// With [`ErrorKind::Tls`]: which TLS failure.
+    tls: Option<TlsFailure>,
     source: Option<Cause>,
 }
 
@@ -56,6 +58,61 @@ pub enum ErrorKind {
     /// The client was stopped: [`Client::disconnect`](super::Client::disconnect),
     /// dropped, or the server advised `reconnect: none`.
     Closed,
+    /// TLS failed in a way that retrying does not mend ([`Error::tls_failure`] says
+    /// which): the server's certificate has an unknown issuer, is for another host name,
+    /// has expired or is otherwise invalid; the server requires or refused our client
+    /// certificate; or no TLS version or cipher suite is shared. Final: the client does
+    /// not retry it, [`Client::handshake`](super::Client::handshake) returns it and the
+    /// state becomes [`ConnectionState::Failed`](super::ConnectionState::Failed) with
+    /// its message. Feature `tls`.
+    Tls,
+}
+
+/// Which TLS failure an [`ErrorKind::Tls`] error is ([`Error::tls_failure`]), so that
+/// an application can tell its user what to fix. More may be added: match with a
+/// wildcard arm.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The server's certificate is not signed by a certificate authority the client
+    /// trusts (a private CA: add it with `ClientBuilder::ca_certificate_pem`).
+    UnknownIssuer,
+    /// The server's certificate is for other host names than the URL's.
+    WrongHostName,
+    /// The server's certificate has expired.
+    Expired,
+    /// The server's certificate is otherwise invalid: not valid yet, revoked, not for
+    /// server authentication, a bad signature, or none at all.
+    InvalidCertificate,
+    /// The server requires a client certificate and none was given.
+    ClientCertificateRequired,
+    /// The server refused the client certificate (an unknown issuer on its side, expired,
+    /// revoked, access denied).
+    ClientCertificateRefused,
+    /// The server and the client share no TLS version, cipher suite or application
+    /// protocol, or the server ended the handshake without saying why.
+    Handshake,
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TlsFailure::UnknownIssuer => {
+                "unknown issuer: the server's certificate is not signed by a certificate \
+                 authority this client trusts"
+            }
+            TlsFailure::WrongHostName => {
+                "wrong host name: the server's certificate is for another host"
+            }
+            TlsFailure::Expired => "certificate expired",
+            TlsFailure::InvalidCertificate => "invalid server certificate",
+            TlsFailure::ClientCertificateRequired => {
+                "client certificate required: the server asks for one and none was given"
+            }
+            TlsFailure::ClientCertificateRefused => "client certificate refused by the server",
+            TlsFailure::Handshake => "TLS handshake refused by the server",
+        })
+    }
 }
 
 impl Error {
@@ -66,6 +123,7 @@ impl Error {
                 what: what.into(),
                 status: None,
                 refusal: None,
+                tls: None,
                 source: None,
             }),
         }
@@ -80,8 +138,18 @@ impl Error {
         Self::new(ErrorKind::Config, what)
     }
 
+    /// A failed connection, or, when its cause is a TLS failure that retrying does not
+    /// mend (see `tls::classify`), an [`ErrorKind::Tls`] error.
     pub(crate) fn connection(what: impl Into<String>, source: impl Into<Cause>) -> Self {
-        Self::new(ErrorKind::Connection, what).with_source(source)
+        let source: Cause = source.into();
+        #[cfg_attr(not(feature = "tls"), allow(unused_mut))]
+        let mut e = Self::new(ErrorKind::Connection, what);
+        #[cfg(feature = "tls")]
+        if let Some(failure) = super::tls::classify(&*source as &(dyn StdError + 'static)) {
+            e.inner.kind = ErrorKind::Tls;
+            e.inner.tls = Some(failure);
+        }
+        e.with_source(source)
     }
 
     pub(crate) fn timeout(what: &str, after: Duration) -> Self {
@@ -150,6 +218,12 @@ impl Error {
         self.inner.kind
     }
 
+    /// With [`ErrorKind::Tls`]: which TLS failure (unknown issuer, wrong host name,
+    /// expired certificate, ...).
+    pub fn tls_failure(&self) -> Option<TlsFailure> {
+        self.inner.tls
+    }
+
     /// With [`ErrorKind::Status`]: the HTTP status code. With
     /// [`ErrorKind::Connection`] when a WebSocket upgrade was refused: the status the
     /// server answered instead of `101`.
@@ -197,16 +271,26 @@ impl fmt::Display for Error {
             ErrorKind::InvalidChannel => write!(f, "invalid channel: {what}")?,
             ErrorKind::NotConnected => write!(f, "no Bayeux session: {what}")?,
             ErrorKind::Closed => write!(f, "client closed: {what}")?,
+            ErrorKind::Tls => match self.inner.tls {
+                Some(failure) => write!(f, "TLS failure, {failure}: {what}")?,
+                None => write!(f, "TLS failure: {what}")?,
+            },
         }
         if self.inner.kind == ErrorKind::Refused
             && let Some(e) = &self.inner.refusal
         {
             write!(f, ": {e}")?;
         }
-        // The causes, on the same line: a terminal user sees why, not just what.
+        // The causes, on the same line: a terminal user sees why, not just what. A cause
+        // that its wrapper's message already ends with is not repeated.
         let mut cause = self.inner.source.as_deref().map(|e| e as &dyn StdError);
+        let mut previous = String::new();
         while let Some(e) = cause {
-            write!(f, ": {e}")?;
+            let text = e.to_string();
+            if previous.is_empty() || !previous.ends_with(&text) {
+                write!(f, ": {text}")?;
+            }
+            previous = text;
             cause = e.source();
         }
         Ok(())
@@ -223,6 +307,9 @@ impl fmt::Debug for Error {
         }
         if let Some(e) = &self.inner.refusal {
             d.field("bayeux_error", e);
+        }
+        if let Some(t) = &self.inner.tls {
+            d.field("tls_failure", t);
         }
         if let Some(e) = &self.inner.source {
             d.field("source", e);
@@ -275,6 +362,29 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "HTTP status 503 from POST http://h/cometd: busy, try later"
+        );
+    }
+
+    #[test]
+    fn a_cause_its_wrapper_already_tells_is_not_repeated() {
+        // As tungstenite's `IO error: {0}` over the io::Error it wraps.
+        #[derive(Debug)]
+        struct Wrapper(std::io::Error);
+        impl fmt::Display for Wrapper {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                write!(f, "IO error: {}", self.0)
+            }
+        }
+        impl StdError for Wrapper {
+            fn source(&self) -> Option<&(dyn StdError + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
+        let e = Error::connection("WebSocket handshake with ws://h/c", Wrapper(io));
+        assert_eq!(
+            e.to_string(),
+            "connection failed: WebSocket handshake with ws://h/c: IO error: reset"
         );
     }
 

@@ -23,6 +23,14 @@
 //! over hyper, with the HTTP connector pluggable ([`ClientBuilder::connector`]). By
 //! default the client tries WebSocket first and falls back to long-polling when the
 //! server does not take it, as CometD's JavaScript client does; see [`TransportChoice`].
+//!
+//! `https://` and `wss://` endpoints (feature `tls`, on by default) go through rustls,
+//! trusting the platform's roots plus any CA given to the builder, with an optional
+//! client certificate (the `tls` module); long-polling uses HTTP/2 when the server
+//! offers it through ALPN (feature `http2`). A certificate the client cannot trust
+//! (unknown issuer, wrong host name, expired) is a final [`ErrorKind::Tls`] error, not
+//! a reason to retry.
+//!
 //! Failures are [`Error`]s; match on [`Error::kind`].
 //! Each [`Subscription`] has a bounded queue: a consumer that falls behind loses the
 //! newest messages of its own stream (counted), and holds up nothing else.
@@ -30,6 +38,8 @@
 mod connect_loop;
 mod error;
 mod subscription;
+#[cfg(feature = "tls")]
+pub mod tls;
 pub mod transport;
 
 use std::collections::{HashMap, HashSet};
@@ -44,7 +54,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
-pub use error::{Error, ErrorKind};
+pub use error::{Error, ErrorKind, TlsFailure};
 pub use subscription::Subscription;
 
 use crate::protocol::{
@@ -69,7 +79,9 @@ pub enum ConnectionState {
     Reconnecting,
     /// Stopped by [`Client::disconnect`] or by dropping the client.
     Disconnected,
-    /// Stopped because the server said `reconnect: none` (the reason is given).
+    /// Stopped for good, with the reason: the server said `reconnect: none`, or a
+    /// final error happened, such as a TLS certificate the client cannot trust
+    /// ([`ErrorKind::Tls`]; the reason is that error's message).
     Failed(String),
     /// The server ended the session, so messages may have been lost: its queue for us
     /// overflowed (`409`), or it expired or was forgotten (`402`). The Bayeux error is
@@ -100,12 +112,13 @@ pub enum TransportChoice {
     ///   the client falls back to long-polling and resumes the session there.
     ///
     /// With a [`ClientBuilder::connector`], or without the `websocket` feature, this is
-    /// long-polling: the WebSocket transport does not use the HTTP connector.
+    /// long-polling: the WebSocket transport does not use the HTTP connector. A TLS
+    /// failure ([`ErrorKind::Tls`]) is not a reason to fall back: it is returned.
     #[default]
     Auto,
     /// WebSocket only: when the server does not take it, the handshake fails with a
-    /// [`Connection`](ErrorKind::Connection) error. `ws://` only for now (an `https://`
-    /// endpoint is refused at build). Needs the `websocket` feature.
+    /// [`Connection`](ErrorKind::Connection) error. `ws://` for an `http://` endpoint,
+    /// `wss://` for an `https://` one (feature `tls`). Needs the `websocket` feature.
     WebSocket,
     /// Long-polling only: HTTP POSTs, the connect held by the server.
     LongPolling,
@@ -169,30 +182,35 @@ pub struct ClientBuilder {
     config: ClientConfig,
     extensions: Vec<Arc<dyn Extension>>,
     /// Long-polling over the connector set by [`ClientBuilder::connector`]; plain TCP
-    /// otherwise.
+    /// (or rustls for `https://`) otherwise.
     long_polling: Option<MakeTransport>,
     choice: TransportChoice,
+    /// Whom to trust and who we are over TLS, for `https://` and `wss://`.
+    #[cfg(feature = "tls")]
+    tls: tls::TlsOptions,
 }
 
 impl fmt::Debug for ClientBuilder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Header values may be credentials: only their names are shown.
         let header_names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
-        f.debug_struct("ClientBuilder")
-            .field("url", &self.url)
+        let mut d = f.debug_struct("ClientBuilder");
+        d.field("url", &self.url)
             .field("headers", &header_names)
             .field("config", &self.config)
             .field("extensions", &self.extensions.len())
-            .field("transport", &self.choice)
-            .field(
-                "connector",
-                &if self.long_polling.is_some() {
-                    "custom"
-                } else {
-                    "plain TCP"
-                },
-            )
-            .finish()
+            .field("transport", &self.choice);
+        #[cfg(feature = "tls")]
+        d.field("tls", &self.tls);
+        d.field(
+            "connector",
+            &if self.long_polling.is_some() {
+                "custom"
+            } else {
+                "built in"
+            },
+        )
+        .finish()
     }
 }
 
@@ -259,8 +277,10 @@ impl ClientBuilder {
         self
     }
 
-    /// Opens the HTTP connections with `connector` instead of plain TCP: hyper-util's
-    /// [`Connect`], for example a TLS connector, which also allows `https://` URLs.
+    /// Opens the HTTP connections with `connector` instead of the built-in ones (plain
+    /// TCP, and rustls for `https://`): hyper-util's [`Connect`], for example a TLS
+    /// connector of your own, which then handles `https://` URLs (the TLS settings of
+    /// this builder are not used).
     ///
     /// The connector carries long-polling only, so with one the client uses
     /// long-polling ([`TransportChoice::Auto`] does not try WebSocket, and
@@ -280,34 +300,91 @@ impl ClientBuilder {
         self
     }
 
-    /// Builds the client (no I/O yet; call [`Client::handshake`]). `http://` URLs are
-    /// supported; `https://` ones only with a TLS [`connector`](Self::connector).
+    /// Also trusts the certificate authorities in `pem` (one or more PEM `CERTIFICATE`
+    /// blocks) for `https://` and `wss://`: a private or corporate CA. Adds to the
+    /// platform's roots unless [`platform_roots(false)`](Self::platform_roots). A PEM
+    /// without a certificate is refused at build. Feature `tls`.
+    #[cfg(feature = "tls")]
+    pub fn ca_certificate_pem(mut self, pem: impl AsRef<[u8]>) -> Self {
+        self.tls = self.tls.ca_certificate_pem(pem);
+        self
+    }
+
+    /// Whether the platform's trusted roots (read with `rustls-native-certs`) are
+    /// trusted; default `true`. With `false`, only the CAs given with
+    /// [`ca_certificate_pem`](Self::ca_certificate_pem) are. Feature `tls`.
+    #[cfg(feature = "tls")]
+    pub fn platform_roots(mut self, enabled: bool) -> Self {
+        self.tls = self.tls.platform_roots(enabled);
+        self
+    }
+
+    /// Presents this client certificate (PEM, leaf first, then intermediates) with its
+    /// private key (PEM) to a server that asks for one: mutual TLS. Checked at build
+    /// (a key that does not match is refused). Feature `tls`.
+    #[cfg(feature = "tls")]
+    pub fn client_certificate_pem(
+        mut self,
+        certificate: impl AsRef<[u8]>,
+        key: impl AsRef<[u8]>,
+    ) -> Self {
+        self.tls = self.tls.client_certificate_pem(certificate, key);
+        self
+    }
+
+    /// Uses this rustls configuration for `https://` and `wss://` instead of the TLS
+    /// settings above, for full control (another verifier, key logging...). It must be
+    /// built with the [`tls::rustls`] this crate re-exports. Its ALPN protocols are
+    /// replaced: `h2` and `http/1.1` for long-polling, `http/1.1` for WebSocket.
+    /// Feature `tls`.
+    #[cfg(feature = "tls")]
+    pub fn tls_config(mut self, config: Arc<rustls::ClientConfig>) -> Self {
+        self.tls = self.tls.rustls_config(config);
+        self
+    }
+
+    /// Replaces every TLS setting with `options`. Feature `tls`.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, options: tls::TlsOptions) -> Self {
+        self.tls = options;
+        self
+    }
+
+    /// Builds the client (no I/O yet; call [`Client::handshake`]).
+    ///
+    /// The URL is the Bayeux endpoint: `http://`, or `https://` with the `tls` feature
+    /// (or a TLS [`connector`](Self::connector)). `ws://` and `wss://` are taken as
+    /// `http://` and `https://`: the WebSocket URL is derived from the endpoint's, and
+    /// long-polling needs the HTTP one. For `https://`, the TLS settings are checked here
+    /// (PEMs, a trusted root at least): a [`Config`](ErrorKind::Config) error otherwise.
     pub fn build(mut self) -> Result<Client, Error> {
         let url: Uri = self
             .url
             .parse()
             .map_err(|e| Error::config(format!("{}: {e}", self.url)))?;
-        let custom = self.long_polling.is_some();
-        match url.scheme_str() {
-            _ if url.host().is_none() => {
-                return Err(Error::config(format!("{}: the URL has no host", self.url)));
-            }
-            Some("http") => {}
-            Some("https") if custom => {}
-            Some("https") => {
-                return Err(Error::config(format!(
-                    "{}: https:// needs a TLS connector (ClientBuilder::connector); \
-                     only http:// is built in",
-                    self.url
-                )));
-            }
+        if url.host().is_none() {
+            return Err(Error::config(format!("{}: the URL has no host", self.url)));
+        }
+        let http_scheme = match url.scheme_str() {
+            Some("http" | "https") => None,
+            Some("ws") => Some("http"),
+            Some("wss") => Some("https"),
             _ => {
                 return Err(Error::config(format!(
-                    "{}: an http:// URL is required",
+                    "{}: an http://, https://, ws:// or wss:// URL is required",
                     self.url
                 )));
             }
-        }
+        };
+        let url = match http_scheme {
+            None => url,
+            Some(http) => {
+                let mut parts = url.into_parts();
+                parts.scheme = Some(http.parse().expect("a valid scheme"));
+                Uri::from_parts(parts).map_err(|e| Error::config(format!("{}: {e}", self.url)))?
+            }
+        };
+        let https = url.scheme_str() == Some("https");
         let mut headers = HeaderMap::new();
         for (name, value) in &self.headers {
             let name: HeaderName = name
@@ -319,7 +396,7 @@ impl ClientBuilder {
             headers.append(name, value);
         }
         let (status, _) = watch::channel(ConnectionState::Idle);
-        let (websocket, long_polling) = self.choose_transports()?;
+        let (websocket, long_polling) = self.choose_transports(https)?;
         let config = TransportConfig {
             url: url.clone(),
             headers,
@@ -355,37 +432,78 @@ impl ClientBuilder {
 
 impl ClientBuilder {
     /// The WebSocket and long-polling transports to make, per the choice: one at least.
+    /// `https`: the endpoint is `https://`, so the built-in transports speak TLS.
     #[allow(clippy::type_complexity)]
     fn choose_transports(
         &mut self,
+        https: bool,
     ) -> Result<(Option<MakeTransport>, Option<MakeTransport>), Error> {
-        let https = self.url.starts_with("https:");
-        let custom = self.long_polling.is_some();
-        let long_polling = self
-            .long_polling
-            .take()
-            .unwrap_or_else(transport::long_polling::plain);
-        match self.choice {
-            TransportChoice::WebSocket if custom => Err(Error::config(
-                "the WebSocket transport does not use the HTTP connector: \
-                 with ClientBuilder::connector, choose TransportChoice::Auto or LongPolling",
-            )),
-            TransportChoice::WebSocket if https => Err(Error::config(format!(
-                "{}: the WebSocket transport speaks ws:// only (no TLS yet)",
-                self.url
-            ))),
-            #[cfg(feature = "websocket")]
-            TransportChoice::WebSocket => Ok((Some(transport::websocket::plain()), None)),
-            #[cfg(not(feature = "websocket"))]
-            TransportChoice::WebSocket => Err(Error::config(
-                "the WebSocket transport needs the `websocket` feature",
-            )),
-            #[cfg(feature = "websocket")]
-            TransportChoice::Auto if !custom && !https => {
-                Ok((Some(transport::websocket::plain()), Some(long_polling)))
+        let custom = self.long_polling.take();
+        let is_custom = custom.is_some();
+        let websocket = match self.choice {
+            TransportChoice::WebSocket if is_custom => {
+                return Err(Error::config(
+                    "the WebSocket transport does not use the HTTP connector: \
+                     with ClientBuilder::connector, choose TransportChoice::Auto or LongPolling",
+                ));
             }
-            TransportChoice::Auto | TransportChoice::LongPolling => Ok((None, Some(long_polling))),
+            #[cfg(not(feature = "websocket"))]
+            TransportChoice::WebSocket => {
+                return Err(Error::config(
+                    "the WebSocket transport needs the `websocket` feature",
+                ));
+            }
+            #[cfg(feature = "websocket")]
+            TransportChoice::WebSocket => true,
+            TransportChoice::Auto => cfg!(feature = "websocket") && !is_custom,
+            TransportChoice::LongPolling => false,
+        };
+        let long_polling = self.choice != TransportChoice::WebSocket;
+        // The built-in transports that will speak TLS.
+        let tls_websocket = https && websocket;
+        let tls_long_polling = https && long_polling && !is_custom;
+        #[cfg(not(feature = "tls"))]
+        if tls_websocket || tls_long_polling {
+            return Err(Error::config(format!(
+                "{}: https:// needs the `tls` feature (or, for long-polling, a TLS \
+                 connector: ClientBuilder::connector)",
+                self.url
+            )));
         }
+        #[cfg(feature = "tls")]
+        let http_tls = tls_long_polling
+            .then(|| self.tls.http_config())
+            .transpose()?;
+        #[cfg(all(feature = "tls", feature = "websocket"))]
+        let websocket_tls = tls_websocket
+            .then(|| self.tls.websocket_config())
+            .transpose()?;
+        let long_polling = long_polling.then(|| {
+            custom.unwrap_or_else(|| {
+                #[cfg(feature = "tls")]
+                if let Some(config) = http_tls {
+                    return transport::long_polling::tls(config);
+                }
+                transport::long_polling::plain()
+            })
+        });
+        #[cfg(feature = "websocket")]
+        let websocket = websocket.then(|| {
+            #[cfg(feature = "tls")]
+            if let Some(config) = websocket_tls {
+                return transport::websocket::tls(config);
+            }
+            transport::websocket::plain()
+        });
+        #[cfg(not(feature = "websocket"))]
+        let websocket: Option<MakeTransport> = {
+            debug_assert!(
+                !websocket && !tls_websocket,
+                "no WebSocket transport to make"
+            );
+            None
+        };
+        Ok((websocket, long_polling))
     }
 }
 
@@ -910,19 +1028,29 @@ impl Client {
             extensions: Vec::new(),
             long_polling: None,
             choice: TransportChoice::Auto,
+            #[cfg(feature = "tls")]
+            tls: tls::TlsOptions::default(),
         }
     }
 
     /// Opens the session and starts the background connect loop. Fails when the server
     /// refuses (with its Bayeux error) or cannot be reached; it is not retried here.
     /// With [`TransportChoice::Auto`] this is where the transport is negotiated.
+    ///
+    /// A TLS failure ([`ErrorKind::Tls`]: the server's certificate cannot be trusted, or
+    /// ours was refused) is final: the client stops, its state becomes
+    /// [`ConnectionState::Failed`] with the error's message, and the error is returned.
     pub async fn handshake(&self) -> Result<(), Error> {
         if self.shared.state().stopped {
             return Err(Error::closed("the client was stopped"));
         }
         self.shared.set_status(ConnectionState::Handshaking);
         if let Err(e) = self.shared.handshake_once().await {
-            self.shared.set_status(ConnectionState::Idle);
+            if e.kind() == ErrorKind::Tls {
+                self.shared.stop(ConnectionState::Failed(e.to_string()));
+            } else {
+                self.shared.set_status(ConnectionState::Idle);
+            }
             return Err(e);
         }
         let mut task = self.shared.task.lock().unwrap_or_else(|e| e.into_inner());

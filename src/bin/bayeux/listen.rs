@@ -1,11 +1,46 @@
 //! `bayeux listen`: watch channels from the terminal, one JSON line per message.
 
 use std::io::Write;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use bayeux::client::tls::TlsOptions;
 use bayeux::client::{Client, ConnectionState, TransportChoice};
 use futures::StreamExt;
 use futures::stream::SelectAll;
+
+/// TLS options of `bayeux listen` and `bayeux bench`, for `https://` and `wss://` URLs.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct TlsArgs {
+    /// A PEM file of certificate authorities to trust for https:// and wss://, in
+    /// addition to the platform's roots (a private or corporate CA).
+    #[arg(long, value_name = "FILE")]
+    ca_cert: Option<PathBuf>,
+    /// A PEM client certificate (chain) for mutual TLS; needs --client-key.
+    #[arg(long, value_name = "FILE", requires = "client_key")]
+    client_cert: Option<PathBuf>,
+    /// The PEM private key of --client-cert.
+    #[arg(long, value_name = "FILE", requires = "client_cert")]
+    client_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The TLS options these flags describe (the files are read here).
+    pub fn options(&self) -> Result<TlsOptions, Box<dyn std::error::Error>> {
+        let read = |path: &PathBuf, what: &str| {
+            std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+        };
+        let mut options = TlsOptions::new();
+        if let Some(path) = &self.ca_cert {
+            options = options.ca_certificate_pem(read(path, "--ca-cert")?);
+        }
+        if let (Some(cert), Some(key)) = (&self.client_cert, &self.client_key) {
+            options = options
+                .client_certificate_pem(read(cert, "--client-cert")?, read(key, "--client-key")?);
+        }
+        Ok(options)
+    }
+}
 
 /// Options of `bayeux listen`.
 #[derive(clap::Args)]
@@ -27,6 +62,12 @@ pub struct ListenArgs {
     /// The transport: WebSocket falling back to long-polling (auto), or only one.
     #[arg(long, value_enum, default_value_t = Transport::Auto)]
     transport: Transport,
+    /// An HTTP header for every request and the WebSocket upgrade, `NAME: VALUE`
+    /// (repeatable), e.g. 'Authorization: Bearer TOKEN'.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    #[command(flatten)]
+    tls: TlsArgs,
 }
 
 /// The values of `--transport`.
@@ -54,16 +95,30 @@ impl From<Transport> for TransportChoice {
 pub async fn run(args: ListenArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut builder = Client::builder(&args.url)
         .backoff(Duration::from_millis(500), Duration::from_secs(10))
-        .transport(args.transport.into());
+        .transport(args.transport.into())
+        .tls(args.tls.options()?);
     if let Some(user) = &args.user {
         builder = builder.basic_auth(user, &args.password);
     }
+    for header in &args.headers {
+        let (name, value) = header
+            .split_once(':')
+            .ok_or_else(|| format!("--header {header:?}: NAME: VALUE expected"))?;
+        builder = builder.header(name.trim(), value.trim());
+    }
     let client = builder.build()?;
+    // A TLS failure (a certificate this client cannot trust) ends the client here, once:
+    // it is not retried.
     client.handshake().await?;
     let mut streams = SelectAll::new();
     for channel in &args.channels {
         streams.push(client.subscribe(channel).await?);
     }
+    // Watched from before the line below, and from the current state on: a connection
+    // lost right after it must still be told (a test waiting for the notice saw it lost).
+    let mut transports = client.transport_changes();
+    let mut states = client.state();
+    states.mark_changed();
     eprintln!(
         "bayeux: listening on {} at {} over {}",
         args.channels.join(" "),
@@ -97,7 +152,7 @@ pub async fn run(args: ListenArgs) -> Result<(), Box<dyn std::error::Error>> {
                         "bayeux: the server ended the session ({why}): messages may be missing; handshaking again"
                     );
                 }
-                ConnectionState::Failed(why) => eprintln!("bayeux: stopped: {why}"),
+                // `Failed` is told once, by the main loop, as the reason it exits.
                 _ => {}
             }
         }
@@ -109,14 +164,19 @@ pub async fn run(args: ListenArgs) -> Result<(), Box<dyn std::error::Error>> {
         tokio::select! {
             message = streams.next() => {
                 let Some(message) = message else {
-                    return Err("the client stopped".into());
+                    // The streams end when the client stops: say why.
+                    let state = client
+                        .wait_for_state(|s| {
+                            matches!(s, ConnectionState::Failed(_) | ConnectionState::Disconnected)
+                        })
+                        .await;
+                    return Err(match state {
+                        ConnectionState::Failed(why) => format!("stopped: {why}"),
+                        _ => "the client stopped".to_string(),
+                    }
+                    .into());
                 };
                 let mut out = stdout.lock();
-    // Watched from before the line below, and from the current state on: a connection
-    // lost right after it must still be told (a test waiting for the notice saw it lost).
-    let mut transports = client.transport_changes();
-    let mut states = client.state();
-    states.mark_changed();
                 serde_json::to_writer(&mut out, &message)?;
                 writeln!(out)?;
                 out.flush()?;
@@ -168,5 +228,28 @@ mod tests {
             TransportChoice::from(Transport::LongPolling),
             TransportChoice::LongPolling
         );
+    }
+
+    fn parse(extra: &[&str]) -> Result<ListenArgs, clap::Error> {
+        let argv = ["listen", "https://h/cometd"].iter().chain(extra);
+        Listen::try_parse_from(argv).map(|l| l.args)
+    }
+
+    #[test]
+    fn tls_flags_and_headers() {
+        let args = parse(&["--ca-cert", "ca.pem", "--header", "Authorization: Bearer t"]).unwrap();
+        assert_eq!(
+            args.tls.ca_cert.as_deref(),
+            Some(std::path::Path::new("ca.pem"))
+        );
+        assert_eq!(args.headers, vec!["Authorization: Bearer t".to_string()]);
+        // A client certificate and its key go together.
+        assert!(parse(&["--client-cert", "c.pem"]).is_err());
+        assert!(parse(&["--client-key", "c.key"]).is_err());
+        let both = parse(&["--client-cert", "c.pem", "--client-key", "c.key"]).unwrap();
+        assert!(both.tls.client_cert.is_some() && both.tls.client_key.is_some());
+        // A missing file is named.
+        let e = both.tls.options().unwrap_err().to_string();
+        assert!(e.contains("--client-cert c.pem"), "{e}");
     }
 }

@@ -1,6 +1,10 @@
 //! POSTing a Bayeux batch over hyper and keeping the cookies the server sets: the one
 //! implementation shared by the client's long-polling transport and the `bayeux bench`
 //! load tool.
+//!
+//! Over TLS (feature `tls`), `HttpPool::with_tls` opens `https://` connections with
+//! rustls; when the server picks HTTP/2 through ALPN (feature `http2`), hyper-util's pool
+//! keeps one connection per host and multiplexes every request on it.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -23,12 +27,14 @@ pub const MAX_RESPONSE: usize = 64 * 1024 * 1024;
 /// The `Content-Type` of every POST: Bayeux batches are JSON arrays.
 const JSON: &str = "application/json;charset=UTF-8";
 
-/// A pool of HTTP/1.1 connections that POSTs JSON bodies (Bayeux batches) and returns
-/// the response body.
+/// A pool of HTTP connections that POSTs JSON bodies (Bayeux batches) and returns the
+/// response body.
 ///
 /// Generic over hyper-util's [`Connect`], so that a TLS connector can be plugged in;
-/// the default is plain TCP. Cheap to clone (clones share the pool). Several sessions can
-/// share one pool, each with its own [`CookieJar`].
+/// the default is plain TCP (HTTP/1.1), and `HttpPool::with_tls` (feature `tls`) speaks
+/// `https://` too (HTTP/2 when the server offers it, HTTP/1.1 otherwise). Cheap to
+/// clone (clones share the pool). Several sessions can share one pool, each with its
+/// own [`CookieJar`].
 #[derive(Clone)]
 pub struct HttpPool<C = HttpConnector> {
     client: HyperClient<C, Full<Bytes>>,
@@ -37,10 +43,39 @@ pub struct HttpPool<C = HttpConnector> {
 impl HttpPool<HttpConnector> {
     /// A pool over plain TCP with `TCP_NODELAY` and a 10 s connect timeout.
     pub fn new() -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(10)));
-        Self::with_connector(connector)
+        Self::with_connector(tcp_connector())
+    }
+}
+
+/// The plain TCP connector of [`HttpPool::new`]: `TCP_NODELAY`, a 10 s connect timeout.
+fn tcp_connector() -> HttpConnector {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(10)));
+    connector
+}
+
+/// The connector of [`HttpPool::with_tls`]: rustls over [`HttpConnector`], for
+/// `https://` URLs and plain `http://` ones.
+#[cfg(feature = "tls")]
+pub type TlsHttpConnector = hyper_rustls::HttpsConnector<HttpConnector>;
+
+#[cfg(feature = "tls")]
+impl HttpPool<TlsHttpConnector> {
+    /// A pool that speaks `https://` with `config` (and plain `http://` without TLS),
+    /// over TCP with `TCP_NODELAY` and a 10 s connect timeout (the TLS handshake is
+    /// bounded by the caller's timeout).
+    ///
+    /// `config`'s ALPN protocols decide the HTTP version:
+    /// [`TlsOptions::http_config`](crate::client::tls::TlsOptions::http_config) offers
+    /// `h2` and `http/1.1`, and with the `http2` feature a server that picks `h2` gets
+    /// every request of the pool multiplexed on one connection per host. Without ALPN,
+    /// HTTP/1.1.
+    pub fn with_tls(config: std::sync::Arc<rustls::ClientConfig>) -> Self {
+        let mut tcp = tcp_connector();
+        // hyper-rustls hands it https:// URIs once TLS is set up around it.
+        tcp.enforce_http(false);
+        Self::with_connector(hyper_rustls::HttpsConnector::from((tcp, config)))
     }
 }
 

@@ -1,5 +1,8 @@
 //! Long-polling: each batch is an HTTP POST of a JSON array whose response carries the
-//! replies (and any deliveries). Long polls use a connection pool of their own.
+//! replies (and any deliveries). Over plain HTTP, long polls use a connection pool of
+//! their own; over TLS one pool carries both, so that with HTTP/2 the long poll and the
+//! publishes share one connection (with HTTP/1.1 the pool opens another connection for
+//! a request while the long poll holds one, so a publish still never waits behind it).
 
 use futures::FutureExt;
 use futures::future::BoxFuture;
@@ -29,6 +32,21 @@ where
             config,
             polls: HttpPool::with_connector(connector.clone()),
             requests: HttpPool::with_connector(connector),
+            inbound,
+        })
+    })
+}
+
+/// Makes long-polling transports over TLS (`https://`) with `config`: one pool for
+/// long polls and requests, HTTP/2 when the server picks it through ALPN.
+#[cfg(feature = "tls")]
+pub(crate) fn tls(tls: std::sync::Arc<rustls::ClientConfig>) -> MakeTransport {
+    Box::new(move |config, inbound| {
+        let pool = HttpPool::with_tls(tls);
+        Box::new(LongPolling {
+            config,
+            polls: pool.clone(),
+            requests: pool,
             inbound,
         })
     })

@@ -15,7 +15,8 @@
 //! after WebSocket, as CometD's JavaScript client does).
 //!
 //! Public here: [`HttpPool`] and [`CookieJar`], the one implementation of POSTing a
-//! Bayeux batch and keeping the session's cookies, also used by `bayeux bench`.
+//! Bayeux batch and keeping the session's cookies, also used by `bayeux bench` (over
+//! plain TCP, or rustls with `TlsHttpConnector`, feature `tls`).
 
 mod http_pool;
 pub(crate) mod long_polling;
@@ -33,6 +34,8 @@ use tokio::sync::watch;
 use super::{Error, Shared};
 use crate::protocol::Message;
 use crate::protocol::message::encode_array;
+#[cfg(feature = "tls")]
+pub use http_pool::TlsHttpConnector;
 pub use http_pool::{CookieJar, HttpPool, MAX_RESPONSE};
 
 /// What a batch is for. Long-polling keeps long polls on a connection pool of their

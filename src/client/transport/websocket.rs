@@ -9,8 +9,9 @@
 //! - The socket is opened by the first send and replaced by the send after it closed.
 //!   When it closes or fails, the requests sent on it fail at once ([`Link`]), and the
 //!   connect loop reconnects with its backoff on a new socket.
-//! - The byte stream under the socket comes from a [`Dial`]: plain TCP here; a TLS
-//!   dialer for `wss://` only has to wrap the TCP stream.
+//! - The byte stream under the socket comes from a [`Dial`]: plain TCP for `ws://`, and
+//!   for `wss://` (feature `tls`) the TCP stream wrapped in rustls, verified against the
+//!   URL's host name, ALPN `http/1.1` (the upgrade is an HTTP/1.1 request).
 
 use std::io;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -68,7 +69,12 @@ impl Dial for Tcp {
                 .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host"))?;
             // An IPv6 literal comes bracketed.
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            let port = url.port_u16().unwrap_or(80);
+            let default_port = if url.scheme_str() == Some("wss") {
+                443
+            } else {
+                80
+            };
+            let port = url.port_u16().unwrap_or(default_port);
             let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect((host, port)))
                 .await
                 .map_err(|_| {
@@ -79,6 +85,41 @@ impl Dial for Tcp {
                 })??;
             stream.set_nodelay(true)?;
             Ok(stream)
+        }
+        .boxed()
+    }
+}
+
+/// TLS over [`Tcp`], for `wss://`: the server's certificate is verified against the
+/// URL's host (a name or an IP address).
+#[cfg(feature = "tls")]
+pub(crate) struct TlsDial {
+    /// The rustls configuration, ALPN `http/1.1`.
+    pub config: Arc<rustls::ClientConfig>,
+}
+
+#[cfg(feature = "tls")]
+impl Dial for TlsDial {
+    type Stream = tokio_rustls::client::TlsStream<TcpStream>;
+
+    fn dial<'a>(&'a self, url: &'a Uri) -> BoxFuture<'a, io::Result<Self::Stream>> {
+        async move {
+            let host = url
+                .host()
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no host"))?;
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+            let tcp = Tcp.dial(url).await?;
+            let connector = tokio_rustls::TlsConnector::from(self.config.clone());
+            tokio::time::timeout(CONNECT_TIMEOUT, connector.connect(name, tcp))
+                .await
+                .map_err(|_| {
+                    io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        format!("no TLS handshake within {CONNECT_TIMEOUT:?}"),
+                    )
+                })?
         }
         .boxed()
     }
@@ -99,14 +140,25 @@ pub(crate) fn socket_url(endpoint: &Uri) -> Uri {
     Uri::from_parts(parts).unwrap_or_else(|_| endpoint.clone())
 }
 
-/// Makes WebSocket transports over plain TCP.
+/// Makes WebSocket transports over plain TCP (`ws://`).
 pub(crate) fn plain() -> MakeTransport {
-    Box::new(|config, inbound| {
+    with_dial(Tcp)
+}
+
+/// Makes WebSocket transports over TLS (`wss://`) with `config` (ALPN `http/1.1`).
+#[cfg(feature = "tls")]
+pub(crate) fn tls(config: Arc<rustls::ClientConfig>) -> MakeTransport {
+    with_dial(TlsDial { config })
+}
+
+/// Makes WebSocket transports whose streams `dial` opens.
+fn with_dial<D: Dial>(dial: D) -> MakeTransport {
+    Box::new(move |config, inbound| {
         Box::new(WebSocket {
             url: socket_url(&config.url),
             headers: config.headers,
             cookies: config.cookies,
-            dial: Tcp,
+            dial,
             inbound,
             socket: tokio::sync::Mutex::new(None),
             current: Mutex::new(None),

@@ -2,6 +2,10 @@
 //! Subscribers are raw sessions, not full clients, so the tool stays cheap: long-polling
 //! ones on one shared connection pool, or WebSocket ones with a socket and a task each.
 //! Publishers POST over HTTP. The tool's own CPU time is reported.
+//!
+//! `https://` endpoints (and `wss://` sockets) go through rustls with the client's TLS
+//! options (`--ca-cert`, `--client-cert`, `--client-key`), over HTTP/1.1 as on plain
+//! TCP (see `wire::Pool`). `http://` runs exactly as before.
 
 mod publisher;
 mod session;
@@ -90,14 +94,18 @@ pub struct BenchArgs {
     /// Print the report as JSON (for scripts).
     #[arg(long)]
     json: bool,
+    #[command(flatten)]
+    tls: crate::listen::TlsArgs,
 }
 
 /// State shared by every task of a run.
 pub struct Run {
     /// The Bayeux endpoint.
     pub endpoint: http::Uri,
-    /// The endpoint's WebSocket URL (ws://host:port/path).
+    /// The endpoint's WebSocket URL (ws://host:port/path, or wss:// for https://).
     pub socket_url: String,
+    /// With an `https://` endpoint: the rustls configurations.
+    pub tls: Option<wire::Tls>,
     pub pool: wire::Pool,
     pub http_timeout: Duration,
     pub poll_timeout: Duration,
@@ -122,7 +130,11 @@ impl Run {
 pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     stats::raise_fd_limit();
     let channels = args.channels.max(1);
-    let endpoint: http::Uri = args.url.parse().map_err(|e| format!("{}: {e}", args.url))?;
+    let endpoint = wire::endpoint(&args.url)?;
+    let tls = match endpoint.scheme_str() {
+        Some("https") => Some(wire::Tls::new(&args.tls.options()?)?),
+        _ => None,
+    };
     let websocket = args.transport == "websocket";
     let socket_url = if websocket {
         ws::socket_url(&endpoint)?
@@ -132,7 +144,8 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     let run = Arc::new(Run {
         endpoint,
         socket_url,
-        pool: wire::pool(),
+        pool: wire::pool(tls.as_ref()),
+        tls,
         http_timeout: Duration::from_secs(10),
         poll_timeout: Duration::from_secs_f64(args.poll_timeout),
         counters: Counters::default(),
@@ -152,7 +165,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     let base = args
         .workbin_base
         .clone()
-        .unwrap_or_else(|| base_of(&args.url));
+        .unwrap_or_else(|| base_of(&run.endpoint.to_string()));
 
     // Subscribers, optionally ramped up.
     let mut subscribers = JoinSet::new();

@@ -56,7 +56,7 @@ pub async fn publisher(
     };
     let cookies = session.as_ref().map(|s| &s.cookies);
     // A pool of its own: publishes never queue behind the subscribers' long polls.
-    let pool = wire::pool();
+    let pool = wire::pool(run.tls.as_ref());
     while Instant::now() < until {
         if let Some(t) = ticker.as_mut() {
             t.tick().await;

@@ -9,7 +9,6 @@ use std::time::Duration;
 use bayeux::client::transport::CookieJar;
 use http::HeaderMap;
 use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 use super::Run;
 use super::stats::Counters;
@@ -208,8 +207,8 @@ pub async fn subscriber(run: Arc<Run>, index: usize, channel: String, auth: Opti
 
 /// A stalled long-polling session: handshakes, subscribes to `channel`, polls once (the
 /// first connect, answered at once), then sends a second connect on a connection of its
-/// own and never reads its response, nor connects again. Holds that connection until
-/// the run ends (the task is aborted).
+/// own (over TLS for `https://`) and never reads its response, nor connects again.
+/// Holds that connection until the run ends (the task is aborted).
 pub async fn stalled(run: Arc<Run>, channel: String, auth: Option<String>) {
     let headers = wire::headers(auth.as_deref());
     let opened = loop {
@@ -230,13 +229,12 @@ pub async fn stalled(run: Arc<Run>, channel: String, auth: Option<String>) {
     }
     let body = wire::connect_body(&opened.client_id, false);
     let request = wire::raw_post(url, &body, &headers, &opened.cookies);
-    let host = url.host().unwrap_or("127.0.0.1");
-    let port = url.port_u16().unwrap_or(80);
     let _connection = loop {
-        if let Ok(mut tcp) = TcpStream::connect((host, port)).await
-            && tcp.write_all(&request).await.is_ok()
+        if let Ok(mut stream) = wire::dial(url, run.tls.as_ref()).await
+            && stream.write_all(&request).await.is_ok()
+            && stream.flush().await.is_ok()
         {
-            break tcp;
+            break stream;
         }
         Counters::add(&run.counters.http_errors, 1);
         tokio::time::sleep(Duration::from_millis(200)).await;

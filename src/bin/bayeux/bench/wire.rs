@@ -1,20 +1,108 @@
 //! Raw Bayeux over HTTP for the load tool: pre-formatted request bodies and borrowed
 //! parsing of responses, so that one process can drive thousands of sessions.
 
+use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
-use bayeux::client::transport::{CookieJar, HttpPool};
+use bayeux::client::tls::TlsOptions;
+use bayeux::client::tls::rustls::ClientConfig;
+use bayeux::client::transport::{CookieJar, HttpPool, TlsHttpConnector};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Uri};
 use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
 
-/// A shared HTTP/1.1 connection pool: the client's own, which keeps as many idle
-/// connections as it is given sessions.
-pub type Pool = HttpPool;
+/// A shared connection pool: the client's own, which keeps as many idle connections as
+/// it is given sessions. Plain TCP for `http://`, rustls for `https://`; HTTP/1.1 either
+/// way, so that each session's request in flight has a connection of its own, as
+/// separate clients would (over HTTP/2 the pool would multiplex every session's long
+/// poll on one connection, and servers cap the streams of a connection: hyper at 200).
+pub enum Pool {
+    /// `http://`: as the tool always ran.
+    Plain(HttpPool),
+    /// `https://`.
+    Tls(HttpPool<TlsHttpConnector>),
+}
 
-/// A new connection pool.
-pub fn pool() -> Pool {
-    HttpPool::new()
+impl Pool {
+    async fn post(
+        &self,
+        url: &Uri,
+        headers: &HeaderMap,
+        cookies: Option<&CookieJar>,
+        body: Bytes,
+    ) -> Result<Bytes, bayeux::client::Error> {
+        match self {
+            Pool::Plain(pool) => pool.post(url, headers, cookies, body).await,
+            Pool::Tls(pool) => pool.post(url, headers, cookies, body).await,
+        }
+    }
+}
+
+/// A new connection pool: over TLS when the run has TLS settings (an `https://`
+/// endpoint).
+pub fn pool(tls: Option<&Tls>) -> Pool {
+    match tls {
+        None => Pool::Plain(HttpPool::new()),
+        Some(tls) => Pool::Tls(HttpPool::with_tls(tls.config.clone())),
+    }
+}
+
+/// The rustls configuration of a run against an `https://` endpoint, for the pools and
+/// the raw connections (WebSocket sockets, a stalled session's POST) alike: ALPN
+/// `http/1.1` (see [`Pool`]).
+pub struct Tls {
+    pub config: Arc<ClientConfig>,
+}
+
+impl Tls {
+    /// The configuration `options` describe.
+    pub fn new(options: &TlsOptions) -> Result<Tls, bayeux::client::Error> {
+        Ok(Tls {
+            config: options.websocket_config()?,
+        })
+    }
+}
+
+/// The Bayeux endpoint: an `http://` or `https://` URL (`ws://` and `wss://` are taken
+/// as those).
+pub fn endpoint(url: &str) -> Result<Uri, String> {
+    let uri: Uri = url.parse().map_err(|e| format!("{url}: {e}"))?;
+    let http = match uri.scheme_str() {
+        Some("http" | "https") => return Ok(uri),
+        Some("ws") => "http",
+        Some("wss") => "https",
+        _ => return Err(format!("{url}: an http:// or https:// URL is required")),
+    };
+    let mut parts = uri.into_parts();
+    parts.scheme = Some(http.parse().expect("a valid scheme"));
+    Uri::from_parts(parts).map_err(|e| format!("{url}: {e}"))
+}
+
+/// A byte stream to the server: plain TCP, or TLS over it.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+/// Opens a raw connection to `url`'s host and port (`TCP_NODELAY`), wrapped in TLS
+/// (ALPN `http/1.1`, the host's name verified) when `tls` is given.
+pub async fn dial(url: &Uri, tls: Option<&Tls>) -> io::Result<Box<dyn Io>> {
+    let host = url.host().unwrap_or("127.0.0.1");
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let default_port = if tls.is_some() { 443 } else { 80 };
+    let tcp = TcpStream::connect((host, url.port_u16().unwrap_or(default_port))).await?;
+    let _ = tcp.set_nodelay(true);
+    let Some(tls) = tls else {
+        return Ok(Box::new(tcp));
+    };
+    let name = bayeux::client::tls::rustls::pki_types::ServerName::try_from(host.to_string())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let stream = tokio_rustls::TlsConnector::from(tls.config.clone())
+        .connect(name, tcp)
+        .await?;
+    Ok(Box::new(stream))
 }
 
 /// Why an exchange failed.

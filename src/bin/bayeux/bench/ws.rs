@@ -15,7 +15,6 @@ use bayeux::client::transport::CookieJar;
 use futures::{SinkExt, StreamExt};
 use http::header::{AUTHORIZATION, COOKIE};
 use http::{HeaderValue, Uri};
-use tokio::net::TcpStream;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -26,21 +25,24 @@ use super::session::{self, After};
 use super::stats::Counters;
 use super::wire;
 
-type Ws = WebSocketStream<TcpStream>;
+type Ws = WebSocketStream<Box<dyn wire::Io>>;
 
-/// The socket's URL for an `http://` (or `ws://`) Bayeux endpoint.
+/// The socket's URL for an `http://` or `https://` Bayeux endpoint: `ws://` or `wss://`.
 pub fn socket_url(endpoint: &Uri) -> Result<String, String> {
-    let scheme = endpoint.scheme_str().unwrap_or("http");
-    if !matches!(scheme, "http" | "ws") {
-        return Err(format!(
-            "{endpoint}: --transport websocket supports http:// (ws://) endpoints only"
-        ));
-    }
+    let scheme = match endpoint.scheme_str() {
+        Some("http") => "ws",
+        Some("https") => "wss",
+        _ => {
+            return Err(format!(
+                "{endpoint}: an http:// or https:// URL is required"
+            ));
+        }
+    };
     let authority = endpoint
         .authority()
         .ok_or_else(|| format!("{endpoint}: no host"))?;
     let path = endpoint.path_and_query().map_or("/", |p| p.as_str());
-    Ok(format!("ws://{authority}{path}"))
+    Ok(format!("{scheme}://{authority}{path}"))
 }
 
 /// Small buffers: thousands of sockets should cost the tool little, as they should the
@@ -63,12 +65,9 @@ async fn open(run: &Run, auth: Option<&str>, jar: &CookieJar) -> Option<Ws> {
         if let Some(cookie) = jar.header() {
             h.insert(COOKIE, cookie);
         }
-        let host = run.endpoint.host().unwrap_or("127.0.0.1");
-        let port = run.endpoint.port_u16().unwrap_or(80);
-        let tcp = TcpStream::connect((host, port)).await.ok()?;
-        let _ = tcp.set_nodelay(true);
+        let stream = wire::dial(&run.endpoint, run.tls.as_ref()).await.ok()?;
         let (ws, response) =
-            tokio_tungstenite::client_async_with_config(request, tcp, Some(config()))
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config()))
                 .await
                 .ok()?;
         jar.store(response.headers());
