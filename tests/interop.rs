@@ -1,17 +1,18 @@
 //! Interoperability with real peers: the official CometD JavaScript client, Faye's Node
-//! client and aiocometd against our server, each over WebSocket and over long-polling;
-//! our client against Faye's and CometD's Node servers. Needs Node (and `npm ci` in
-//! tests/interop) and a Python with aiocometd-ng; run with
-//! `cargo test --features interop --test interop` (`.ci/run` sets it all up).
+//! client and aiocometd against our server, each over WebSocket and over long-polling,
+//! and the two Node clients again over TLS (https, wss); our client against Faye's and
+//! CometD's Node servers. Needs Node (and `npm ci` in tests/interop) and a Python with
+//! aiocometd-ng; run with `cargo test --features interop --test interop` (`.ci/run` sets
+//! it all up).
 #![cfg(feature = "interop")]
 
 mod common;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use bayeux::server::{Listening, ServerConfig};
+use bayeux::server::{Listening, ServerConfig, TlsConfig};
 use bayeux::workbin::{Access, DemoApp, WorkbinConfig};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -25,8 +26,34 @@ fn interop_dir() -> PathBuf {
 /// Our server (the demo app, so the workbin steps work too) with a `/service/echo`
 /// listener that answers each sender alone.
 async fn our_server() -> (DemoApp, Listening) {
+    our_server_with(None).await
+}
+
+/// A test's certificate directory, removed when the test ends.
+struct CertDir(PathBuf);
+
+impl Drop for CertDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// [`our_server`] over TLS (https, wss, and h2 through ALPN) with a certificate for
+/// 127.0.0.1 issued by a test CA generated for this run, and the directory of that CA's
+/// `ca.pem`: what a peer is told to trust (see [`run_steps_trusting`]).
+async fn our_tls_server(tag: &str) -> (DemoApp, Listening, CertDir) {
+    let pki = common::certs::TestPki::new();
+    let dir = CertDir(pki.write_to(&common::certs::temp_dir(tag)));
+    let tls = TlsConfig::from_pem(pki.server.cert.as_bytes(), pki.server.key.as_bytes()).unwrap();
+    let (app, listening) = our_server_with(Some(tls)).await;
+    assert!(listening.url("/cometd").starts_with("https://127.0.0.1:"));
+    (app, listening, dir)
+}
+
+async fn our_server_with(tls: Option<TlsConfig>) -> (DemoApp, Listening) {
     let config = ServerConfig {
         timeout: Duration::from_secs(5),
+        tls,
         ..ServerConfig::default()
     };
     let app = DemoApp::new(config, Access::demo(), WorkbinConfig::default(), "/cometd");
@@ -181,18 +208,36 @@ fn step_list_problems(peer: &str, expected: &[&str], got: &[String]) -> Vec<Stri
 /// order, all from `peer` and all passed, then `done`. A failure names the peer and the
 /// step, with what was expected against what came back.
 async fn run_steps(program: &str, args: &[&str], peer: &str, expected: &[&str], app: &DemoApp) {
-    let output = timeout(
-        Duration::from_secs(60),
-        Command::new(program)
-            .args(args)
-            .current_dir(interop_dir())
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output(),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{peer}: {program} {args:?} did not finish within 60 s"))
-    .unwrap_or_else(|e| panic!("cannot run {program}: {e} (see the README's interop section)"));
+    run_steps_trusting(None, program, args, peer, expected, app).await;
+}
+
+/// [`run_steps`] with a Node peer that trusts `ca_dir`'s `ca.pem` besides its own roots,
+/// through `NODE_EXTRA_CA_CERTS`: Node adds it to the default store that `https`, `tls`
+/// and `fetch` verify with, so the peers' libraries need no option of their own.
+/// Certificate checking stays on (`NODE_TLS_REJECT_UNAUTHORIZED` is removed).
+async fn run_steps_trusting(
+    ca_dir: Option<&Path>,
+    program: &str,
+    args: &[&str],
+    peer: &str,
+    expected: &[&str],
+    app: &DemoApp,
+) {
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .current_dir(interop_dir())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    if let Some(dir) = ca_dir {
+        command
+            .env("NODE_EXTRA_CA_CERTS", dir.join("ca.pem"))
+            .env_remove("NODE_TLS_REJECT_UNAUTHORIZED");
+    }
+    let output = timeout(Duration::from_secs(60), command.output())
+        .await
+        .unwrap_or_else(|_| panic!("{peer}: {program} {args:?} did not finish within 60 s"))
+        .unwrap_or_else(|e| panic!("cannot run {program}: {e} (see the README's interop section)"));
     let stdout = String::from_utf8_lossy(&output.stdout);
     let stderr = String::from_utf8_lossy(&output.stderr);
     let mut problems = Vec::new();
@@ -343,6 +388,137 @@ async fn faye_node_client_long_polling() {
         ],
         "faye (node client, long-polling)",
         FAYE_LONG_POLLING_STEPS,
+        &app,
+    )
+    .await;
+}
+
+/// The premise of the TLS runs below: Node verifies our certificate, and accepts it only
+/// because `NODE_EXTRA_CA_CERTS` names the test CA. Without it, an https request to our
+/// server fails on the certificate; with it, the same request gets an HTTP answer.
+#[tokio::test]
+async fn node_trusts_our_tls_server_through_the_test_ca_only() {
+    let (_app, l, ca_dir) = our_tls_server("interop-node-ca").await;
+    // One https request, as cometd-nodejs-client and Faye make theirs (node:https); prints
+    // the status, or the error code.
+    let probe = "require('node:https').get(process.argv[1], (res) => { \
+                 console.log('status ' + res.statusCode); res.resume(); }) \
+                 .on('error', (e) => console.log('error ' + e.code));";
+    let run = async |trust: bool| {
+        let mut command = Command::new("node");
+        command
+            .args(["-e", probe, &l.url("/cometd")])
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .env_remove("NODE_TLS_REJECT_UNAUTHORIZED")
+            .env_remove("NODE_EXTRA_CA_CERTS");
+        if trust {
+            command.env("NODE_EXTRA_CA_CERTS", ca_dir.0.join("ca.pem"));
+        }
+        let out = timeout(Duration::from_secs(20), command.output())
+            .await
+            .expect("node's https request did not finish within 20 s")
+            .unwrap_or_else(|e| panic!("cannot run node: {e}"));
+        let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success(),
+            "node -e: {stdout} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    };
+    assert_eq!(
+        run(false).await,
+        "error UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+        "without the test CA"
+    );
+    let trusted = run(true).await;
+    assert!(
+        trusted.starts_with("status "),
+        "with NODE_EXTRA_CA_CERTS: {trusted}"
+    );
+}
+
+/// The CometD JavaScript client over https, long-polling only: the whole flow of
+/// [`cometd_javascript_client_long_polling`], workbin POST (Node's `fetch`) over https
+/// too. The cut proxy of the ack re-send step takes plain HTTP from the client and
+/// connects to our server with TLS.
+#[tokio::test]
+async fn cometd_javascript_client_https_long_polling() {
+    let (app, l, ca_dir) = our_tls_server("interop-cometd-https").await;
+    run_steps_trusting(
+        Some(&ca_dir.0),
+        "node",
+        &[
+            "cometd_client.mjs",
+            &l.url("/cometd"),
+            &l.url(""),
+            "long-polling",
+        ],
+        "cometd-js (long-polling, TLS)",
+        COMETD_STEPS,
+        &app,
+    )
+    .await;
+}
+
+/// The CometD JavaScript client's default transports with an https URL: its WebSocket
+/// transport (the `ws` package) opens wss://, asserted in the `transport` step.
+#[tokio::test]
+async fn cometd_javascript_client_wss() {
+    let (app, l, ca_dir) = our_tls_server("interop-cometd-wss").await;
+    run_steps_trusting(
+        Some(&ca_dir.0),
+        "node",
+        &[
+            "cometd_client.mjs",
+            &l.url("/cometd"),
+            &l.url(""),
+            "default",
+        ],
+        "cometd-js (default transports, TLS)",
+        COMETD_STEPS,
+        &app,
+    )
+    .await;
+}
+
+/// Faye's Node client over https with WebSocket disabled.
+#[tokio::test]
+async fn faye_node_client_https_long_polling() {
+    let (app, l, ca_dir) = our_tls_server("interop-faye-https").await;
+    run_steps_trusting(
+        Some(&ca_dir.0),
+        "node",
+        &[
+            "faye_client.mjs",
+            &l.url("/cometd"),
+            &l.url(""),
+            "long-polling",
+        ],
+        "faye (node client, long-polling, TLS)",
+        FAYE_LONG_POLLING_STEPS,
+        &app,
+    )
+    .await;
+}
+
+/// Faye's default over TLS: the handshake over https, then one wss:// socket
+/// (faye-websocket).
+#[tokio::test]
+async fn faye_node_client_https_then_wss() {
+    let (app, l, ca_dir) = our_tls_server("interop-faye-wss").await;
+    run_steps_trusting(
+        Some(&ca_dir.0),
+        "node",
+        &[
+            "faye_client.mjs",
+            &l.url("/cometd"),
+            &l.url(""),
+            "websocket",
+        ],
+        "faye (node client, websocket, TLS)",
+        FAYE_WEBSOCKET_STEPS,
         &app,
     )
     .await;

@@ -1,7 +1,9 @@
 // The official CometD JavaScript client (run in Node by cometd-nodejs-client) against a
 // bayeux server. Usage: node cometd_client.mjs BAYEUX_URL BASE_URL long-polling|default
 // With `default`, the client's default transports: WebSocket first, which our server
-// offers, so the clients use it (except where noted).
+// offers, so the clients use it (except where noted). With https:// URLs the same runs
+// over TLS (WebSocket over wss://); Node must trust the server's certificate
+// (NODE_EXTRA_CA_CERTS), and the peer's name says `TLS`.
 import { adapt } from 'cometd-nodejs-client';
 import { CometD, LongPollingTransport, AckExtension } from 'cometd';
 import { makeReporter, Inbox, basic, assign, deadline } from './report.mjs';
@@ -9,7 +11,8 @@ import { startCutProxy } from './cut_proxy.mjs';
 
 adapt();
 const [url, base, mode] = process.argv.slice(2);
-const r = makeReporter(mode === 'default' ? 'cometd-js (default transports)' : 'cometd-js (long-polling)');
+const tls = new URL(url).protocol === 'https:' ? ', TLS' : '';
+const r = makeReporter(mode === 'default' ? `cometd-js (default transports${tls})` : `cometd-js (long-polling${tls})`);
 deadline(30000, r);
 
 // Every publish goes through `publish` below, which tags it with a token in `ext`; this

@@ -1,10 +1,12 @@
 // A small HTTP/1.1 proxy on 127.0.0.1 for the ack-extension step: each client connection
-// gets its own connection to the target server; requests are forwarded as they come,
+// gets its own connection to the target server (TLS when the target is https://; the
+// clients always speak plain HTTP to the proxy); requests are forwarded as they come,
 // responses are framed (Content-Length or chunked) and forwarded whole, except that the
 // first response `shouldCut(body)` picks is cut: its headers and half of its body are
 // written, then both sides are closed. Every Bayeux message seen in a request or a
 // response is recorded in `log`, in the order the proxy saw them.
 import net from 'node:net';
+import tls from 'node:tls';
 
 // Parses one HTTP/1.1 message at the start of `buf`: null while incomplete, or
 // { head, body, length } where `head` is the header block (with its blank line), `body`
@@ -61,11 +63,11 @@ function bayeuxMessages(body) {
   }
 }
 
-// Starts the proxy in front of `target` (an http://127.0.0.1:PORT URL). Resolves to
-// { url(path), cuts, log, close() } once it listens; `cuts` lists each cut response as
-// { messages, sentBytes, totalBytes }.
+// Starts the proxy in front of `target` (an http:// or https://127.0.0.1:PORT URL).
+// Resolves to { url(path), cuts, log, close() } once it listens; `cuts` lists each cut
+// response as { messages, sentBytes, totalBytes }.
 export async function startCutProxy(target, shouldCut) {
-  const { hostname, port } = new URL(target);
+  const { protocol, hostname, port } = new URL(target);
   if (hostname !== '127.0.0.1') throw new Error(`cut_proxy: loopback only, not ${hostname}`);
   const cuts = [];
   const log = [];
@@ -74,7 +76,11 @@ export async function startCutProxy(target, shouldCut) {
 
   const server = net.createServer((client) => {
     track(client);
-    const upstream = track(net.connect(Number(port), '127.0.0.1'));
+    // Over TLS the certificate is checked as any client would (against 127.0.0.1, with
+    // Node's default store and NODE_EXTRA_CA_CERTS); no ALPN, so HTTP/1.1.
+    const upstream = track(protocol === 'https:'
+      ? tls.connect({ host: '127.0.0.1', port: Number(port) })
+      : net.connect(Number(port), '127.0.0.1'));
     let requests = Buffer.alloc(0);
     let responses = Buffer.alloc(0);
     let passthrough = false;

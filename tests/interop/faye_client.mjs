@@ -3,14 +3,17 @@
 // Usage: node faye_client.mjs BAYEUX_URL BASE_URL websocket|long-polling
 // With `websocket`, Faye's default: it handshakes over long-polling, then switches to
 // WebSocket, which our server offers. With `long-polling`, each client disables
-// WebSocket (`client.disable('websocket')`).
+// WebSocket (`client.disable('websocket')`). With https:// URLs the same runs over TLS
+// (the socket over wss://); Node must trust the server's certificate
+// (NODE_EXTRA_CA_CERTS), and the peer's name says `TLS`.
 import faye from 'faye';
 import { createRequire } from 'node:module';
 import { makeReporter, Inbox, basic, assign, deadline } from './report.mjs';
 
 const [url, base, mode] = process.argv.slice(2);
 if (mode !== 'websocket' && mode !== 'long-polling') throw new Error(`unknown mode ${mode}`);
-const r = makeReporter(`faye (node client, ${mode})`);
+const tls = new URL(url).protocol === 'https:' ? ', TLS' : '';
+const r = makeReporter(`faye (node client, ${mode}${tls})`);
 deadline(30000, r);
 
 // The wire, as each client's transports see it: every message a transport sends and
