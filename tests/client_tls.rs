@@ -568,6 +568,44 @@ mod cli {
     }
 
     #[tokio::test]
+    async fn bench_http2_gives_each_session_one_connection() {
+        timeout(LIMIT, async {
+            let pki = TestPki::new();
+            let dir = pki.write_to(&temp_dir("bench-h2"));
+            let front = TlsFront::start(server_config(&pki.server, H2_AND_H1, None)).await;
+            let out = bayeux()
+                .args(["bench", &front.url(), "--subscribers", "3", "--http2"])
+                .args(["--publishers", "1", "--rate", "50", "--duration", "1"])
+                .arg("--json")
+                .arg("--ca-cert")
+                .arg(dir.join("ca.pem"))
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+            let published = r["published"].as_u64().unwrap();
+            assert!(published > 0, "{r}");
+            assert_eq!(r["delivered"], published * 3, "{r}");
+            assert_eq!(r["lost"], 0, "{r}");
+            // Every request over HTTP/2, on one connection per session: 3 subscribers
+            // and the publisher's session.
+            let versions = front.versions();
+            assert!(
+                versions.iter().all(|v| *v == Version::HTTP_2),
+                "{versions:?}"
+            );
+            assert_eq!(front.accepted(), 4);
+        })
+        .await
+        .unwrap();
+    }
+
+    #[tokio::test]
     async fn bench_over_https_and_wss() {
         timeout(LIMIT, async {
             let pki = TestPki::new();

@@ -94,6 +94,12 @@ pub struct BenchArgs {
     /// Print the report as JSON (for scripts).
     #[arg(long)]
     json: bool,
+    /// With an `https://` endpoint, long-polling: each session (subscriber or publisher)
+    /// opens one connection of its own and offers HTTP/2 (ALPN `h2`), so its long poll
+    /// and other requests share it, as in a browser tab; without, HTTP/1.1 on a shared
+    /// pool.
+    #[arg(long)]
+    http2: bool,
     #[command(flatten)]
     tls: crate::listen::TlsArgs,
 }
@@ -107,6 +113,8 @@ pub struct Run {
     /// With an `https://` endpoint: the rustls configurations.
     pub tls: Option<wire::Tls>,
     pub pool: wire::Pool,
+    /// `--http2`: a pool per session, offering HTTP/2.
+    pub http2: bool,
     pub http_timeout: Duration,
     pub poll_timeout: Duration,
     pub counters: Counters,
@@ -120,6 +128,17 @@ pub struct Run {
 }
 
 impl Run {
+    /// The connections a new session uses: with `--http2` (over TLS), a pool of its own
+    /// that offers HTTP/2; otherwise the shared pool.
+    pub fn session_pool(&self) -> wire::Pool {
+        match &self.tls {
+            Some(tls) if self.http2 => wire::Pool::Tls(
+                bayeux::client::transport::HttpPool::with_tls(tls.http2.clone()),
+            ),
+            _ => self.pool.clone(),
+        }
+    }
+
     /// Microseconds since the run started: the send-time stamp and the receive clock.
     pub fn micros(&self) -> u64 {
         self.clock.elapsed().as_micros() as u64
@@ -145,6 +164,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         endpoint,
         socket_url,
         pool: wire::pool(tls.as_ref()),
+        http2: args.http2,
         tls,
         http_timeout: Duration::from_secs(10),
         poll_timeout: Duration::from_secs_f64(args.poll_timeout),

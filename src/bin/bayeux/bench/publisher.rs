@@ -55,8 +55,14 @@ pub async fn publisher(
         Via::Workbin { auth, .. } => wire::headers(auth.as_deref()),
     };
     let cookies = session.as_ref().map(|s| &s.cookies);
-    // A pool of its own: publishes never queue behind the subscribers' long polls.
-    let pool = wire::pool(run.tls.as_ref());
+    // A pool of its own: publishes never queue behind the subscribers' long polls. With
+    // `--http2`, the session's own connection, which its long poll shares, as a browser
+    // tab's publishes would.
+    let pool = match &session {
+        Some(session) if run.http2 => session.pool.clone(),
+        _ if run.http2 => run.session_pool(),
+        _ => wire::pool(run.tls.as_ref()),
+    };
     while Instant::now() < until {
         if let Some(t) = ticker.as_mut() {
             t.tick().await;

@@ -18,13 +18,17 @@ use super::wire::{self, WireError};
 pub struct Opened {
     pub client_id: String,
     pub cookies: CookieJar,
+    /// The connections it uses: the run's shared pool, or with `--http2` one HTTP/2
+    /// connection of its own (as a browser tab has).
+    pub pool: wire::Pool,
 }
 
 /// Opens a session; `None` after counting the failure.
 pub async fn handshake(run: &Run, headers: &HeaderMap) -> Option<Opened> {
     let cookies = CookieJar::new();
+    let pool = run.session_pool();
     match wire::post(
-        &run.pool,
+        &pool,
         &run.endpoint,
         wire::handshake_body(),
         headers,
@@ -47,6 +51,7 @@ pub async fn handshake(run: &Run, headers: &HeaderMap) -> Option<Opened> {
                     m.client_id.map(|id| Opened {
                         client_id: id.to_string(),
                         cookies,
+                        pool,
                     })
                 }
                 _ => {
@@ -64,7 +69,7 @@ pub async fn handshake(run: &Run, headers: &HeaderMap) -> Option<Opened> {
 
 async fn subscribe(run: &Run, session: &Opened, channel: &str, headers: &HeaderMap) -> bool {
     match wire::post(
-        &run.pool,
+        &session.pool,
         &run.endpoint,
         wire::subscribe_body(&session.client_id, channel),
         headers,
@@ -174,7 +179,7 @@ pub async fn subscriber(run: Arc<Run>, index: usize, channel: String, auth: Opti
             first = false;
             let cookies = Some(&opened.cookies);
             match wire::post(
-                &run.pool,
+                &opened.pool,
                 &run.endpoint,
                 body,
                 &headers,
@@ -221,7 +226,7 @@ pub async fn stalled(run: Arc<Run>, channel: String, auth: Option<String>) {
     };
     let first = wire::connect_body(&opened.client_id, true);
     let (url, jar) = (&run.endpoint, Some(&opened.cookies));
-    if wire::post(&run.pool, url, first, &headers, jar, run.http_timeout)
+    if wire::post(&opened.pool, url, first, &headers, jar, run.http_timeout)
         .await
         .is_err()
     {
@@ -252,7 +257,7 @@ pub async fn keep_alive(run: Arc<Run>, session: Arc<Opened>) {
         first = false;
         let cookies = Some(&session.cookies);
         if wire::post(
-            &run.pool,
+            &session.pool,
             &run.endpoint,
             body,
             &headers,

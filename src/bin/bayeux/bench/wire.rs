@@ -19,6 +19,8 @@ use tokio::net::TcpStream;
 /// way, so that each session's request in flight has a connection of its own, as
 /// separate clients would (over HTTP/2 the pool would multiplex every session's long
 /// poll on one connection, and servers cap the streams of a connection: hyper at 200).
+/// With `--http2`, each session gets a pool of its own instead ([`Tls::http2`]).
+#[derive(Clone)]
 pub enum Pool {
     /// `http://`: as the tool always ran.
     Plain(HttpPool),
@@ -55,6 +57,9 @@ pub fn pool(tls: Option<&Tls>) -> Pool {
 /// `http/1.1` (see [`Pool`]).
 pub struct Tls {
     pub config: Arc<ClientConfig>,
+    /// ALPN `h2` then `http/1.1`: for `--http2`, a connection per session that carries
+    /// all of its requests.
+    pub http2: Arc<ClientConfig>,
 }
 
 impl Tls {
@@ -62,6 +67,7 @@ impl Tls {
     pub fn new(options: &TlsOptions) -> Result<Tls, bayeux::client::Error> {
         Ok(Tls {
             config: options.websocket_config()?,
+            http2: options.http_config()?,
         })
     }
 }
