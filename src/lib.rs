@@ -60,6 +60,10 @@
 //! - `server`: [`server`], the Bayeux server and its long-polling transport.
 //! - `client`: [`client`], the Bayeux client.
 //! - `tower`: the endpoint as a tower `Service`, for axum and other tower stacks.
+//! - `tracing`: log events an operator needs (refused handshakes, expired sessions,
+//!   queue overflows, policy denials, accept errors, the client's reconnections).
+//! - `metrics`: the server's Prometheus metrics (`Server::metrics`, `GET /metrics`
+//!   through `server::OpsService`), through `prometheus-client`.
 //! - `workbin`: [`workbin`], the demo publisher.
 //! - `cli`: the `bayeux` binary (serve, listen, assign, demo, bench).
 //!
@@ -72,9 +76,6 @@
 #![warn(missing_debug_implementations)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(any(feature = "client", feature = "workbin"))]
-#[cfg_attr(not(all(feature = "client", feature = "workbin")), allow(dead_code))]
-mod base64;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod protocol;

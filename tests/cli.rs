@@ -348,6 +348,21 @@ async fn bench_with_a_stalled_session_loses_nothing_for_the_others() {
     .unwrap();
 }
 
+/// The start-up log line of a `bayeux serve` child that says where it serves Bayeux (the
+/// first line at the default log level; any debug lines before it are skipped). The rest
+/// of its log is read and dropped in the background, so the child never writes to a
+/// closed pipe.
+async fn serving_line(child: &mut tokio::process::Child) -> String {
+    let mut err = BufReader::new(child.stderr.take().unwrap()).lines();
+    loop {
+        let line = line_within(&mut err, "the serving Bayeux log line").await;
+        if line.contains("serving Bayeux") {
+            tokio::spawn(async move { while let Ok(Some(_)) = err.next_line().await {} });
+            return line;
+        }
+    }
+}
+
 /// The next line of a child's output, within 10 s, or a failure that says what was
 /// awaited.
 async fn line_within(
@@ -362,22 +377,17 @@ async fn line_within(
 }
 
 /// Starts `bayeux serve` with `args` on a free port and returns the child and the
-/// Bayeux URL from its first line.
+/// Bayeux URL from its "serving Bayeux" start-up log line (on stderr).
 async fn serve_with(args: &[&str]) -> (tokio::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_bayeux"))
         .args(["serve", "--listen", "127.0.0.1:0"])
         .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut out = BufReader::new(child.stdout.take().unwrap()).lines();
-    let line = timeout(Duration::from_secs(10), out.next_line())
-        .await
-        .expect("a start-up line within 10 s")
-        .unwrap()
-        .expect("a start-up line");
+    let line = serving_line(&mut child).await;
     assert!(line.contains("wss://127.0.0.1:"), "{line}");
     let url = line
         .split_whitespace()

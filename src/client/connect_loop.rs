@@ -12,6 +12,10 @@
 //! ([`ErrorKind::Tls`]: a server certificate the client cannot trust, a client
 //! certificate the server refused) is not: retrying would only fail the same way, so
 //! the loop stops with [`ConnectionState::Failed`] and the error's message.
+//!
+//! With the `tracing` feature, each reconnection is an `info` event with its cause (the
+//! error, or the server's reply) and the delay before the next attempt; so are a session
+//! the server ended, the recovery and the loop's end. Nothing is logged per message.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,12 +87,26 @@ fn millis(v: Option<i64>) -> Duration {
 enum Next {
     /// Connect again after `interval`.
     Poll(Duration),
-    /// The session is gone: handshake again.
-    Handshake,
-    /// A failure: retry the connect after a backoff delay.
-    Backoff,
+    /// The session is gone: handshake again (why).
+    Handshake(String),
+    /// A failure (its cause): retry the connect after a backoff delay.
+    Backoff(String),
     /// The server said `reconnect: none`.
     Stop(String),
+}
+
+/// Says what the loop does and why, at `info` (feature `tracing`).
+macro_rules! event {
+    ($shared:expr, $($rest:tt)+) => {
+        #[cfg(feature = "tracing")]
+        tracing::info!(transport = $shared.transport.name(), $($rest)+);
+    };
+}
+
+/// Milliseconds, for the events.
+#[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
 }
 
 /// Runs until aborted (client stopped) or told `reconnect: none`.
@@ -112,26 +130,47 @@ pub(super) async fn run(shared: Arc<Shared>) {
                         first = true;
                     }
                     Err(e) if e.kind() == ErrorKind::Tls => {
+                        event!(shared, error = %e, "bayeux client: stopped: TLS failure");
                         shared.stop(ConnectionState::Failed(e.to_string()));
                         return;
                     }
-                    Err(_) => {
+                    Err(e) => {
                         shared.state().client_id = None;
-                        tokio::time::sleep(backoff.next_delay()).await;
+                        let delay = backoff.next_delay();
+                        event!(
+                            shared,
+                            error = %e,
+                            retry_in_ms = ms(delay),
+                            "bayeux client: re-subscribing failed; handshaking again"
+                        );
+                        #[cfg(not(feature = "tracing"))]
+                        let _ = e;
+                        tokio::time::sleep(delay).await;
                         continue;
                     }
                 },
                 Err(e) if e.kind() == ErrorKind::Closed => {
+                    event!(shared, error = %e, "bayeux client: stopped: the server refused the handshake");
                     shared.stop(ConnectionState::Failed(e.closed_reason().to_string()));
                     return;
                 }
                 Err(e) if e.kind() == ErrorKind::Tls => {
+                    event!(shared, error = %e, "bayeux client: stopped: TLS failure");
                     shared.stop(ConnectionState::Failed(e.to_string()));
                     return;
                 }
-                Err(_) => {
+                Err(e) => {
                     shared.set_status(ConnectionState::Reconnecting);
-                    tokio::time::sleep(backoff.next_delay()).await;
+                    let delay = backoff.next_delay();
+                    event!(
+                        shared,
+                        error = %e,
+                        retry_in_ms = ms(delay),
+                        "bayeux client: handshake failed; retrying"
+                    );
+                    #[cfg(not(feature = "tracing"))]
+                    let _ = e;
+                    tokio::time::sleep(delay).await;
                     continue;
                 }
             }
@@ -144,18 +183,31 @@ pub(super) async fn run(shared: Arc<Shared>) {
                     tokio::time::sleep(interval).await;
                 }
             }
-            Next::Handshake => {
+            Next::Handshake(why) => {
+                event!(shared, reason = %why, "bayeux client: the server ended the session; handshaking again");
+                #[cfg(not(feature = "tracing"))]
+                let _ = why;
                 if !matches!(*shared.status.borrow(), ConnectionState::SessionLost(_)) {
                     shared.set_status(ConnectionState::Reconnecting);
                 }
                 shared.state().client_id = None;
             }
-            Next::Backoff => {
+            Next::Backoff(cause) => {
                 first = true;
                 shared.set_status(ConnectionState::Reconnecting);
-                tokio::time::sleep(backoff.next_delay()).await;
+                let delay = backoff.next_delay();
+                event!(
+                    shared,
+                    cause = %cause,
+                    retry_in_ms = ms(delay),
+                    "bayeux client: connection lost; reconnecting"
+                );
+                #[cfg(not(feature = "tracing"))]
+                let _ = cause;
+                tokio::time::sleep(delay).await;
             }
             Next::Stop(why) => {
+                event!(shared, reason = %why, "bayeux client: stopped: the server advised reconnect: none");
                 shared.stop(ConnectionState::Failed(why));
                 return;
             }
@@ -180,7 +232,10 @@ async fn connect_once(shared: &Shared, first: bool) -> Next {
     let server_timeout = millis(shared.state().advice.timeout.or(Some(30_000)));
     let http_timeout = server_timeout + shared.config.max_network_delay;
     let reply = match shared.exchange(Lane::LongPoll, vec![m], http_timeout).await {
-        Ok(mut replies) => replies.pop().flatten(),
+        Ok(mut replies) => replies
+            .pop()
+            .flatten()
+            .ok_or_else(|| "no reply to /meta/connect".to_string()),
         Err(e) if e.kind() == ErrorKind::Tls => return Next::Stop(e.to_string()),
         Err(e) => {
             // A new socket's upgrade refused with a 4xx: the server (or a proxy) no longer
@@ -188,13 +243,15 @@ async fn connect_once(shared: &Shared, first: bool) -> Next {
             if e.kind() == ErrorKind::Connection
                 && e.status_code().is_some_and(|c| (400..500).contains(&c))
             {
+                event!(shared, error = %e, "bayeux client: the WebSocket upgrade was refused; falling back to long-polling");
                 shared.transport.fall_back();
             }
-            None
+            Err(e.to_string())
         }
     };
-    let Some(reply) = reply else {
-        return Next::Backoff;
+    let reply = match reply {
+        Ok(reply) => reply,
+        Err(cause) => return Next::Backoff(cause),
     };
     let advice = {
         let mut st = shared.state();
@@ -223,30 +280,42 @@ async fn connect_once(shared: &Shared, first: bool) -> Next {
             return Next::Stop(why);
         }
         Some(Reconnect::Handshake) => {
+            let reason = lost_reason(&reply);
             if !reply.is_successful() {
-                shared.session_lost(lost_reason(&reply));
+                shared.session_lost(reason.clone());
             }
-            return Next::Handshake;
+            return Next::Handshake(reason);
         }
         _ => {}
     }
     if reply.is_successful() {
+        let recovering = matches!(
+            *shared.status.borrow(),
+            ConnectionState::Reconnecting | ConnectionState::SessionLost(_)
+        );
         shared.set_status(ConnectionState::Connected);
+        if recovering {
+            event!(shared, "bayeux client: reconnected");
+        }
         Next::Poll(millis(advice.interval))
     } else if reply.bayeux_error().is_some_and(|e| e.code == 402) {
-        shared.session_lost(lost_reason(&reply));
-        Next::Handshake
+        let reason = lost_reason(&reply);
+        shared.session_lost(reason.clone());
+        Next::Handshake(reason)
     } else {
-        Next::Backoff
+        Next::Backoff(lost_reason(&reply))
     }
 }
 
-/// The Bayeux error of a connect reply that ended the session.
+/// The Bayeux error of a connect reply that ended the session (or failed).
 fn lost_reason(reply: &Message) -> String {
-    reply
-        .error
-        .clone()
-        .unwrap_or_else(|| "the server ended the session".into())
+    reply.error.clone().unwrap_or_else(|| {
+        if reply.is_successful() {
+            "the server advised to handshake again".into()
+        } else {
+            "the server ended the session".into()
+        }
+    })
 }
 
 /// Subscribes the new session to every pattern that still has a local listener, in one

@@ -254,7 +254,7 @@ impl fmt::Display for Error {
                 if let Some((code, body)) = &self.inner.status {
                     write!(f, ": HTTP status {code} instead of 101 Switching Protocols")?;
                     if !body.is_empty() {
-                        write!(f, ": {body}")?;
+                        write!(f, ": {}", one_line_body(body))?;
                     }
                 }
             }
@@ -263,7 +263,7 @@ impl fmt::Display for Error {
                 let (code, body) = self.inner.status.as_ref().expect("a status error");
                 write!(f, "HTTP status {code} from {what}")?;
                 if !body.is_empty() {
-                    write!(f, ": {body}")?;
+                    write!(f, ": {}", one_line_body(body))?;
                 }
             }
             ErrorKind::Protocol => write!(f, "protocol error: {what}")?,
@@ -282,19 +282,48 @@ impl fmt::Display for Error {
             write!(f, ": {e}")?;
         }
         // The causes, on the same line: a terminal user sees why, not just what. A cause
-        // that its wrapper's message already ends with is not repeated.
+        // that its wrapper's message already ends with is not repeated, nor hyper's
+        // `client error (Connect)`, which says nothing its own cause does not.
         let mut cause = self.inner.source.as_deref().map(|e| e as &dyn StdError);
         let mut previous = String::new();
         while let Some(e) = cause {
             let text = e.to_string();
-            if previous.is_empty() || !previous.ends_with(&text) {
-                write!(f, ": {text}")?;
+            cause = e.source();
+            let wrapper = text.starts_with("client error (") && cause.is_some();
+            if !wrapper && (previous.is_empty() || !previous.ends_with(&text)) {
+                write!(
+                    f,
+                    ": {}",
+                    text.split_whitespace().collect::<Vec<_>>().join(" ")
+                )?;
             }
             previous = text;
-            cause = e.source();
         }
         Ok(())
     }
+}
+
+/// A response body's start as an error message shows it: on one line, and an HTML page
+/// (a proxy's or another server's error page) by its title rather than its markup.
+fn one_line_body(body: &str) -> String {
+    let lower = body.to_ascii_lowercase();
+    if lower.starts_with("<!doctype html") || lower.starts_with("<html") {
+        let title = lower.find("<title>").and_then(|start| {
+            let start = start + "<title>".len();
+            let end = start + lower[start..].find("</title>")?;
+            Some(
+                body[start..end]
+                    .split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            )
+        });
+        return match title.filter(|t| !t.is_empty()) {
+            Some(title) => format!("an HTML page titled {title:?}"),
+            None => "an HTML page".to_string(),
+        };
+    }
+    body.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
 impl fmt::Debug for Error {
@@ -362,6 +391,26 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "HTTP status 503 from POST http://h/cometd: busy, try later"
+        );
+    }
+
+    #[test]
+    fn a_body_is_shown_on_one_line_and_a_page_by_its_title() {
+        let page =
+            b"<!DOCTYPE HTML>\n<html lang=\"en\">\n  <head>\n    <title>Error\n response</title>";
+        let e = Error::status("POST http://h/cometd", 501, page);
+        assert_eq!(
+            e.to_string(),
+            "HTTP status 501 from POST http://h/cometd: an HTML page titled \"Error response\""
+        );
+        assert_eq!(
+            e.body_excerpt(),
+            Some(String::from_utf8_lossy(page).as_ref())
+        );
+        let e = Error::status("POST http://h/cometd", 400, b"bad\n  request\n");
+        assert_eq!(
+            e.to_string(),
+            "HTTP status 400 from POST http://h/cometd: bad request"
         );
     }
 

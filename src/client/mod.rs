@@ -58,8 +58,8 @@ pub use error::{Error, ErrorKind, TlsFailure};
 pub use subscription::Subscription;
 
 use crate::protocol::{
-    Advice, BAYEUX_VERSION, BayeuxError, ChannelName, META_DISCONNECT, META_HANDSHAKE,
-    META_SUBSCRIBE, META_UNSUBSCRIBE, Message, MessageId, Reconnect,
+    Advice, BAYEUX_VERSION, BayeuxError, ChannelGrammar, ChannelName, META_DISCONNECT,
+    META_HANDSHAKE, META_SUBSCRIBE, META_UNSUBSCRIBE, Message, MessageId, Reconnect,
 };
 use transport::{
     CookieJar, Inbound, Lane, MakeTransport, Sent, Transport, TransportConfig, Transports,
@@ -156,6 +156,8 @@ pub(crate) struct ClientConfig {
     pub ack: bool,
     /// Messages each subscription's stream holds before it drops new ones.
     pub subscription_capacity: usize,
+    /// The grammar `subscribe` checks channel names with before asking the server.
+    pub channel_grammar: ChannelGrammar,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -171,6 +173,7 @@ impl fmt::Debug for ClientConfig {
             .field("handshake_ext_keys", &ext_keys)
             .field("ack", &self.ack)
             .field("subscription_capacity", &self.subscription_capacity)
+            .field("channel_grammar", &self.channel_grammar)
             .finish()
     }
 }
@@ -235,6 +238,17 @@ impl ClientBuilder {
     /// Margin added to the server's connect `timeout` for a long poll (default 10 s).
     pub fn max_network_delay(mut self, delay: Duration) -> Self {
         self.config.max_network_delay = delay;
+        self
+    }
+
+    /// The characters `subscribe` accepts in channel names before asking the server
+    /// (default [`ChannelGrammar::Strict`], the Bayeux grammar, as the server's default):
+    /// [`ChannelGrammar::Cometd`] for a server that takes CometD's names, such as
+    /// `/stock/AAPL.O`. A name outside it is an
+    /// [`InvalidChannel`](ErrorKind::InvalidChannel) error without a round trip. Messages
+    /// the server delivers are accepted whatever their channel's characters.
+    pub fn channel_grammar(mut self, grammar: ChannelGrammar) -> Self {
+        self.config.channel_grammar = grammar;
         self
     }
 
@@ -727,7 +741,9 @@ impl Shared {
     /// Hands a delivered message to every local subscription whose pattern matches.
     /// Never waits: a full subscription queue drops the message for that subscription.
     fn dispatch(&self, message: Message) {
-        let Ok(channel) = ChannelName::parse(message.channel_str()) else {
+        // The lenient grammar: what the server sends is the server's to decide.
+        let Ok(channel) = ChannelName::parse_with(message.channel_str(), ChannelGrammar::Cometd)
+        else {
             return;
         };
         let mut st = self.state();
@@ -962,10 +978,9 @@ impl Drop for ForgetPending<'_> {
 
 /// The value of an `Authorization` header with HTTP Basic credentials.
 pub fn basic_authorization(user: &str, password: &str) -> String {
-    format!(
-        "Basic {}",
-        crate::base64::encode(format!("{user}:{password}").as_bytes())
-    )
+    use base64::Engine as _;
+    let token = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    format!("Basic {token}")
 }
 
 /// Keeps the server's advice, field by field (a reply may carry only some fields).
@@ -1024,6 +1039,7 @@ impl Client {
                 handshake_ext: None,
                 ack: true,
                 subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
+                channel_grammar: ChannelGrammar::Strict,
             },
             extensions: Vec::new(),
             long_polling: None,
@@ -1111,8 +1127,8 @@ impl Client {
     /// same channel each receive every message. Subscriptions are renewed by themselves
     /// after a re-handshake.
     pub async fn subscribe(&self, channel: &str) -> Result<Subscription, Error> {
-        let pattern =
-            ChannelName::parse(channel).map_err(|e| Error::invalid_channel(channel, e))?;
+        let pattern = ChannelName::parse_with(channel, self.shared.config.channel_grammar)
+            .map_err(|e| Error::invalid_channel(channel, e))?;
         let (tx, rx) = mpsc::channel(self.shared.config.subscription_capacity);
         let dropped = Arc::new(AtomicU64::new(0));
         let gaps = Arc::new(AtomicU64::new(0));

@@ -3,6 +3,8 @@
 //! Bayeux 1.0 §2.2: a channel name is `/` followed by one or more segments separated by
 //! `/`, each segment made of ASCII letters, digits and the marks `- _ ! ~ ( ) $ @`.
 //! A pattern ends in `*` (exactly one more segment) or `**` (one or more segments).
+//! [`ChannelGrammar::Cometd`] also accepts the characters CometD's servers accept, such
+//! as `.` (`/stock/AAPL.O`).
 
 use std::fmt;
 use std::sync::Arc;
@@ -68,13 +70,59 @@ pub struct ChannelName {
     wildcard: Option<Wildcard>,
 }
 
-fn is_segment_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '!' | '~' | '(' | ')' | '$' | '@')
+/// Which characters the segments of a channel name may hold.
+///
+/// Both grammars share the structure: a name starts with `/`, has no empty segment, and
+/// `*` or `**` may only be the whole last segment (a wildcard).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum ChannelGrammar {
+    /// The Bayeux 1.0 grammar (§2.2): ASCII letters, digits and `- _ ! ~ ( ) $ @`. The
+    /// default, and what Faye accepts.
+    #[default]
+    Strict,
+    /// What CometD's servers accept (its `Bayeux.Validator.isValidChannelId`): the
+    /// strict set and also space, `#`, `+`, `.`, `{` and `}`, so that applications that
+    /// move from a CometD server keep their channel names (`/stock/AAPL.O`).
+    Cometd,
+}
+
+impl ChannelGrammar {
+    /// The name used by `bayeux serve --channel-grammar`: `strict` or `cometd`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChannelGrammar::Strict => "strict",
+            ChannelGrammar::Cometd => "cometd",
+        }
+    }
+
+    /// The grammar named `name` (`strict` or `cometd`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [ChannelGrammar::Strict, ChannelGrammar::Cometd]
+            .into_iter()
+            .find(|g| g.as_str() == name)
+    }
+
+    /// Whether `c` may appear in a segment.
+    fn allows(self, c: char) -> bool {
+        let strict =
+            c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '!' | '~' | '(' | ')' | '$' | '@');
+        match self {
+            ChannelGrammar::Strict => strict,
+            ChannelGrammar::Cometd => strict || matches!(c, ' ' | '#' | '+' | '.' | '{' | '}'),
+        }
+    }
 }
 
 impl ChannelName {
     /// Validates `name` against the Bayeux grammar (wildcards allowed as the last segment).
     pub fn parse(name: &str) -> Result<Self, ChannelError> {
+        Self::parse_with(name, ChannelGrammar::Strict)
+    }
+
+    /// Validates `name` against `grammar` (wildcards allowed as the last segment).
+    pub fn parse_with(name: &str, grammar: ChannelGrammar) -> Result<Self, ChannelError> {
         let rest = name.strip_prefix('/').ok_or(ChannelError::NotAbsolute)?;
         let segments: Vec<&str> = rest.split('/').collect();
         let last = segments.len() - 1;
@@ -100,7 +148,7 @@ impl ChannelName {
                     });
                 }
                 s => {
-                    if let Some(c) = s.chars().find(|c| !is_segment_char(*c)) {
+                    if let Some(c) = s.chars().find(|c| !grammar.allows(*c)) {
                         return Err(if c == '*' {
                             ChannelError::MisplacedWildcard
                         } else {
@@ -124,10 +172,20 @@ impl ChannelName {
 
     /// Like [`ChannelName::parse`], but also refuses names longer than `max_len` bytes.
     pub fn parse_bounded(name: &str, max_len: usize) -> Result<Self, ChannelError> {
+        Self::parse_bounded_with(name, max_len, ChannelGrammar::Strict)
+    }
+
+    /// Like [`ChannelName::parse_with`], but also refuses names longer than `max_len`
+    /// bytes.
+    pub fn parse_bounded_with(
+        name: &str,
+        max_len: usize,
+        grammar: ChannelGrammar,
+    ) -> Result<Self, ChannelError> {
         if name.len() > max_len {
             return Err(ChannelError::TooLong(max_len));
         }
-        Self::parse(name)
+        Self::parse_with(name, grammar)
     }
 
     /// The name as text.
@@ -245,6 +303,58 @@ mod tests {
         assert_eq!(ChannelName::parse("/a/b*"), Err(MisplacedWildcard));
         assert_eq!(ChannelName::parse("/a/***"), Err(MisplacedWildcard));
         assert_eq!(ChannelName::parse_bounded("/abcdef", 4), Err(TooLong(4)));
+    }
+
+    #[test]
+    fn the_cometd_grammar_accepts_what_cometd_accepts() {
+        use ChannelError::*;
+        let cometd = |s: &str| ChannelName::parse_with(s, ChannelGrammar::Cometd);
+        for name in [
+            "/stock/AAPL.O",
+            "/a/b c",
+            "/x/#1+2",
+            "/chat/{room}",
+            "/a/b-_!~()$@",
+        ] {
+            assert_eq!(cometd(name).unwrap().as_str(), name);
+            assert_eq!(
+                ChannelName::parse(name).is_ok(),
+                name == "/a/b-_!~()$@",
+                "{name} in the strict grammar"
+            );
+        }
+        assert_eq!(cometd("/stock/*").unwrap().wildcard(), Some(Wildcard::One));
+        assert!(
+            cometd("/stock/AAPL.O")
+                .unwrap()
+                .matches(&cometd("/stock/AAPL.O").unwrap())
+        );
+        assert!(
+            cometd("/stock/**")
+                .unwrap()
+                .matches(&cometd("/stock/AAPL.O").unwrap())
+        );
+        // The structure rules hold in both grammars.
+        assert_eq!(cometd("stock"), Err(NotAbsolute));
+        assert_eq!(cometd("/a//b"), Err(EmptySegment));
+        assert_eq!(cometd("/a/b*"), Err(MisplacedWildcard));
+        assert_eq!(cometd("/a/é"), Err(InvalidCharacter('é')));
+        assert_eq!(cometd("/a/b?"), Err(InvalidCharacter('?')));
+        assert_eq!(cometd("/a/b%"), Err(InvalidCharacter('%')));
+        assert_eq!(
+            ChannelName::parse_bounded_with("/a.b.c", 4, ChannelGrammar::Cometd),
+            Err(TooLong(4))
+        );
+        assert_eq!(
+            ChannelGrammar::from_name("cometd"),
+            Some(ChannelGrammar::Cometd)
+        );
+        assert_eq!(
+            ChannelGrammar::from_name("strict"),
+            Some(ChannelGrammar::Strict)
+        );
+        assert_eq!(ChannelGrammar::from_name("loose"), None);
+        assert_eq!(ChannelGrammar::default(), ChannelGrammar::Strict);
     }
 
     #[test]

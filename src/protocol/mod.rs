@@ -10,7 +10,7 @@ pub mod error;
 pub mod message;
 
 pub use advice::{Advice, Reconnect};
-pub use channel::{ChannelError, ChannelKind, ChannelName, Wildcard};
+pub use channel::{ChannelError, ChannelGrammar, ChannelKind, ChannelName, Wildcard};
 pub use error::{BayeuxError, ErrorCode};
 pub use message::{BAYEUX_VERSION, Batch, Message, MessageId, ParseError, Subscription};
 

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::protocol::ChannelGrammar;
+
 /// What a session's queue does when a message does not fit (over `max_queue` messages
 /// or `max_queue_bytes` bytes), for sessions that did not ask for acknowledged delivery.
 ///
@@ -89,6 +91,12 @@ pub struct ServerConfig {
     pub max_sessions: usize,
     /// The longest channel name, in bytes (`400` above it).
     pub max_channel_length: usize,
+    /// Which characters channel names may hold: the Bayeux grammar
+    /// ([`ChannelGrammar::Strict`], the default) or what CometD's servers accept
+    /// ([`ChannelGrammar::Cometd`]: also `.`, `+`, `#`, space, `{`, `}`), for applications
+    /// that move from a CometD server with names such as `/stock/AAPL.O`. Applies to
+    /// what clients send and to the in-process API.
+    pub channel_grammar: ChannelGrammar,
     /// How long a client may take to send a request's headers once it started
     /// (slowloris guard): the connection is closed after it.
     pub header_timeout: Duration,
@@ -147,6 +155,7 @@ impl Default for ServerConfig {
             max_subscriptions: 1_000,
             max_sessions: 100_000,
             max_channel_length: 512,
+            channel_grammar: ChannelGrammar::Strict,
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             bind_browser_cookie: false,

@@ -14,6 +14,7 @@ use super::broker::Destination;
 use super::index::Recipient;
 use super::policy::{Decision, HandshakeDecision, HandshakeRequest, SessionInfo};
 use super::session::{CloseReason, Outbound, Session, SessionRef, SubscribeError, new_client_id};
+use super::stats::HandshakeOutcome;
 use super::transport::ConnectionType;
 use crate::protocol::message::{InvalidMessage, encode_array};
 use crate::protocol::{
@@ -26,6 +27,9 @@ pub(crate) struct RequestContext<'a> {
     pub headers: &'a HeaderMap,
     /// The request's `BAYEUX_BROWSER` cookie, if it has one.
     pub browser: Option<&'a str>,
+    /// The transport the request came over (a handshake's session is counted under it
+    /// until a connect attaches another).
+    pub transport: ConnectionType,
 }
 
 /// A handled batch: its replies in request order, the `/meta/connect` the transport
@@ -34,6 +38,8 @@ pub(crate) struct Processed {
     replies: Vec<(Option<SessionInfo>, Message)>,
     pub connect: Option<HeldConnect>,
     pub set_browser: Option<String>,
+    /// The transport the batch came over.
+    pub transport: ConnectionType,
 }
 
 // Some of these serve the WebSocket transport only.
@@ -135,7 +141,11 @@ pub(crate) async fn process(
             ));
             continue;
         };
-        let channel = match ChannelName::parse_bounded(&name, inner.config.max_channel_length) {
+        let channel = match ChannelName::parse_bounded_with(
+            &name,
+            inner.config.max_channel_length,
+            inner.config.channel_grammar,
+        ) {
             Ok(c) if c.wildcard().is_none() => c,
             Ok(_) => {
                 let err = BayeuxError::new(
@@ -167,6 +177,13 @@ pub(crate) async fn process(
             continue;
         }
         let Some(session) = session else {
+            #[cfg(feature = "tracing")]
+            tracing::debug!(
+                client_id = message.client_id.as_deref().unwrap_or(""),
+                channel = channel.as_str(),
+                transport = %ctx.transport,
+                "unknown client"
+            );
             replies.push((None, unknown_client(&message)));
             continue;
         };
@@ -184,18 +201,18 @@ pub(crate) async fn process(
                 });
                 message.reply()
             }
-            META_SUBSCRIBE => subscribe(inner, &session, &message),
-            META_UNSUBSCRIBE => unsubscribe(inner, &session, &message),
-            META_DISCONNECT => {
+            META_SUBSCRIBE => in_span(&session, || subscribe(inner, &session, &message)),
+            META_UNSUBSCRIBE => in_span(&session, || unsubscribe(inner, &session, &message)),
+            META_DISCONNECT => in_span(&session, || {
                 inner.remove_session(&session, CloseReason::Disconnected);
                 message.reply().succeed()
-            }
+            }),
             _ if channel.is_meta() => {
                 let err =
                     BayeuxError::new(ErrorCode::BAD_REQUEST, &[&name], "Unknown meta channel");
                 message.reply().fail(&err)
             }
-            _ => publish(inner, &session, &channel, message).await,
+            _ => instrument(&session, publish(inner, &session, &channel, message)).await,
         };
         replies.push((Some(session.info.clone()), reply));
     }
@@ -204,7 +221,34 @@ pub(crate) async fn process(
         replies,
         connect: pending,
         set_browser,
+        transport: ctx.transport,
     }
+}
+
+/// Runs `f` in the session's span (feature `tracing`).
+fn in_span<T>(session: &Session, f: impl FnOnce() -> T) -> T {
+    #[cfg(feature = "tracing")]
+    return session.span().in_scope(f);
+    #[cfg(not(feature = "tracing"))]
+    {
+        let _ = session;
+        f()
+    }
+}
+
+/// `future`, run in the session's span (feature `tracing`).
+#[cfg(feature = "tracing")]
+fn instrument<F: std::future::Future>(
+    session: &Session,
+    future: F,
+) -> tracing::instrument::Instrumented<F> {
+    tracing::Instrument::instrument(future, session.span())
+}
+
+/// `future` itself (without the `tracing` feature).
+#[cfg(not(feature = "tracing"))]
+fn instrument<F: std::future::Future>(_session: &Session, future: F) -> F {
+    future
 }
 
 fn invalid_reply(invalid: InvalidMessage) -> Message {
@@ -255,10 +299,22 @@ fn handshake(
     );
 
     if inner.is_shutting_down() {
+        refused(
+            inner,
+            ctx,
+            HandshakeOutcome::ShuttingDown,
+            "server shutting down",
+        );
         return (None, shutting_down(inner, reply));
     }
     if inner.session_count() >= inner.config.max_sessions {
         // Refused, with advice to try again later rather than to give up.
+        refused(
+            inner,
+            ctx,
+            HandshakeOutcome::MaxSessions,
+            "maxSessions reached",
+        );
         let err = BayeuxError::limit("maxSessions", "Too many sessions");
         return (None, reply.fail(&err).with_advice(handshake_later(inner)));
     }
@@ -271,6 +327,12 @@ fn handshake(
             .is_some_and(|m| m <= 1)
         || (request.version.is_none() && request.minimum_version.is_none());
     if !version_ok {
+        refused(
+            inner,
+            ctx,
+            HandshakeOutcome::Unsupported,
+            "unsupported version",
+        );
         let err = BayeuxError::new(ErrorCode::UNSUPPORTED, &[], "Unsupported protocol version");
         return (None, reply.fail(&err).with_advice(Advice::none()));
     }
@@ -282,6 +344,12 @@ fn handshake(
             .filter_map(|t| ConnectionType::from_name(t))
             .any(|t| inner.connection_types.contains(&t))
     {
+        refused(
+            inner,
+            ctx,
+            HandshakeOutcome::Unsupported,
+            "no supported connection type in common",
+        );
         let err = BayeuxError::new(ErrorCode::UNSUPPORTED, &[], "Unsupported connection types");
         return (None, reply.fail(&err).with_advice(Advice::none()));
     }
@@ -291,6 +359,7 @@ fn handshake(
     }) {
         HandshakeDecision::Accept { user } => user,
         HandshakeDecision::Deny(reason) => {
+            refused(inner, ctx, HandshakeOutcome::Denied, &reason);
             return (
                 None,
                 reply
@@ -309,6 +378,7 @@ fn handshake(
         inner.queue_limits(),
         inner.stats.clone(),
         browser.map(str::to_string),
+        ctx.transport,
     ));
     // CometD's acknowledged-messages extension, when the client asks for it.
     let wants_ack =
@@ -320,12 +390,65 @@ fn handshake(
             .get_or_insert_with(Default::default)
             .insert("ack".into(), true.into());
     }
+    let ack = session.has_ack();
     if !inner.insert_session(session) {
         // Shut down between the check above and now.
+        refused(
+            inner,
+            ctx,
+            HandshakeOutcome::ShuttingDown,
+            "server shutting down",
+        );
         return (None, shutting_down(inner, reply));
     }
+    inner.stats.handshake(HandshakeOutcome::Accepted);
+    inner
+        .at_session_limit
+        .store(false, std::sync::atomic::Ordering::Relaxed);
+    #[cfg(feature = "tracing")]
+    tracing::debug!(
+        client_id = %info.client_id,
+        user = info.user.as_deref().unwrap_or(""),
+        transport = %ctx.transport,
+        ack,
+        "session opened"
+    );
+    #[cfg(not(feature = "tracing"))]
+    let _ = ack;
     reply.client_id = Some(info.client_id.clone());
     (Some(info), reply.succeed().with_advice(retry_advice(inner)))
+}
+
+/// Counts a refused handshake and says why: the security policy's refusals (bad
+/// credentials) and unsupported clients at `info`; the first refusal for `maxSessions`
+/// at `warn` (then `debug` until a handshake succeeds again, so a flood of them is one
+/// line); refusals during shutdown at `debug`.
+fn refused(inner: &Inner, ctx: &RequestContext<'_>, outcome: HandshakeOutcome, reason: &str) {
+    inner.stats.handshake(outcome);
+    let first_at_limit = outcome == HandshakeOutcome::MaxSessions
+        && !inner
+            .at_session_limit
+            .swap(true, std::sync::atomic::Ordering::Relaxed);
+    #[cfg(feature = "tracing")]
+    {
+        let transport = ctx.transport.as_str();
+        let label = outcome.label();
+        match outcome {
+            HandshakeOutcome::MaxSessions if first_at_limit => tracing::warn!(
+                outcome = label,
+                reason,
+                transport,
+                max_sessions = inner.config.max_sessions,
+                "handshake refused: the server holds maxSessions sessions (further refusals are logged at debug until one succeeds)"
+            ),
+            HandshakeOutcome::Denied | HandshakeOutcome::Unsupported => {
+                tracing::info!(outcome = label, reason, transport, "handshake refused")
+            }
+            _ => tracing::debug!(outcome = label, reason, transport, "handshake refused"),
+        }
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = (ctx, reason, first_at_limit);
 }
 
 /// The handshake refusal of a server that is shutting down: try again a little later,
@@ -422,8 +545,12 @@ fn subscription_channels(
     names
         .iter()
         .map(|name| {
-            let c = ChannelName::parse_bounded(name, inner.config.max_channel_length)
-                .map_err(|e| BayeuxError::invalid_channel(name, e))?;
+            let c = ChannelName::parse_bounded_with(
+                name,
+                inner.config.max_channel_length,
+                inner.config.channel_grammar,
+            )
+            .map_err(|e| BayeuxError::invalid_channel(name, e))?;
             if c.is_meta() {
                 return Err(BayeuxError::subscribe_denied(name));
             }
@@ -453,11 +580,15 @@ fn subscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) -> Mes
     let reply = with_subscription(inner, message.reply(), message);
     let channels = match subscription_channels(inner, message) {
         Ok(c) => c,
-        Err(e) => return reply.fail(&e),
+        Err(e) => {
+            denied(session, "subscribe", "", &e.to_string());
+            return reply.fail(&e);
+        }
     };
     // All or nothing: check every channel before subscribing to any.
     for c in &channels {
         if inner.policy.subscribe(Some(&session.info), c) == Decision::Deny {
+            denied(session, "subscribe", c.as_str(), "security policy");
             return reply.fail(&BayeuxError::subscribe_denied(c.as_str()));
         }
     }
@@ -475,11 +606,31 @@ fn subscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) -> Mes
         Err(SubscribeError::Closed) => reply
             .fail(&BayeuxError::unknown_client())
             .with_advice(Advice::handshake()),
-        Err(SubscribeError::TooMany) => reply.fail(&BayeuxError::limit(
-            "maxSubscriptions",
-            format!("More than {} subscriptions", inner.config.max_subscriptions),
-        )),
+        Err(SubscribeError::TooMany) => {
+            denied(session, "subscribe", "", "over maxSubscriptions");
+            reply.fail(&BayeuxError::limit(
+                "maxSubscriptions",
+                format!("More than {} subscriptions", inner.config.max_subscriptions),
+            ))
+        }
     }
+}
+
+/// Says (at `info`) that a session's subscribe or publish was refused, and why: the
+/// security policy, or a rule of the server (a `/meta` channel, `maxSubscriptions`...).
+fn denied(session: &Session, action: &str, channel: &str, reason: &str) {
+    #[cfg(feature = "tracing")]
+    tracing::info!(
+        client_id = %session.info.client_id,
+        user = session.info.user.as_deref().unwrap_or(""),
+        transport = %session.transport(),
+        action,
+        channel,
+        reason,
+        "{action} denied"
+    );
+    #[cfg(not(feature = "tracing"))]
+    let _ = (session, action, channel, reason);
 }
 
 fn unsubscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) -> Message {
@@ -510,6 +661,7 @@ async fn publish(
         return reply.fail(&BayeuxError::bad_request("Data missing"));
     }
     if inner.policy.publish(Some(&session.info), channel, &message) == Decision::Deny {
+        denied(session, "publish", channel.as_str(), "security policy");
         return reply.fail(&BayeuxError::publish_denied(channel.as_str()));
     }
     // Ended while this request was on its way: its messages are not the client's any
@@ -590,6 +742,7 @@ mod tests {
         let ctx = RequestContext {
             headers: &headers,
             browser: None,
+            transport: ConnectionType::LongPolling,
         };
         let (info, reply) = handshake(
             inner,
@@ -610,6 +763,7 @@ mod tests {
                 inner.queue_limits(),
                 inner.stats.clone(),
                 None,
+                ConnectionType::LongPolling,
             ));
             inner.remove_session(&session, CloseReason::Disconnected);
             assert!(inner.insert_session(bound.clone()));
@@ -778,6 +932,7 @@ mod tests {
             inner.queue_limits(),
             inner.stats.clone(),
             None,
+            ConnectionType::LongPolling,
         ));
         server.shutdown();
         // The handshake checked the flag before shutdown and inserts after it.
@@ -789,6 +944,7 @@ mod tests {
         let ctx = RequestContext {
             headers: &headers,
             browser: None,
+            transport: ConnectionType::LongPolling,
         };
         let (info, reply) = handshake(
             &inner,

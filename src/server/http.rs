@@ -58,7 +58,8 @@ impl Server {
     /// the caller's). Works with any request body type, so it can be called from an
     /// existing hyper, axum or tower stack.
     ///
-    /// - `POST` with a JSON body (one message or an array): 200 with the replies.
+    /// - `POST` with a JSON body (one message or an array): 200 with the replies. A form
+    ///   body (`application/x-www-form-urlencoded`, `message=<JSON>`) is served too.
     /// - Malformed JSON, a body that is not messages, an empty array, more than
     ///   `max_batch` messages: 400. A body over `max_message_size`: 413. A body slower
     ///   than `body_timeout`: 408. Another method: 405.
@@ -73,6 +74,8 @@ impl Server {
         if let Some(origin) = origin {
             cors::allow(&mut response, &origin);
         }
+        // `bayeux_http_requests_total`, by status (a long poll counts when answered).
+        self.inner().stats.http_response(response.status());
         response
     }
 
@@ -127,9 +130,16 @@ impl Server {
                     );
                 }
             };
-        let batch = match Batch::parse(&bytes) {
+        // Faye and old CometD clients may POST a form, `message=<JSON>`: served as Faye
+        // serves it.
+        let parsed = if is_form(&parts.headers) {
+            form_batch(&bytes)
+        } else {
+            Batch::parse(&bytes).map_err(|e| e.to_string())
+        };
+        let batch = match parsed {
             Ok(b) => b,
-            Err(e) => return text(StatusCode::BAD_REQUEST, e.to_string()),
+            Err(e) => return text(StatusCode::BAD_REQUEST, e),
         };
         if batch.messages.len() > config.max_batch {
             return text(
@@ -144,6 +154,7 @@ impl Server {
         let ctx = RequestContext {
             headers: &parts.headers,
             browser: browser_cookie(&parts.headers),
+            transport: super::ConnectionType::LongPolling,
         };
         let mut processed = Box::pin(process(self.inner(), &ctx, batch)).await;
         let set_browser = processed.set_browser.take();
@@ -206,6 +217,37 @@ where
         Ok(Err(e)) if e.is::<LengthLimitError>() => Err(BodyError::TooLarge),
         Ok(Err(e)) => Err(BodyError::Read(e.to_string())),
     }
+}
+
+/// Whether the request body is a form (`application/x-www-form-urlencoded`).
+fn is_form(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| {
+            t.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
+}
+
+/// The messages of a form body: the JSON (one message or an array) of each `message`
+/// field, in order, as Faye's and old CometD clients send them.
+fn form_batch(body: &[u8]) -> Result<Batch, String> {
+    let mut messages = Vec::new();
+    for (key, value) in form_urlencoded::parse(body) {
+        if key == "message" {
+            let batch = Batch::parse(value.as_bytes())
+                .map_err(|e| format!("the form's message field: {e}"))?;
+            messages.extend(batch.messages);
+        }
+    }
+    if messages.is_empty() {
+        return Err(
+            "a form body needs a message field holding the JSON messages (message=[...])".into(),
+        );
+    }
+    Ok(Batch { messages })
 }
 
 /// CometD's browser cookie name.
@@ -289,6 +331,11 @@ fn too_large(limit: usize) -> Response<ResponseBody> {
 /// With a mount path such as `/cometd`, it answers that path and everything below it
 /// (the CometD JavaScript client appends `/handshake`, `/connect`... to the URL) and
 /// answers 404 elsewhere.
+///
+/// An answer given before the request body was read (413, 405, 404) closes the
+/// connection as RFC 9112 §9.6 asks: the body is read and discarded (5 s of silence or
+/// 30 s in all at most) before the close, so that a client still writing it reads the
+/// answer rather than a reset.
 #[derive(Clone, Debug)]
 pub struct BayeuxService {
     server: Server,
@@ -334,6 +381,10 @@ impl BayeuxService {
         B::Error: std::error::Error + Send + Sync + 'static,
     {
         if !self.matches(request.uri().path()) {
+            self.server
+                .inner()
+                .stats
+                .http_response(StatusCode::NOT_FOUND);
             return text(StatusCode::NOT_FOUND, "not found");
         }
         self.server.handle(request).await
@@ -347,7 +398,11 @@ impl Service<Request<Incoming>> for BayeuxService {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move { Ok(this.respond(request).await) })
+        Box::pin(async move {
+            // An early answer (413, 405, 404) still reaches a client that is writing.
+            let server = this.server.clone();
+            Ok(super::linger::answer(&server, request, |r| this.respond(r)).await)
+        })
     }
 }
 
@@ -482,6 +537,48 @@ impl Connections {
     }
 }
 
+/// Logs accept errors (out of file descriptors, mostly) at `warn`, at most one line a
+/// second, with the number of errors since the last line: the accept loop retries every
+/// 10 ms, and one line per retry would flood the log.
+#[cfg(feature = "tracing")]
+#[derive(Default)]
+struct AcceptErrors {
+    last: Option<tokio::time::Instant>,
+    since: u64,
+}
+
+#[cfg(feature = "tracing")]
+impl AcceptErrors {
+    fn report(&mut self, error: &io::Error) {
+        self.since += 1;
+        let now = tokio::time::Instant::now();
+        if self
+            .last
+            .is_some_and(|t| now.duration_since(t) < Duration::from_secs(1))
+        {
+            return;
+        }
+        tracing::warn!(
+            error = %error,
+            errors = self.since,
+            "cannot accept connections; retrying"
+        );
+        self.last = Some(now);
+        self.since = 0;
+    }
+}
+
+/// Logs a connection that ended with an error (at `debug`: clients that go away, reset,
+/// or send no headers within `header_timeout` are routine).
+fn connection_error(result: Result<(), hyper::Error>) {
+    #[cfg(feature = "tracing")]
+    if let Err(e) = result {
+        tracing::debug!(error = %e, timeout = e.is_timeout(), "connection error");
+    }
+    #[cfg(not(feature = "tracing"))]
+    let _ = result;
+}
+
 /// Completes once the accept loop says the server is stopping.
 async fn stopped(stopping: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stopping.wait_for(|s| *s).await;
@@ -499,6 +596,8 @@ async fn accept_loop<S: HttpService>(
     // for every connection to finish.
     let (stopping_tx, stopping) = tokio::sync::watch::channel(false);
     let (alive, mut all_done) = tokio::sync::mpsc::channel::<()>(1);
+    #[cfg(feature = "tracing")]
+    let mut accept_errors = AcceptErrors::default();
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -507,7 +606,11 @@ async fn accept_loop<S: HttpService>(
                     Ok(accepted) => accepted,
                     // Out of descriptors or a connection reset before accept: back off
                     // briefly instead of spinning, and keep serving.
-                    Err(_) => {
+                    Err(e) => {
+                        #[cfg(feature = "tracing")]
+                        accept_errors.report(&e);
+                        #[cfg(not(feature = "tracing"))]
+                        let _ = e;
                         tokio::time::sleep(Duration::from_millis(10)).await;
                         continue;
                     }
@@ -515,10 +618,17 @@ async fn accept_loop<S: HttpService>(
                 let _ = stream.set_nodelay(true);
                 let (service, connections) = (service.clone(), connections.clone());
                 let (stopping, alive) = (stopping.clone(), alive.clone());
-                tokio::spawn(async move {
+                let task = async move {
                     connection(stream, peer, service, &connections, stopping).await;
                     drop(alive);
-                });
+                };
+                // The connection's events (its errors, its TLS handshake) name the peer.
+                #[cfg(feature = "tracing")]
+                let task = tracing::Instrument::instrument(
+                    task,
+                    tracing::debug_span!("connection", %peer),
+                );
+                tokio::spawn(task);
             }
             _ = &mut shutdown => break,
         }
@@ -657,10 +767,10 @@ async fn serve_http1<I, S>(
         .with_upgrades();
     tokio::pin!(conn);
     tokio::select! {
-        _ = conn.as_mut() => {}
+        result = conn.as_mut() => connection_error(result),
         _ = stopped(&mut stopping) => {
             conn.as_mut().graceful_shutdown();
-            let _ = conn.await;
+            connection_error(conn.await);
         }
     }
 }
@@ -715,12 +825,12 @@ mod h2 {
             .serve_connection(TokioIo::new(io), service);
         tokio::pin!(conn);
         tokio::select! {
-            _ = conn.as_mut() => return,
+            result = conn.as_mut() => return super::connection_error(result),
             _ = stopped(&mut stopping) => {}
             _ = activity.idle_for(connections.idle_timeout) => {}
         }
         conn.as_mut().graceful_shutdown();
-        let _ = conn.await;
+        super::connection_error(conn.await);
     }
 
     /// Reads the first bytes of a cleartext connection: whether they are the HTTP/2

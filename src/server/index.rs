@@ -26,6 +26,14 @@ pub trait Recipient: Send + Sync {
     /// recipient's queue is full or it has ended). Must not block: it runs inside the
     /// fan-out.
     fn deliver(&self, message: &Bytes) -> bool;
+
+    /// [`Recipient::deliver`], with the instant the fan-out of `message` began (the same
+    /// for all its recipients), for a recipient that measures how long messages wait
+    /// (sessions do, for the publish-to-flush histogram). The default ignores it.
+    fn deliver_at(&self, message: &Bytes, published: std::time::Instant) -> bool {
+        let _ = published;
+        self.deliver(message)
+    }
 }
 
 type Recipients = HashMap<RecipientId, Arc<dyn Recipient>>;
@@ -193,6 +201,23 @@ impl ChannelIndex {
     /// Hands `message` (encoded once) to every recipient whose pattern matches the plain
     /// channel `channel`, each recipient once; returns how many queued it.
     pub fn deliver(&self, channel: &ChannelName, message: &Bytes) -> usize {
+        self.fan_out(channel, |r| r.deliver(message))
+    }
+
+    /// [`ChannelIndex::deliver`], telling each recipient when the fan-out began
+    /// ([`Recipient::deliver_at`]); the clock is read once per call, not per recipient.
+    pub fn deliver_at(
+        &self,
+        channel: &ChannelName,
+        message: &Bytes,
+        published: std::time::Instant,
+    ) -> usize {
+        self.fan_out(channel, |r| r.deliver_at(message, published))
+    }
+
+    /// Calls `deliver` for every recipient whose pattern matches `channel`, each once;
+    /// returns how many it returned true for.
+    fn fan_out(&self, channel: &ChannelName, deliver: impl Fn(&dyn Recipient) -> bool) -> usize {
         debug_assert!(channel.wildcard().is_none(), "publish to a pattern");
         let root = self.root.read().unwrap_or_else(|e| e.into_inner());
         let mut sets = Vec::with_capacity(4);
@@ -200,7 +225,7 @@ impl ChannelIndex {
         match sets.len() {
             0 => 0,
             // The common case: no overlap is possible, so no de-duplication is needed.
-            1 => sets[0].values().filter(|r| r.deliver(message)).count(),
+            1 => sets[0].values().filter(|r| deliver(&***r)).count(),
             // Overlapping patterns (say `/chat` and `/**`): a recipient in several sets
             // gets the message from the first set that has it. The sets are few (at
             // most two per segment and one exact), so looking the earlier ones up costs
@@ -210,7 +235,7 @@ impl ChannelIndex {
                 for (i, set) in sets.iter().enumerate() {
                     for (id, r) in set.iter() {
                         let earlier = sets[..i].iter().any(|s| s.contains_key(id));
-                        if !earlier && r.deliver(message) {
+                        if !earlier && deliver(&**r) {
                             queued += 1;
                         }
                     }

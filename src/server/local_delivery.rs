@@ -5,6 +5,8 @@ use std::sync::Arc;
 use super::broker::{Destination, Envelope};
 use super::index::{ChannelIndex, Recipient};
 use super::registry::Registry;
+#[cfg(feature = "metrics")]
+use std::time::Instant;
 
 /// Delivers routed messages to this node's recipients: broadcasts through the channel
 /// index, per-user messages to the user's subscribed sessions, per-session messages to
@@ -37,19 +39,35 @@ impl LocalDelivery {
         if std::str::from_utf8(&envelope.message).is_err() {
             return 0;
         }
+        // With metrics, the clock is read once per message, for the publish-to-flush
+        // histogram of every session that queues it.
+        #[cfg(feature = "metrics")]
+        let now = Instant::now();
+        let deliver = |r: &dyn Recipient| {
+            #[cfg(feature = "metrics")]
+            return r.deliver_at(&envelope.message, now);
+            #[cfg(not(feature = "metrics"))]
+            r.deliver(&envelope.message)
+        };
         match &envelope.destination {
+            #[cfg(feature = "metrics")]
+            Destination::Subscribers => {
+                self.index
+                    .deliver_at(&envelope.channel, &envelope.message, now)
+            }
+            #[cfg(not(feature = "metrics"))]
             Destination::Subscribers => self.index.deliver(&envelope.channel, &envelope.message),
             Destination::User(user) => self
                 .sessions
                 .of_user(user)
                 .iter()
                 .filter(|s| s.is_subscribed_to(&envelope.channel))
-                .filter(|s| s.deliver(&envelope.message))
+                .filter(|s| deliver(&***s))
                 .count(),
             Destination::Session(client_id) => self
                 .sessions
                 .get(client_id)
-                .is_some_and(|s| s.deliver(&envelope.message))
+                .is_some_and(|s| deliver(&*s))
                 .into(),
         }
     }

@@ -11,8 +11,12 @@ mod error;
 mod handler;
 pub(crate) mod http;
 mod index;
+pub(crate) mod linger;
 mod local;
 mod local_delivery;
+#[cfg(feature = "metrics")]
+pub mod metrics;
+mod ops;
 mod policy;
 mod registry;
 mod session;
@@ -36,6 +40,9 @@ pub use http::{BayeuxService, HttpService, Listening, ResponseBody, serve, serve
 pub use index::{ChannelIndex, Recipient, RecipientId};
 pub use local::LocalSubscription;
 pub use local_delivery::LocalDelivery;
+#[cfg(feature = "metrics")]
+pub use metrics::METRICS_CONTENT_TYPE;
+pub use ops::{HEALTH_PATH, METRICS_PATH, OpsService, READY_PATH};
 pub use policy::{
     AllowAll, Decision, Extension, HandshakeDecision, HandshakeRequest, SecurityPolicy, SessionInfo,
 };
@@ -65,11 +72,17 @@ pub(crate) struct Inner {
     pub stats: Arc<stats::Stats>,
     next_recipient: AtomicU64,
     shutting_down: AtomicBool,
+    /// Set by a handshake refused for `maxSessions`, cleared by one accepted: the
+    /// warning is logged once per episode.
+    pub at_session_limit: AtomicBool,
     /// Wakes the transports (open sockets) when the server shuts down.
     shutdown_signal: tokio::sync::Notify,
     /// Open sockets, so that shutdown can wait for them to say goodbye.
     sockets: std::sync::atomic::AtomicUsize,
     sockets_closed: tokio::sync::Notify,
+    /// The server's Prometheus registry.
+    #[cfg(feature = "metrics")]
+    metrics: metrics::Metrics,
 }
 
 impl Inner {
@@ -83,14 +96,31 @@ impl Inner {
 
     /// Adds a session; false when the server is shutting down (nothing added).
     pub fn insert_session(&self, session: SessionRef) -> bool {
-        self.sessions.insert(session)
+        let counted = session.clone();
+        let inserted = self.sessions.insert(session);
+        if inserted {
+            counted.count();
+        }
+        inserted
     }
 
     /// Ends a session: out of the registry, out of the index, its transport woken.
     /// The subscriptions are removed under the session's own lock, so a subscribe that
     /// raced with this cannot add one back.
     pub fn remove_session(&self, session: &SessionRef, reason: CloseReason) {
-        self.sessions.remove(session);
+        if self.sessions.remove(session) {
+            session.uncount();
+            #[cfg(feature = "tracing")]
+            if reason != CloseReason::Expired {
+                tracing::debug!(
+                    client_id = %session.info.client_id,
+                    user = session.info.user.as_deref().unwrap_or(""),
+                    transport = %session.transport(),
+                    reason = reason.label(),
+                    "session closed"
+                );
+            }
+        }
         let id = session.recipient_id();
         session.close(reason, |pattern| self.unsubscribe_recipient(pattern, id));
     }
@@ -126,6 +156,7 @@ impl Inner {
 
     /// Hands a client's `/service/**` message to this node's server-side listeners.
     pub fn deliver_to_services(&self, channel: &ChannelName, message: &bytes::Bytes) -> usize {
+        stats::add(&self.stats.published, 1);
         self.services.deliver(channel, message)
     }
 
@@ -153,7 +184,6 @@ impl Inner {
     }
 
     /// Completes once the server is shutting down.
-    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
     pub async fn shut_down(&self) {
         notified_until(&self.shutdown_signal, || self.is_shutting_down()).await
     }
@@ -188,6 +218,7 @@ impl Inner {
             destination,
             message: message.to_bytes(),
         };
+        stats::add(&self.stats.published, 1);
         self.broker.route(envelope).await
     }
 
@@ -197,6 +228,14 @@ impl Inner {
         let limit = self.config.interval + self.config.max_interval;
         let stale = self.sessions.filter(|s| s.is_idle_longer_than(limit, now));
         for s in &stale {
+            #[cfg(feature = "tracing")]
+            tracing::info!(
+                client_id = %s.info.client_id,
+                user = s.info.user.as_deref().unwrap_or(""),
+                transport = %s.transport(),
+                max_interval_ms = self.config.max_interval.as_millis() as u64,
+                "session expired: no connect within interval + maxInterval"
+            );
             self.remove_session(s, CloseReason::Expired);
         }
         stale.len()
@@ -310,10 +349,15 @@ impl ServerBuilder {
             stats: Arc::default(),
             next_recipient: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
+            at_session_limit: AtomicBool::new(false),
             shutdown_signal: tokio::sync::Notify::new(),
             sockets: std::sync::atomic::AtomicUsize::new(0),
             sockets_closed: tokio::sync::Notify::new(),
+            #[cfg(feature = "metrics")]
+            metrics: metrics::Metrics::new(),
         });
+        #[cfg(feature = "metrics")]
+        inner.metrics.attach(&inner);
         tokio::spawn(expire_sessions(Arc::downgrade(&inner)));
         Server { inner }
     }
@@ -389,8 +433,15 @@ impl Server {
             .is_some_and(|s| s.is_attached())
     }
 
-    /// Counters of what this node has done (sessions, messages dropped on overflow,
-    /// sessions ended by an overflow), for monitoring.
+    /// Whether the server takes new sessions: true until [`Server::shutdown`] (what
+    /// `GET /ready` reports).
+    pub fn is_ready(&self) -> bool {
+        !self.inner.is_shutting_down()
+    }
+
+    /// Counters of what this node has done (sessions, handshakes, messages published,
+    /// delivered and dropped, sessions ended by an overflow or expired), for monitoring;
+    /// [`Server::metrics`] (feature `metrics`) has them all, in the Prometheus format.
     pub fn stats(&self) -> ServerStats {
         self.inner.stats.snapshot(self.session_count())
     }
@@ -412,8 +463,8 @@ impl Server {
     /// Like [`Server::publish`] with a whole message (to set `id` or `ext`).
     pub async fn publish_message(&self, mut message: Message) -> Result<Receipt, PublishError> {
         let name = message.channel_str().to_string();
-        let channel =
-            ChannelName::parse(&name).map_err(|e| BayeuxError::invalid_channel(&name, e))?;
+        let channel = ChannelName::parse_with(&name, self.inner.config.channel_grammar)
+            .map_err(|e| BayeuxError::invalid_channel(&name, e))?;
         if channel.wildcard().is_some() || channel.is_meta() {
             return Err(BayeuxError::publish_denied(&name).into());
         }
@@ -438,8 +489,8 @@ impl Server {
     /// Subscribes an in-process listener to `pattern` (wildcards allowed; `/service/**`
     /// patterns receive what clients send to those service channels on this node).
     pub fn subscribe(&self, pattern: &str) -> Result<LocalSubscription, BayeuxError> {
-        let channel =
-            ChannelName::parse(pattern).map_err(|e| BayeuxError::invalid_channel(pattern, e))?;
+        let channel = ChannelName::parse_with(pattern, self.inner.config.channel_grammar)
+            .map_err(|e| BayeuxError::invalid_channel(pattern, e))?;
         if channel.is_meta() {
             return Err(BayeuxError::subscribe_denied(pattern));
         }
@@ -495,8 +546,12 @@ impl Server {
     /// Validates a channel the server sends on (plain, not `/meta/**`) and asks the
     /// policy, as for a server publish.
     fn outbound(&self, channel: &str, data: Value) -> Result<(ChannelName, Message), PublishError> {
-        let name = ChannelName::parse_bounded(channel, self.inner.config.max_channel_length)
-            .map_err(|e| BayeuxError::invalid_channel(channel, e))?;
+        let name = ChannelName::parse_bounded_with(
+            channel,
+            self.inner.config.max_channel_length,
+            self.inner.config.channel_grammar,
+        )
+        .map_err(|e| BayeuxError::invalid_channel(channel, e))?;
         if name.wildcard().is_some() || name.is_meta() {
             return Err(BayeuxError::publish_denied(channel).into());
         }
@@ -510,9 +565,19 @@ impl Server {
     /// Ends every session and wakes every attached transport at once, so connections
     /// can close promptly. New handshakes are refused afterwards.
     pub fn shutdown(&self) {
-        self.inner.shutting_down.store(true, Ordering::Release);
+        let first = !self.inner.shutting_down.swap(true, Ordering::AcqRel);
         self.inner.shutdown_signal.notify_waiters();
-        for s in &self.inner.sessions.close() {
+        let sessions = self.inner.sessions.close();
+        #[cfg(feature = "tracing")]
+        if first {
+            tracing::info!(
+                sessions = sessions.len(),
+                "server shutting down: ending every session"
+            );
+        }
+        #[cfg(not(feature = "tracing"))]
+        let _ = first;
+        for s in &sessions {
             self.inner.remove_session(s, CloseReason::Shutdown);
         }
     }

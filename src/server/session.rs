@@ -19,7 +19,8 @@ use tokio::time::Instant;
 use super::config::OverflowPolicy;
 use super::index::{Recipient, RecipientId};
 use super::policy::SessionInfo;
-use super::stats::Stats;
+use super::stats::{DropReason, Stats};
+use super::transport::ConnectionType;
 use crate::protocol::ChannelName;
 
 /// Makes a `clientId`: 160 bits from the operating system's CSPRNG, as hex.
@@ -44,6 +45,38 @@ pub(crate) enum CloseReason {
     Overflow,
     /// The server is shutting down.
     Shutdown,
+}
+
+// Read by the metrics collector and the log events.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+impl CloseReason {
+    /// Every reason, in `Stats::closed` order.
+    pub const ALL: [CloseReason; 4] = [
+        CloseReason::Disconnected,
+        CloseReason::Expired,
+        CloseReason::Overflow,
+        CloseReason::Shutdown,
+    ];
+
+    /// The reason's slot in `Stats::closed`.
+    fn index(self) -> usize {
+        match self {
+            CloseReason::Disconnected => 0,
+            CloseReason::Expired => 1,
+            CloseReason::Overflow => 2,
+            CloseReason::Shutdown => 3,
+        }
+    }
+
+    /// The name in metrics and log events.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Disconnected => "disconnected",
+            CloseReason::Expired => "expired",
+            CloseReason::Overflow => "overflow",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
 }
 
 /// CometD's acknowledged-messages extension, per session: what a batch sent stays here,
@@ -97,6 +130,17 @@ struct State {
     generation: u64,
     /// When the last attachment ended, or the handshake if none has.
     last_active: Instant,
+    /// The transport that last carried the session (the handshake's, then each
+    /// attachment's).
+    transport: ConnectionType,
+    /// Counted in the server's live sessions by transport: from its registration to
+    /// its removal.
+    counted: bool,
+    /// When the fan-out of the first message queued since the last take began, as a
+    /// stamp of the publish-to-flush histogram (8 bytes; 0: none): its one timestamp per
+    /// batch.
+    #[cfg(feature = "metrics")]
+    first_queued: u64,
 }
 
 /// What a transport takes from the session to send.
@@ -164,6 +208,7 @@ impl Session {
         limits: QueueLimits,
         stats: Arc<Stats>,
         browser: Option<String>,
+        transport: ConnectionType,
     ) -> Self {
         Session {
             info,
@@ -182,6 +227,10 @@ impl Session {
                 attached: 0,
                 generation: 0,
                 last_active: Instant::now(),
+                transport,
+                counted: false,
+                #[cfg(feature = "metrics")]
+                first_queued: 0,
             }),
             wake: Notify::new(),
             dropped: AtomicU64::new(0),
@@ -205,6 +254,44 @@ impl Session {
     /// The `BAYEUX_BROWSER` cookie the session was opened with.
     pub fn browser(&self) -> Option<&str> {
         self.browser.as_deref()
+    }
+
+    /// The transport that last carried the session.
+    #[cfg_attr(not(feature = "tracing"), allow(dead_code))]
+    pub fn transport(&self) -> ConnectionType {
+        self.state().transport
+    }
+
+    /// Starts counting the session in the server's live sessions (it was registered).
+    pub fn count(&self) {
+        let mut st = self.state();
+        if !st.counted {
+            st.counted = true;
+            self.stats.move_session(None, Some(st.transport));
+        }
+    }
+
+    /// Stops counting the session (it left the registry).
+    pub fn uncount(&self) {
+        let mut st = self.state();
+        if st.counted {
+            st.counted = false;
+            self.stats.move_session(Some(st.transport), None);
+        }
+    }
+
+    /// The session's span, for what is done on its behalf: `clientId`, user and
+    /// transport. At `debug` level, made when needed (a session does not keep one), so
+    /// that it costs nothing unless debug logging is on; events an operator needs at
+    /// `info` and above carry the same fields themselves.
+    #[cfg(feature = "tracing")]
+    pub fn span(&self) -> tracing::Span {
+        tracing::debug_span!(
+            "session",
+            client_id = %self.info.client_id,
+            user = self.info.user.as_deref().unwrap_or(""),
+            transport = %self.transport(),
+        )
     }
 
     /// Records the patterns not yet subscribed and hands each new one to `index` while
@@ -278,13 +365,21 @@ impl Session {
             let first = st.closed.is_none();
             if first {
                 st.closed = Some(reason);
+                super::stats::add(&self.stats.closed[reason.index()], 1);
             }
             // What an overflow left queued still goes out with the news that the
             // session ended; otherwise nobody will read it, so it is freed now.
             if reason != CloseReason::Overflow {
+                let lost = st.queue.len() + st.ack.as_ref().map_or(0, |a| a.unacked.len());
+                self.stats
+                    .drop_messages(DropReason::SessionEnded, lost as u64);
                 st.queue = VecDeque::new();
                 st.ack = None;
                 st.held_bytes = 0;
+                #[cfg(feature = "metrics")]
+                {
+                    st.first_queued = 0;
+                }
             }
             first
         };
@@ -338,11 +433,17 @@ impl Session {
 
     /// Attaches a transport, replacing (and waking) the one attached before, if any.
     /// The session does not expire while an attachment lives.
-    pub fn attach(self: &Arc<Self>) -> Attachment {
+    pub fn attach(self: &Arc<Self>, transport: ConnectionType) -> Attachment {
         let generation = {
             let mut st = self.state();
             st.generation += 1;
             st.attached += 1;
+            if st.transport != transport {
+                if st.counted {
+                    self.stats.move_session(Some(st.transport), Some(transport));
+                }
+                st.transport = transport;
+            }
             st.generation
         };
         self.wake.notify_waiters();
@@ -390,6 +491,15 @@ impl Session {
         let mut st = self.state();
         let st = &mut *st;
         let mut messages: Vec<Bytes> = st.queue.drain(..).collect();
+        // Counted once per batch, not per message.
+        super::stats::add(&self.stats.delivered, messages.len() as u64);
+        #[cfg(feature = "metrics")]
+        {
+            let first = std::mem::take(&mut st.first_queued);
+            if first != 0 && !messages.is_empty() {
+                self.stats.flush_latency.observe_since_stamp(first);
+            }
+        }
         st.busy = messages.len() >= self.limits.busy_threshold.max(1);
         if st.ack.is_none() {
             // Sent and forgotten: no longer held.
@@ -418,6 +528,15 @@ impl Session {
     /// acknowledgements on is closed instead, whatever the policy, since it was promised
     /// every message.
     pub fn enqueue(&self, message: &Bytes) -> Enqueued {
+        self.enqueue_at(message, None)
+    }
+
+    /// [`Session::enqueue`], with when the fan-out of `message` began (one instant for
+    /// all its recipients), which starts the publish-to-flush clock of a batch; without
+    /// it, a message queued into an empty queue reads the clock itself.
+    pub fn enqueue_at(&self, message: &Bytes, published: Option<std::time::Instant>) -> Enqueued {
+        #[cfg(not(feature = "metrics"))]
+        let _ = published;
         let cost = charge(message);
         let mut st = self.state();
         if st.closed.is_some() {
@@ -441,34 +560,49 @@ impl Session {
                 st.held_bytes = st.held_bytes.saturating_sub(charge(&old));
                 dropped_oldest += 1;
                 if first_overflow {
-                    self.report_overflow("drop-oldest");
+                    self.report_overflow("drop-oldest", st.transport);
                 }
                 continue;
             }
+            let transport = st.transport;
             drop(st);
-            self.count_dropped(dropped_oldest + 1);
+            self.count_dropped(DropReason::DropOldest, dropped_oldest);
+            let reason = if close {
+                DropReason::CloseSession
+            } else if self.limits.overflow == OverflowPolicy::DropOldest {
+                DropReason::DropOldest
+            } else {
+                DropReason::DropNewest
+            };
+            self.count_dropped(reason, 1);
             if close {
                 if self.mark_closed(CloseReason::Overflow) {
                     self.stats.overflow_closes.fetch_add(1, Ordering::Relaxed);
                 }
                 if first_overflow {
-                    self.report_overflow(if self.limits.overflow == OverflowPolicy::CloseSession {
+                    let action = if self.limits.overflow == OverflowPolicy::CloseSession {
                         "close-session"
                     } else {
                         "close-session (acknowledged delivery)"
-                    });
+                    };
+                    self.report_overflow(action, transport);
                 }
             } else if first_overflow {
-                self.report_overflow("drop-newest");
+                self.report_overflow("drop-newest", transport);
             }
             return Enqueued::Dropped;
         }
         let was_empty = st.queue.is_empty();
+        #[cfg(feature = "metrics")]
+        if was_empty {
+            let at = published.unwrap_or_else(std::time::Instant::now);
+            st.first_queued = self.stats.flush_latency.stamp(at);
+        }
         st.queue.push_back(message.clone());
         st.held_bytes += cost;
         drop(st);
         if dropped_oldest > 0 {
-            self.count_dropped(dropped_oldest);
+            self.count_dropped(DropReason::DropOldest, dropped_oldest);
         }
         if was_empty {
             self.wake.notify_waiters();
@@ -476,24 +610,27 @@ impl Session {
         Enqueued::Queued
     }
 
-    fn count_dropped(&self, n: u64) {
-        self.dropped.fetch_add(n, Ordering::Relaxed);
-        self.stats.dropped.fetch_add(n, Ordering::Relaxed);
+    fn count_dropped(&self, reason: DropReason, n: u64) {
+        if n > 0 {
+            self.dropped.fetch_add(n, Ordering::Relaxed);
+            self.stats.drop_messages(reason, n);
+        }
     }
 
     /// Says once per session that its queue overflowed, and what was done.
-    fn report_overflow(&self, action: &str) {
+    fn report_overflow(&self, action: &str, transport: ConnectionType) {
         #[cfg(feature = "tracing")]
         tracing::warn!(
             client_id = %self.info.client_id,
             user = self.info.user.as_deref().unwrap_or(""),
+            transport = %transport,
             max_queue = self.limits.max_messages,
             max_queue_bytes = self.limits.max_bytes,
             action,
             "session queue overflow"
         );
         #[cfg(not(feature = "tracing"))]
-        let _ = action;
+        let _ = (action, transport);
     }
 }
 
@@ -548,6 +685,10 @@ impl Recipient for Session {
     fn deliver(&self, message: &Bytes) -> bool {
         self.enqueue(message) == Enqueued::Queued
     }
+
+    fn deliver_at(&self, message: &Bytes, published: std::time::Instant) -> bool {
+        self.enqueue_at(message, Some(published)) == Enqueued::Queued
+    }
 }
 
 /// The registry's handle type.
@@ -571,7 +712,14 @@ mod tests {
             client_id: new_client_id(),
             user: None,
         };
-        Arc::new(Session::new(info, 1, limits, Arc::default(), None))
+        Arc::new(Session::new(
+            info,
+            1,
+            limits,
+            Arc::default(),
+            None,
+            ConnectionType::LongPolling,
+        ))
     }
 
     fn b(s: &'static str) -> Bytes {
@@ -603,7 +751,7 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn ready_wakes_on_a_message_a_newer_attachment_or_the_end() {
         let s = session(8, OverflowPolicy::DropNewest);
-        let first = s.attach();
+        let first = s.attach(ConnectionType::LongPolling);
         // Nothing yet: not ready.
         assert!(
             tokio::time::timeout(Duration::from_secs(1), s.ready(&first))
@@ -613,7 +761,7 @@ mod tests {
         s.enqueue(&b("x"));
         s.ready(&first).await;
         s.take();
-        let second = s.attach();
+        let second = s.attach(ConnectionType::LongPolling);
         s.ready(&first).await;
         assert!(!first.is_current() && second.is_current());
         drop(first);
@@ -785,7 +933,7 @@ mod tests {
         let limit = Duration::from_millis(10);
         let later = Instant::now() + Duration::from_secs(1);
         assert!(s.never_attached());
-        let a = s.attach();
+        let a = s.attach(ConnectionType::LongPolling);
         assert!(s.is_attached() && !s.is_idle_longer_than(limit, later));
         drop(a);
         assert!(!s.is_attached() && !s.never_attached());

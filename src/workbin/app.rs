@@ -12,14 +12,25 @@ use hyper::body::Incoming;
 use hyper::service::Service;
 
 use super::{Access, Workbin, WorkbinConfig};
-use crate::server::{BayeuxService, Listening, ResponseBody, Server, ServerConfig};
+use crate::server::{BayeuxService, Listening, OpsService, ResponseBody, Server, ServerConfig};
 
-/// Routes the Bayeux mount path to the Bayeux server and everything else to the
-/// workbin API (which answers 404 for unknown paths). Cheap to clone.
+/// `bayeux_workbin_requests_total`: the workbin API's answers by their `statusCode`.
+#[cfg(feature = "metrics")]
+type WorkbinRequests = prometheus_client::metrics::family::Family<
+    [(&'static str, u32); 1],
+    prometheus_client::metrics::counter::Counter,
+>;
+
+/// Routes the operator's endpoints (`/health`, `/ready`, `/metrics`: see
+/// [`OpsService`]) to them, the Bayeux mount path to the Bayeux server, and everything
+/// else to the workbin API (which answers 404 for unknown paths). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct DemoApp {
     bayeux: BayeuxService,
     workbin: Arc<Workbin>,
+    ops: Option<OpsService>,
+    #[cfg(feature = "metrics")]
+    workbin_requests: WorkbinRequests,
 }
 
 impl DemoApp {
@@ -36,10 +47,36 @@ impl DemoApp {
             .config(config)
             .policy(access.clone())
             .build();
+        #[cfg(feature = "metrics")]
+        let workbin_requests = {
+            let family = WorkbinRequests::default();
+            // Every documented statusCode is on the page from the start, at 0.
+            for code in 0..=9 {
+                let _ = family.get_or_create(&[("status_code", code)]);
+            }
+            server.register_metric(
+                "bayeux_workbin_requests",
+                "Requests to the workbin API, by the statusCode of their answer",
+                family.clone(),
+            );
+            family
+        };
         DemoApp {
+            ops: Some(OpsService::new(server.clone())),
             bayeux: server.service().mounted_at(bayeux_path),
             workbin: Arc::new(Workbin::new(server, access, workbin)),
+            #[cfg(feature = "metrics")]
+            workbin_requests,
         }
+    }
+
+    /// Which operator endpoints the application answers on its own listener: by
+    /// default all of them ([`OpsService::new`]); `Some(ops.with_metrics(false))`
+    /// leaves `/metrics` out, and `None` leaves them all to another listener (serve
+    /// [`OpsService`] there) or to nobody.
+    pub fn with_ops(mut self, ops: Option<OpsService>) -> Self {
+        self.ops = ops;
+        self
     }
 
     /// The Bayeux server (to publish, subscribe or inspect sessions from Rust).
@@ -61,16 +98,68 @@ impl DemoApp {
     }
 }
 
+/// Whether `path` belongs to the workbin API (`/api` and below).
+fn is_api_path(path: &str) -> bool {
+    path.strip_prefix("/api")
+        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+}
+
 impl Service<Request<Incoming>> for DemoApp {
     type Response = Response<ResponseBody>;
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
+        if let Some(response) = self.ops.as_ref().and_then(|ops| ops.respond(&request)) {
+            return Box::pin(std::future::ready(Ok(response)));
+        }
         if self.bayeux.matches(request.uri().path()) {
             return self.bayeux.call(request);
         }
-        let workbin = self.workbin.clone();
-        Box::pin(async move { Ok(workbin.handle(request).await) })
+        let (workbin, server) = (self.workbin.clone(), self.server().clone());
+        #[cfg(feature = "metrics")]
+        let counter = self.workbin_requests.clone();
+        Box::pin(async move {
+            // An early answer (413, 405, 404) still reaches a client that is writing.
+            let response = crate::server::linger::answer(&server, request, |request| async {
+                // The workbin API answers in its envelope under /api/; elsewhere a 404
+                // is plain, as on the Bayeux side.
+                if is_api_path(request.uri().path()) {
+                    let response = workbin.handle(request).await;
+                    #[cfg(feature = "metrics")]
+                    let response = counted(&counter, response).await;
+                    response
+                } else {
+                    crate::server::http::text(http::StatusCode::NOT_FOUND, "not found")
+                }
+            });
+            Ok(response.await)
+        })
     }
+}
+
+/// Counts a workbin answer in `bayeux_workbin_requests_total` under the `statusCode` of
+/// its envelope (every answer of [`Workbin::handle`] is one; the body is a few bytes,
+/// already in memory).
+#[cfg(feature = "metrics")]
+async fn counted(
+    counter: &WorkbinRequests,
+    response: Response<ResponseBody>,
+) -> Response<ResponseBody> {
+    use http_body_util::BodyExt;
+
+    #[derive(serde::Deserialize)]
+    struct Envelope {
+        #[serde(rename = "statusCode")]
+        status_code: u32,
+    }
+    let (parts, body) = response.into_parts();
+    let Ok(collected) = body.collect().await;
+    let bytes = collected.to_bytes();
+    if let Ok(envelope) = serde_json::from_slice::<Envelope>(&bytes) {
+        counter
+            .get_or_create(&[("status_code", envelope.status_code)])
+            .inc();
+    }
+    Response::from_parts(parts, http_body_util::Full::new(bytes))
 }

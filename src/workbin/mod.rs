@@ -26,7 +26,10 @@ use hyper::body::Body;
 pub use app::DemoApp;
 pub use notification::{Notification, WORKBINS_CHANNEL, notifications, timestamp};
 pub use request::{Assignment, Media, Operation, WorkbinError, parse_body, parse_path};
-pub use users::{Access, Caller, Role, UserDirectory, UsersFileError, basic_credentials};
+pub use users::{
+    Access, Caller, Role, UserDirectory, UsersFileError, UsersFileWarning, basic_credentials,
+    hash_password,
+};
 
 use crate::server::http::{BodyError, read_body};
 use crate::server::{ResponseBody, Server};

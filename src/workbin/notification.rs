@@ -2,7 +2,7 @@
 //! sends. Pure: built from the assignment, its `referenceId`, the server's public URL and
 //! the time.
 
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Value, json};
 
@@ -73,33 +73,14 @@ pub fn notifications(
     ]
 }
 
-/// `2024-02-15T19:11:00.000+0000`: UTC with milliseconds, the form GWS dates take.
+/// `2024-02-15T19:11:00.000+0000`: UTC with milliseconds, the form GWS dates take
+/// (RFC 3339 through `humantime`, with GWS's `+0000` for its `Z`). Times outside
+/// 1970 to 9999 are clamped to those years.
 pub fn timestamp(t: SystemTime) -> String {
-    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:03}+0000",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        since.subsec_millis()
-    )
-}
-
-/// Days since 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (y, m, d)
+    // The last millisecond of 9999: humantime formats up to there.
+    let last = UNIX_EPOCH + Duration::from_millis(253_402_300_799_999);
+    let rfc3339 = humantime::format_rfc3339_millis(t.clamp(UNIX_EPOCH, last)).to_string();
+    format!("{}+0000", rfc3339.trim_end_matches('Z'))
 }
 
 #[cfg(test)]
@@ -115,6 +96,10 @@ mod tests {
         assert_eq!(timestamp(t), "2024-02-15T19:11:00.123+0000");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(&timestamp(leap)[..10], "2000-02-29");
+        let before = UNIX_EPOCH - Duration::from_secs(1);
+        assert_eq!(timestamp(before), "1970-01-01T00:00:00.000+0000");
+        let far = UNIX_EPOCH + Duration::from_secs(300_000_000_000);
+        assert_eq!(timestamp(far), "9999-12-31T23:59:59.999+0000");
     }
 
     #[test]

@@ -3,10 +3,15 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::sync::Mutex;
 
+use argon2::password_hash::phc::PasswordHash;
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use base64::Engine as _;
 use http::HeaderMap;
 use http::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 use crate::protocol::{ChannelName, Message};
 use crate::server::{Decision, HandshakeDecision, HandshakeRequest, SecurityPolicy, SessionInfo};
@@ -20,8 +25,29 @@ pub enum Role {
     Supervisor,
 }
 
+impl Role {
+    /// The role's name in the users file: `agent` or `supervisor`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Agent => "agent",
+            Role::Supervisor => "supervisor",
+        }
+    }
+
+    /// The role named `name` (`agent` or `supervisor`).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [Role::Agent, Role::Supervisor]
+            .into_iter()
+            .find(|r| r.as_str() == name)
+    }
+}
+
+/// A user's secret as the server keeps it.
 enum Secret {
-    Plain(String),
+    /// An Argon2 hash in the PHC string format (`$argon2id$v=19$m=...`): salted and slow.
+    Argon2(Box<PasswordHash>),
+    /// The SHA-256 of the password: a `SHA256:` line, or a plain-text password (hashed
+    /// on reading, so that every comparison is of 32 bytes, in constant time).
     Sha256([u8; 32]),
 }
 
@@ -47,13 +73,54 @@ impl fmt::Display for UsersFileError {
 
 impl std::error::Error for UsersFileError {}
 
+/// A line of a users file that is accepted but should be changed: a secret that is not
+/// an Argon2 hash.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UsersFileWarning {
+    /// 1-based line number.
+    pub line: usize,
+    /// The user of that line.
+    pub user: String,
+    /// What to change.
+    pub message: String,
+}
+
+impl fmt::Display for UsersFileWarning {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "users file line {} ({}): {}",
+            self.line, self.user, self.message
+        )
+    }
+}
+
 /// The users the server knows, read from a file of `name:secret:role` lines.
 ///
-/// `secret` is the plain password, or `SHA256:` followed by the hex SHA-256 of the
-/// password (`printf %s 'password' | sha256sum`). `role` is `agent` or `supervisor`.
-/// Blank lines and lines starting with `#` are ignored.
+/// `secret` is one of:
+/// - an Argon2 hash in the PHC string format, `$argon2id$v=19$m=19456,t=2,p=1$...`, as
+///   `bayeux hash-password` prints it (or [`hash_password`] returns it): salted and
+///   slow to guess, the form to use;
+/// - `SHA256:` and the hex SHA-256 of the password (`printf %s 'password' | sha256sum`):
+///   still accepted, with a warning ([`UserDirectory::warnings`]) to re-hash it, since an
+///   unsalted fast hash is cheap to guess from a leaked file;
+/// - the password itself: accepted for demos, with the same warning.
+///
+/// `role` is `agent` or `supervisor`. Blank lines and lines starting with `#` are
+/// ignored. Every comparison takes the same time whatever matched (`subtle`).
+///
+/// Checking an Argon2 hash costs tens of milliseconds of CPU by design; so that a
+/// client that handshakes again and again does not pay it each time, a password that
+/// passed is remembered as a keyed SHA-256 (the key is random per process, so the
+/// memo is worthless outside it) and later checks of the same password are as cheap
+/// as a `SHA256:` line. A wrong password always pays the full price.
 pub struct UserDirectory {
     users: HashMap<String, UserEntry>,
+    warnings: Vec<UsersFileWarning>,
+    /// Per user, the keyed digest of the last password that passed its Argon2 check.
+    verified: Mutex<HashMap<String, [u8; 32]>>,
+    /// The random key of those digests.
+    memo_key: [u8; 32],
 }
 
 /// Lists the user names only: secrets never reach a log.
@@ -67,10 +134,14 @@ impl std::fmt::Debug for UserDirectory {
     }
 }
 
+/// The prefix of the secrets [`hash_password`] makes.
+const ARGON2_PREFIX: &str = "$argon2";
+
 impl UserDirectory {
     /// Parses the text of a users file.
     pub fn parse(text: &str) -> Result<Self, UsersFileError> {
         let mut users = HashMap::new();
+        let mut warnings = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -89,31 +160,111 @@ impl UserDirectory {
             if name.is_empty() {
                 return Err(err("empty user name"));
             }
-            let role = match role {
-                "agent" => Role::Agent,
-                "supervisor" => Role::Supervisor,
-                _ => return Err(err("role must be agent or supervisor")),
+            let role =
+                Role::from_name(role).ok_or_else(|| err("role must be agent or supervisor"))?;
+            let mut warn = |message: String| {
+                warnings.push(UsersFileWarning {
+                    line: i + 1,
+                    user: name.to_string(),
+                    message,
+                })
             };
-            let secret = match secret.strip_prefix("SHA256:") {
-                Some(hex) => Secret::Sha256(
-                    parse_hex(hex).ok_or_else(|| err("SHA256: needs 64 hex digits"))?,
-                ),
-                None => Secret::Plain(secret.to_string()),
+            let rehash = format!(
+                "re-hash it: `bayeux hash-password {name} --role {}`",
+                role.as_str()
+            );
+            let secret = if secret.starts_with(ARGON2_PREFIX) {
+                let hash = PasswordHash::new(secret)
+                    .map_err(|e| err(&format!("not a valid Argon2 PHC string: {e}")))?;
+                argon2::Algorithm::new(hash.algorithm.as_str())
+                    .map_err(|_| err("not an Argon2 algorithm (argon2id, argon2i, argon2d)"))?;
+                Secret::Argon2(Box::new(hash))
+            } else if let Some(hex) = secret.strip_prefix("SHA256:") {
+                let digest = parse_hex(hex).ok_or_else(|| err("SHA256: needs 64 hex digits"))?;
+                warn(format!(
+                    "an unsalted SHA-256 secret is cheap to guess from a leaked file; {rehash}"
+                ));
+                Secret::Sha256(digest)
+            } else {
+                warn(format!("a plain-text password; {rehash}"));
+                Secret::Sha256(sha256(secret))
             };
             users.insert(name.to_string(), UserEntry { secret, role });
         }
-        Ok(UserDirectory { users })
+        let mut memo_key = [0u8; 32];
+        getrandom::fill(&mut memo_key).expect("the OS random source is available");
+        Ok(UserDirectory {
+            users,
+            warnings,
+            verified: Mutex::new(HashMap::new()),
+            memo_key,
+        })
+    }
+
+    /// The lines that are accepted but should be changed (secrets that are not Argon2
+    /// hashes), in file order: `bayeux serve` prints them at start-up.
+    pub fn warnings(&self) -> &[UsersFileWarning] {
+        &self.warnings
     }
 
     /// The user's role when `password` is right; `None` otherwise.
     pub fn verify(&self, user: &str, password: &str) -> Option<Role> {
         let entry = self.users.get(user)?;
         let ok = match &entry.secret {
-            Secret::Plain(p) => constant_time_eq(p.as_bytes(), password.as_bytes()),
-            Secret::Sha256(h) => constant_time_eq(h, &Sha256::digest(password.as_bytes())),
+            Secret::Sha256(digest) => bool::from(digest.ct_eq(&sha256(password))),
+            Secret::Argon2(hash) => self.verify_argon2(user, hash, password),
         };
         ok.then_some(entry.role)
     }
+
+    fn verify_argon2(&self, user: &str, hash: &PasswordHash, password: &str) -> bool {
+        let memo = self.memo(user, password);
+        let mut verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+        if verified
+            .get(user)
+            .is_some_and(|known| bool::from(known.ct_eq(&memo)))
+        {
+            return true;
+        }
+        // Not held across the slow check: other users' checks go on meanwhile.
+        drop(verified);
+        let ok = Argon2::default()
+            .verify_password(password.as_bytes(), hash)
+            .is_ok();
+        if ok {
+            verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+            verified.insert(user.to_string(), memo);
+        }
+        ok
+    }
+
+    /// The keyed digest that stands for a password that passed.
+    fn memo(&self, user: &str, password: &str) -> [u8; 32] {
+        Sha256::new()
+            .chain_update(self.memo_key)
+            .chain_update((user.len() as u64).to_be_bytes())
+            .chain_update(user)
+            .chain_update(password)
+            .finalize()
+            .into()
+    }
+}
+
+/// Hashes `password` for the users file: Argon2id with a random 16-byte salt and the
+/// default cost (19 MiB of memory, 2 passes: OWASP's recommendation), in the PHC string
+/// format (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`), which
+/// [`UserDirectory::parse`] accepts as a line's secret.
+///
+/// Errors only when the operating system's random source fails.
+pub fn hash_password(password: &str) -> std::io::Result<String> {
+    Argon2::default()
+        .hash_password(password.as_bytes())
+        .map(|hash| hash.to_string())
+        .map_err(|e| std::io::Error::other(format!("hashing the password: {e}")))
+}
+
+fn sha256(text: &str) -> [u8; 32] {
+    Sha256::digest(text.as_bytes()).into()
 }
 
 fn parse_hex(hex: &str) -> Option<[u8; 32]> {
@@ -127,11 +278,6 @@ fn parse_hex(hex: &str) -> Option<[u8; 32]> {
     Some(out)
 }
 
-/// Compares without returning early, so timing does not reveal how much matched.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// The `user` and `password` of an `Authorization: Basic` header, if there is a valid one.
 pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
@@ -139,7 +285,10 @@ pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     if !scheme.eq_ignore_ascii_case("basic") {
         return None;
     }
-    let decoded = String::from_utf8(crate::base64::decode(token)?).ok()?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(token.trim())
+        .ok()?;
+    let decoded = String::from_utf8(decoded).ok()?;
     let (user, password) = decoded.split_once(':')?;
     (!user.is_empty()).then(|| (user.to_string(), password.to_string()))
 }
@@ -274,6 +423,53 @@ mod tests {
     }
 
     #[test]
+    fn argon2_lines_are_accepted_and_others_warned_about() {
+        let hash = hash_password("s3cret:with:colons").unwrap();
+        assert!(
+            hash.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"),
+            "{hash}"
+        );
+        let d = UserDirectory::parse(&format!("{FILE}boss2:{hash}:supervisor\n")).unwrap();
+        assert_eq!(
+            d.verify("boss2", "s3cret:with:colons"),
+            Some(Role::Supervisor)
+        );
+        // Again: the memo answers, with the same result.
+        assert_eq!(
+            d.verify("boss2", "s3cret:with:colons"),
+            Some(Role::Supervisor)
+        );
+        assert_eq!(d.verify("boss2", "s3cret"), None);
+        assert_eq!(
+            d.verify("boss2", "s3cret:with:colons"),
+            Some(Role::Supervisor)
+        );
+        // The SHA-256 line and the two plain ones are accepted with a warning each.
+        let warned: Vec<(usize, &str)> = d
+            .warnings()
+            .iter()
+            .map(|w| (w.line, w.user.as_str()))
+            .collect();
+        assert_eq!(warned, [(3, "sup"), (4, "agent1"), (5, "agent2")]);
+        assert!(d.warnings()[0].message.contains("SHA-256"));
+        assert!(
+            d.warnings()[0]
+                .to_string()
+                .contains("bayeux hash-password sup --role supervisor")
+        );
+        // Two hashes of one password differ (salted).
+        assert_ne!(hash, hash_password("s3cret:with:colons").unwrap());
+        let e = UserDirectory::parse("x:$argon2id$v=19$broken!:agent")
+            .err()
+            .unwrap();
+        assert!(e.message.contains("Argon2"), "{e}");
+        let e = UserDirectory::parse(&format!("x:{}:agent", hash.replace("argon2id", "argon2x")))
+            .err()
+            .unwrap();
+        assert!(e.message.contains("not an Argon2 algorithm"), "{e}");
+    }
+
+    #[test]
     fn users_file_errors_name_the_line() {
         let e = UserDirectory::parse("ok:pw:agent\nbroken").err().unwrap();
         assert_eq!(e.line, 2);
@@ -290,7 +486,7 @@ mod tests {
 
     #[test]
     fn basic_credentials_are_read_strictly() {
-        let token = crate::base64::encode(b"agent1:pw:with:colons");
+        let token = base64::engine::general_purpose::STANDARD.encode(b"agent1:pw:with:colons");
         assert_eq!(
             basic_credentials(&headers(&format!("Basic {token}"))),
             Some(("agent1".into(), "pw:with:colons".into()))
@@ -300,7 +496,7 @@ mod tests {
         assert_eq!(
             basic_credentials(&headers(&format!(
                 "Basic {}",
-                crate::base64::encode(b":pw")
+                base64::engine::general_purpose::STANDARD.encode(b":pw")
             ))),
             None
         );
@@ -313,7 +509,7 @@ mod tests {
         let basic = |u: &str, p: &str| {
             headers(&format!(
                 "Basic {}",
-                crate::base64::encode(format!("{u}:{p}").as_bytes())
+                base64::engine::general_purpose::STANDARD.encode(format!("{u}:{p}").as_bytes())
             ))
         };
         assert_eq!(

@@ -16,9 +16,9 @@ use crate::assign;
 /// Options of `bayeux demo`.
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// How many agents connect.
-    #[arg(long, default_value_t = 3)]
-    agents: usize,
+    /// How many agents connect (at least 1).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    agents: u16,
     /// How many interactions the supervisor assigns (round robin over agents and media).
     #[arg(long, default_value_t = 8)]
     assignments: usize,
@@ -33,7 +33,7 @@ struct Received {
 
 /// Runs the scenario and exits; fails if a notification is missing or misdelivered.
 pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let agents = args.agents.max(1);
+    let agents = usize::from(args.agents);
     let app = DemoApp::new(
         ServerConfig::default(),
         Access::demo(),
@@ -43,7 +43,8 @@ pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
     let listening = app.listen("127.0.0.1:0".parse()?).await?;
     let base = listening.url("");
     let url = listening.url("/cometd");
-    println!("server at {url}; {agents} agents connecting");
+    let plural = if agents == 1 { "agent" } else { "agents" };
+    println!("server at {url}; {agents} {plural} connecting");
 
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut clients = Vec::new();
@@ -75,7 +76,17 @@ pub async fn run(args: DemoArgs) -> Result<(), Box<dyn std::error::Error>> {
         let op = ops[n % ops.len()];
         let uri = format!("http://crm.example/interactions/IX{:04}", n + 1);
         let sent = Instant::now();
-        let (status, reply) = assign::post(&http, &base, &agent, "wb1", op, &uri, None).await?;
+        let (status, reply) = assign::post(
+            &http,
+            &base,
+            &agent,
+            "wb1",
+            op,
+            &uri,
+            None,
+            Duration::from_secs(10),
+        )
+        .await?;
         let reference = reply["referenceId"]
             .as_u64()
             .ok_or_else(|| format!("HTTP {status}: {reply}"))?;

@@ -5,9 +5,13 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bayeux::client::tls::TlsOptions;
-use bayeux::client::{Client, ConnectionState, TransportChoice};
+use bayeux::client::{Client, ConnectionState, ErrorKind, TransportChoice};
 use futures::StreamExt;
 use futures::stream::SelectAll;
+
+use crate::errors;
+use crate::settings::{Millis, UsageError};
+use crate::signals::Signals;
 
 /// TLS options of `bayeux listen` and `bayeux bench`, for `https://` and `wss://` URLs.
 #[derive(clap::Args, Clone, Debug, Default)]
@@ -42,6 +46,58 @@ impl TlsArgs {
     }
 }
 
+/// How `listen` and `publish` reach the server: credentials, headers, transport, TLS
+/// and the requests' timeout.
+#[derive(clap::Args, Clone, Debug)]
+pub struct ClientArgs {
+    /// User name sent as HTTP Basic credentials (the agent this desktop belongs to).
+    #[arg(long)]
+    user: Option<String>,
+    /// Password for --user.
+    #[arg(long, default_value = "")]
+    password: String,
+    /// The transport: WebSocket falling back to long-polling (auto), or only one.
+    #[arg(long, value_enum, default_value_t = Transport::Auto)]
+    transport: Transport,
+    /// An HTTP header for every request and the WebSocket upgrade, `NAME: VALUE`
+    /// (repeatable), e.g. 'Authorization: Bearer TOKEN'.
+    #[arg(long = "header", value_name = "NAME: VALUE")]
+    headers: Vec<String>,
+    /// How long the server may take to answer a request (handshake, subscribe,
+    /// publish): `10s`, `500ms`, or milliseconds.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    timeout: Millis,
+    #[command(flatten)]
+    tls: TlsArgs,
+}
+
+impl ClientArgs {
+    /// A client for `url` with these settings; fails on a bad URL, header or TLS file.
+    pub fn client(
+        &self,
+        url: &str,
+        backoff: Option<(Duration, Duration)>,
+    ) -> Result<Client, Box<dyn std::error::Error>> {
+        let mut builder = Client::builder(url)
+            .transport(self.transport.into())
+            .request_timeout(self.timeout.0)
+            .tls(self.tls.options()?);
+        if let Some((initial, max)) = backoff {
+            builder = builder.backoff(initial, max);
+        }
+        if let Some(user) = &self.user {
+            builder = builder.basic_auth(user, &self.password);
+        }
+        for header in &self.headers {
+            let (name, value) = header
+                .split_once(':')
+                .ok_or_else(|| UsageError(format!("--header {header:?}: NAME: VALUE expected")))?;
+            builder = builder.header(name.trim(), value.trim());
+        }
+        builder.build().map_err(|e| errors::client(url, &e).into())
+    }
+}
+
 /// Options of `bayeux listen`.
 #[derive(clap::Args)]
 pub struct ListenArgs {
@@ -50,24 +106,12 @@ pub struct ListenArgs {
     /// Channels to subscribe to (wildcards allowed).
     #[arg(default_values_t = ["/v2/me/*".to_string()])]
     channels: Vec<String>,
-    /// User name sent as HTTP Basic credentials (the agent this desktop belongs to).
-    #[arg(long)]
-    user: Option<String>,
-    /// Password for --user.
-    #[arg(long, default_value = "")]
-    password: String,
-    /// Stop after this many messages (default: run until Ctrl-C).
+    /// Stop after this many messages (default: run until Ctrl-C or SIGTERM; 0: stop
+    /// once subscribed, to check that the server takes the subscriptions).
     #[arg(long)]
     count: Option<usize>,
-    /// The transport: WebSocket falling back to long-polling (auto), or only one.
-    #[arg(long, value_enum, default_value_t = Transport::Auto)]
-    transport: Transport,
-    /// An HTTP header for every request and the WebSocket upgrade, `NAME: VALUE`
-    /// (repeatable), e.g. 'Authorization: Bearer TOKEN'.
-    #[arg(long = "header", value_name = "NAME: VALUE")]
-    headers: Vec<String>,
     #[command(flatten)]
-    tls: TlsArgs,
+    client: ClientArgs,
 }
 
 /// The values of `--transport`.
@@ -91,28 +135,68 @@ impl From<Transport> for TransportChoice {
     }
 }
 
+/// Whether `error`, from a first handshake, may go away by itself: the server is not up
+/// yet (refused, reset, no answer in time, a proxy's 502, 503 or 504). A bad URL, an
+/// unknown host, a TLS failure, a 4xx, a reply that is not Bayeux or a refused handshake
+/// will not, so they are reported at once.
+pub fn worth_retrying(error: &bayeux::client::Error) -> bool {
+    match error.kind() {
+        ErrorKind::Timeout => true,
+        ErrorKind::Connection => {
+            // A refused WebSocket upgrade carries its status; a DNS failure is a typo
+            // more often than a server starting, and TLS met by plain HTTP a wrong URL.
+            error.status_code().is_none()
+                && !errors::chain(error).contains("dns error")
+                && !errors::is_tls_mismatch(error)
+        }
+        ErrorKind::Status => error.status_code().is_some_and(|code| code >= 500),
+        _ => false,
+    }
+}
+
 /// Prints messages to stdout as JSON lines; connection changes go to stderr.
+///
+/// When the server cannot be reached at start (refused, no answer), `listen` keeps
+/// trying with a backoff, as it does when the connection is lost later, and says why
+/// once; when trying again cannot help (a bad URL, an unknown host, TLS, a 4xx, a
+/// refused handshake), it fails at once with the cause.
 pub async fn run(args: ListenArgs) -> Result<(), Box<dyn std::error::Error>> {
-    let mut builder = Client::builder(&args.url)
-        .backoff(Duration::from_millis(500), Duration::from_secs(10))
-        .transport(args.transport.into())
-        .tls(args.tls.options()?);
-    if let Some(user) = &args.user {
-        builder = builder.basic_auth(user, &args.password);
+    let mut signals = Signals::new()?;
+    let (first_delay, max_delay) = (Duration::from_millis(500), Duration::from_secs(10));
+    let client = args
+        .client
+        .client(&args.url, Some((first_delay, max_delay)))?;
+    let mut told: Option<String> = None;
+    let mut delay = first_delay;
+    loop {
+        match client.handshake().await {
+            Ok(()) => break,
+            Err(e) if worth_retrying(&e) => {
+                let why = errors::client(&args.url, &e);
+                if told.as_deref() != Some(why.as_str()) {
+                    eprintln!("bayeux: {why}; trying again until it answers (Ctrl-C to stop)");
+                    told = Some(why);
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = signals.recv() => return Err("stopped before the server answered".into()),
+                }
+                delay = (delay * 2).min(max_delay);
+            }
+            // A TLS failure (a certificate this client cannot trust) ends the client
+            // here, once: it is not retried.
+            Err(e) => return Err(errors::client(&args.url, &e).into()),
+        }
     }
-    for header in &args.headers {
-        let (name, value) = header
-            .split_once(':')
-            .ok_or_else(|| format!("--header {header:?}: NAME: VALUE expected"))?;
-        builder = builder.header(name.trim(), value.trim());
-    }
-    let client = builder.build()?;
-    // A TLS failure (a certificate this client cannot trust) ends the client here, once:
-    // it is not retried.
-    client.handshake().await?;
     let mut streams = SelectAll::new();
     for channel in &args.channels {
-        streams.push(client.subscribe(channel).await?);
+        let subscription = client.subscribe(channel).await.map_err(|e| {
+            format!(
+                "subscribing to {channel}: {}",
+                errors::client(&args.url, &e)
+            )
+        })?;
+        streams.push(subscription);
     }
     // Watched from before the line below, and from the current state on: a connection
     // lost right after it must still be told (a test waiting for the notice saw it lost).
@@ -160,7 +244,7 @@ pub async fn run(args: ListenArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     let mut seen = 0usize;
     let stdout = std::io::stdout();
-    loop {
+    while args.count.is_none_or(|n| seen < n) {
         tokio::select! {
             message = streams.next() => {
                 let Some(message) = message else {
@@ -181,11 +265,9 @@ pub async fn run(args: ListenArgs) -> Result<(), Box<dyn std::error::Error>> {
                 writeln!(out)?;
                 out.flush()?;
                 seen += 1;
-                if args.count.is_some_and(|n| seen >= n) {
-                    break;
-                }
             }
-            _ = tokio::signal::ctrl_c() => break,
+            // Ctrl-C or SIGTERM: leave as a client should, with /meta/disconnect.
+            _ = signals.recv() => break,
         }
     }
     drop(streams);
@@ -210,7 +292,7 @@ mod tests {
 
     fn transport(extra: &[&str]) -> Result<Transport, clap::Error> {
         let argv = ["listen", "http://h/cometd", "/a"].iter().chain(extra);
-        Listen::try_parse_from(argv).map(|l| l.args.transport)
+        Listen::try_parse_from(argv).map(|l| l.args.client.transport)
     }
 
     #[test]
@@ -239,17 +321,20 @@ mod tests {
     fn tls_flags_and_headers() {
         let args = parse(&["--ca-cert", "ca.pem", "--header", "Authorization: Bearer t"]).unwrap();
         assert_eq!(
-            args.tls.ca_cert.as_deref(),
+            args.client.tls.ca_cert.as_deref(),
             Some(std::path::Path::new("ca.pem"))
         );
-        assert_eq!(args.headers, vec!["Authorization: Bearer t".to_string()]);
+        assert_eq!(
+            args.client.headers,
+            vec!["Authorization: Bearer t".to_string()]
+        );
         // A client certificate and its key go together.
         assert!(parse(&["--client-cert", "c.pem"]).is_err());
         assert!(parse(&["--client-key", "c.key"]).is_err());
         let both = parse(&["--client-cert", "c.pem", "--client-key", "c.key"]).unwrap();
-        assert!(both.tls.client_cert.is_some() && both.tls.client_key.is_some());
+        assert!(both.client.tls.client_cert.is_some() && both.client.tls.client_key.is_some());
         // A missing file is named.
-        let e = both.tls.options().unwrap_err().to_string();
+        let e = both.client.tls.options().unwrap_err().to_string();
         assert!(e.contains("--client-cert c.pem"), "{e}");
     }
 }

@@ -3,8 +3,14 @@
 mod assign;
 mod bench;
 mod demo;
+mod errors;
+mod hash_password;
 mod listen;
+mod logging;
+mod publish;
 mod serve;
+mod settings;
+mod signals;
 
 use clap::{Parser, Subcommand};
 
@@ -17,16 +23,22 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    log: logging::LogArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the Bayeux server (long-polling at /cometd).
+    /// Run the Bayeux server and the workbin demo API (at http://127.0.0.1:8080/cometd).
     Serve(serve::ServeArgs),
     /// Subscribe to channels and print each message as one JSON line.
     Listen(listen::ListenArgs),
+    /// Publish one message (JSON) on a channel and exit.
+    Publish(publish::PublishArgs),
     /// Assign an interaction to an agent's workbin (the supervisor's POST).
     Assign(assign::AssignArgs),
+    /// Print a users file line with an Argon2 hash of a password (read from stdin).
+    HashPassword(hash_password::HashPasswordArgs),
     /// Run the workbin scenario end to end in one process and exit.
     Demo(demo::DemoArgs),
     /// Load-test any Bayeux long-polling server: throughput, latency, loss.
@@ -62,14 +74,17 @@ fn main() -> std::process::ExitCode {
     #[cfg(unix)]
     raise_open_file_limit();
     let cli = Cli::parse();
-    // The library's log events (queue overflows, ...) on stderr; RUST_LOG overrides.
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
-        )
-        .init();
+    // The library's log events and the commands' own on stderr. `serve` logs at `info`
+    // (its start-up lines, sessions that expire, refused handshakes...); the other
+    // commands print what they have to say themselves, and log warnings only.
+    let default_level = match cli.command {
+        Command::Serve(_) => "info",
+        _ => "warn",
+    };
+    if let Err(e) = logging::init(&cli.log, default_level) {
+        eprintln!("bayeux: {e}");
+        return std::process::ExitCode::from(2);
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(rt) => rt,
         Err(e) => {
@@ -81,7 +96,9 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Listen(args) => listen::run(args).await,
+            Command::Publish(args) => publish::run(args).await,
             Command::Assign(args) => assign::run(args).await,
+            Command::HashPassword(args) => hash_password::run(args),
             Command::Demo(args) => demo::run(args).await,
             Command::Bench(args) => bench::run(args).await,
         }
@@ -90,7 +107,12 @@ fn main() -> std::process::ExitCode {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("bayeux: {e}");
-            std::process::ExitCode::FAILURE
+            // A mistake in the flags or the config file: status 2, as clap's own.
+            if e.is::<settings::UsageError>() {
+                std::process::ExitCode::from(2)
+            } else {
+                std::process::ExitCode::FAILURE
+            }
         }
     }
 }

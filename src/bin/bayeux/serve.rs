@@ -1,144 +1,484 @@
 //! `bayeux serve`: the server, configured with CometD's option names.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use bayeux::server::{ClientAuth, OverflowPolicy, ServerConfig, TlsConfig, TlsError};
+use bayeux::protocol::ChannelGrammar;
+use bayeux::server::{ClientAuth, OpsService, ServerConfig, TlsConfig, TlsError};
 use bayeux::workbin::{Access, DemoApp, UserDirectory, WorkbinConfig};
 
-/// Options of `bayeux serve`; durations in milliseconds, as CometD configures them.
+use crate::settings::{FileSettings, Millis, Overflow, Picker, Secs, UsageError, show_duration};
+use crate::signals::Signals;
+
+/// Where `serve` listens when neither a flag nor the config file says.
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+/// The Bayeux endpoint's path when neither a flag nor the config file says.
+const DEFAULT_PATH: &str = "/cometd";
+/// How long a shutdown waits for requests in progress, by default.
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Options of `bayeux serve`, with CometD's names where it has them. Each can also be
+/// set in the `--config` file under the same name (or CometD's); a flag overrides the
+/// file. The defaults are [`ServerConfig::default`]'s, shown by `--help`. Durations take
+/// units (`30s`, `500ms`, `2m`) or a plain number of milliseconds.
 #[derive(clap::Args)]
+#[command(mut_args(show_default))]
 pub struct ServeArgs {
+    /// A TOML file of settings: each key is a flag's name (`max-interval = "10s"`) or
+    /// CometD's (`maxInterval = 10000`); the flags given override it.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Path of the Bayeux endpoint.
-    #[arg(long, default_value = "/cometd")]
-    path: String,
-    /// `timeout`: ms a /meta/connect is held with nothing to send.
-    #[arg(long, default_value_t = 30_000)]
-    timeout: u64,
-    /// `interval`: ms the client waits between connects.
-    #[arg(long, default_value_t = 0)]
-    interval: u64,
-    /// `maxInterval`: ms without a connect before a session expires.
-    #[arg(long, default_value_t = 10_000)]
-    max_interval: u64,
-    /// `maxQueue`: messages held per session at most (queued or unacknowledged).
-    #[arg(long, default_value_t = ServerConfig::default().max_queue)]
-    max_queue: usize,
-    /// `maxQueueBytes`: bytes held per session at most (queued or unacknowledged).
-    #[arg(long, default_value_t = ServerConfig::default().max_queue_bytes)]
-    max_queue_bytes: usize,
-    /// What a full queue does to a session without acknowledged delivery (one with it is
-    /// always closed and told): `drop-newest`, `drop-oldest` or `close-session`.
-    #[arg(long, default_value = "drop-newest", value_parser = ["drop-newest", "drop-oldest", "close-session"])]
-    overflow: String,
-    /// Under load, ms a transport waits before a session's next batch so each response or
-    /// frame carries more (only after a batch of `--busy-threshold` messages; 0: off).
-    #[arg(long, default_value_t = ServerConfig::default().busy_flush_window.as_millis() as u64)]
-    busy_flush_window: u64,
-    /// Messages in one batch that make a session busy (see `--busy-flush-window`).
-    #[arg(long, default_value_t = ServerConfig::default().busy_threshold)]
-    busy_threshold: usize,
-    /// `maxMessageSize`: largest request body in bytes.
-    #[arg(long, default_value_t = 1024 * 1024)]
-    max_message_size: usize,
-    /// Messages per request at most.
-    #[arg(long, default_value_t = 1_000)]
-    max_batch: usize,
-    /// Subscriptions per session at most.
-    #[arg(long, default_value_t = 1_000)]
-    max_subscriptions: usize,
-    /// Sessions at most; further handshakes are refused with advice to retry.
-    #[arg(long, default_value_t = 100_000)]
-    max_sessions: usize,
-    /// Longest channel name in bytes.
-    #[arg(long, default_value_t = 512)]
-    max_channel_length: usize,
-    /// ms a client may take to send request headers.
-    #[arg(long, default_value_t = 30_000)]
-    header_timeout: u64,
-    /// ms a client may take to send a request body.
-    #[arg(long, default_value_t = 30_000)]
-    body_timeout: u64,
-    /// Bind sessions to the BAYEUX_BROWSER cookie of their handshake.
+    #[arg(long, value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// Path of the Bayeux endpoint (the workbin API is served beside it, at /api/v2/...).
     #[arg(long)]
-    bind_browser_cookie: bool,
+    path: Option<String>,
+    /// `timeout`: how long a /meta/connect is held with nothing to send.
+    #[arg(long, value_name = "DURATION")]
+    timeout: Option<Millis>,
+    /// `interval`: how long the client waits between connects.
+    #[arg(long, value_name = "DURATION")]
+    interval: Option<Millis>,
+    /// `maxInterval`: how long without a connect before a session expires.
+    #[arg(long, value_name = "DURATION")]
+    max_interval: Option<Millis>,
+    /// `maxQueue`: messages held per session at most (queued or unacknowledged).
+    #[arg(long, value_name = "N")]
+    max_queue: Option<usize>,
+    /// `maxQueueBytes`: bytes held per session at most (queued or unacknowledged).
+    #[arg(long, value_name = "BYTES")]
+    max_queue_bytes: Option<usize>,
+    /// What a full queue does to a session without acknowledged delivery (one with it is
+    /// always closed and told).
+    #[arg(long, value_enum)]
+    overflow: Option<Overflow>,
+    /// Under load, how long a transport waits before a session's next batch so each
+    /// response or frame carries more (only after a batch of `--busy-threshold`
+    /// messages; 0: off).
+    #[arg(long, value_name = "DURATION")]
+    busy_flush_window: Option<Millis>,
+    /// Messages in one batch that make a session busy (see `--busy-flush-window`).
+    #[arg(long, value_name = "N")]
+    busy_threshold: Option<usize>,
+    /// `maxMessageSize`: largest request body in bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_message_size: Option<usize>,
+    /// Messages per request at most.
+    #[arg(long, value_name = "N")]
+    max_batch: Option<usize>,
+    /// Subscriptions per session at most.
+    #[arg(long, value_name = "N")]
+    max_subscriptions: Option<usize>,
+    /// Sessions at most; further handshakes are refused with advice to retry.
+    #[arg(long, value_name = "N")]
+    max_sessions: Option<usize>,
+    /// Longest channel name in bytes.
+    #[arg(long, value_name = "BYTES")]
+    max_channel_length: Option<usize>,
+    /// Characters allowed in channel names: `strict` (the Bayeux grammar) or `cometd`
+    /// (also `.`, `+`, `#`, space, `{}`, as CometD's servers accept: `/stock/AAPL.O`).
+    #[arg(long, value_name = "GRAMMAR", value_parser = parse_channel_grammar)]
+    channel_grammar: Option<ChannelGrammar>,
+    /// How long a client may take to send request headers.
+    #[arg(long, value_name = "DURATION")]
+    header_timeout: Option<Millis>,
+    /// How long a client may take to send a request body (then 408).
+    #[arg(long, value_name = "DURATION")]
+    body_timeout: Option<Millis>,
+    /// Bind sessions to the BAYEUX_BROWSER cookie of their handshake.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    bind_browser_cookie: Option<bool>,
     /// Allow this browser origin (CORS); repeat for several, `*` for any.
-    #[arg(long = "cors-origin")]
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
     cors_origins: Vec<String>,
     /// Do not offer CometD's acknowledged-messages extension.
-    #[arg(long)]
-    no_ack: bool,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    no_ack: Option<bool>,
     /// Serve the callback-polling (JSONP) transport too. Off by default: any web page can
     /// make JSONP requests with the user's cookies and read the answers.
-    #[arg(long)]
-    callback_polling: bool,
-    /// Print the session count and memory to stderr every this many seconds.
-    #[arg(long)]
-    stats_every: Option<u64>,
-    /// Users file (`name:password-or-SHA256:hex:role` lines) that turns credential
-    /// checking on; without it the server runs in demo mode.
-    #[arg(long)]
-    users: Option<std::path::PathBuf>,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    callback_polling: Option<bool>,
+    /// Print the session count and memory to stderr this often (plain numbers are
+    /// seconds).
+    #[arg(long, value_name = "DURATION")]
+    stats_every: Option<Secs>,
+    /// Users file (`name:secret:role` lines, the secret an Argon2 hash from `bayeux
+    /// hash-password`) that turns credential checking on; without it the server runs in
+    /// demo mode.
+    #[arg(long, value_name = "FILE")]
+    users: Option<PathBuf>,
     /// Accept `ext.userId` in handshakes as the session's user without a password.
-    #[arg(long)]
-    trust_ext_user_id: bool,
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    trust_ext_user_id: Option<bool>,
     /// Public base URL for the interactions' URIs (default: http://LISTEN, or
     /// https://LISTEN with TLS).
-    #[arg(long)]
+    #[arg(long, value_name = "URL")]
     public_url: Option<String>,
     /// Serve HTTPS and WSS with this PEM certificate chain (the server's certificate
     /// first); needs --tls-key. HTTP/2 and HTTP/1.1 are offered through ALPN.
-    #[arg(long, value_name = "FILE", requires = "tls_key")]
-    tls_cert: Option<std::path::PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    tls_cert: Option<PathBuf>,
     /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1, unencrypted).
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_key: Option<std::path::PathBuf>,
+    #[arg(long, value_name = "FILE")]
+    tls_key: Option<PathBuf>,
     /// Mutual TLS: require a client certificate issued by a CA in this PEM file.
-    #[arg(long, value_name = "FILE", requires = "tls_cert")]
-    tls_client_ca: Option<std::path::PathBuf>,
-    /// ms a client may take to complete the TLS handshake (then it is dropped).
-    #[arg(long, default_value_t = 10_000)]
-    tls_handshake_timeout: u64,
+    #[arg(long, value_name = "FILE")]
+    tls_client_ca: Option<PathBuf>,
+    /// How long a client may take to complete the TLS handshake (then it is dropped).
+    #[arg(long, value_name = "DURATION")]
+    tls_handshake_timeout: Option<Millis>,
     /// Also accept cleartext HTTP/2 from clients that open with its preface (prior
     /// knowledge); HTTP/1.1 clients are served as before.
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    http2_prior_knowledge: Option<bool>,
+    /// On Ctrl-C or SIGTERM, how long to wait for requests in progress (and WebSocket
+    /// sessions) to finish before closing them; a second signal stops at once.
+    #[arg(long, value_name = "DURATION")]
+    shutdown_grace: Option<Millis>,
+    /// Serve the operator's endpoints (GET /metrics, /health and /ready) on this address
+    /// instead of the main listener (plain HTTP, for an internal network).
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Do not serve GET /metrics (/health and /ready stay).
     #[arg(long)]
-    http2_prior_knowledge: bool,
+    no_metrics: bool,
+}
+
+/// The value of `--channel-grammar`.
+fn parse_channel_grammar(name: &str) -> Result<ChannelGrammar, String> {
+    ChannelGrammar::from_name(name).ok_or_else(|| format!("{name:?}: expected strict or cometd"))
+}
+
+/// Appends its default to the help of each option that has one, from
+/// [`ServerConfig::default`] and the constants above: the numbers live there only.
+fn show_default(arg: clap::Arg) -> clap::Arg {
+    let d = ServerConfig::default();
+    let value = match arg.get_id().as_str() {
+        "listen" => DEFAULT_LISTEN.to_string(),
+        "path" => DEFAULT_PATH.to_string(),
+        "timeout" => show_duration(d.timeout),
+        "interval" => show_duration(d.interval),
+        "max_interval" => show_duration(d.max_interval),
+        "max_queue" => d.max_queue.to_string(),
+        "max_queue_bytes" => d.max_queue_bytes.to_string(),
+        "overflow" => Overflow::of(d.overflow).to_string(),
+        "busy_flush_window" => show_duration(d.busy_flush_window),
+        "busy_threshold" => d.busy_threshold.to_string(),
+        "max_message_size" => d.max_message_size.to_string(),
+        "max_batch" => d.max_batch.to_string(),
+        "max_subscriptions" => d.max_subscriptions.to_string(),
+        "max_sessions" => d.max_sessions.to_string(),
+        "max_channel_length" => d.max_channel_length.to_string(),
+        "channel_grammar" => d.channel_grammar.as_str().to_string(),
+        "header_timeout" => show_duration(d.header_timeout),
+        "body_timeout" => show_duration(d.body_timeout),
+        "bind_browser_cookie" => d.bind_browser_cookie.to_string(),
+        "no_ack" => (!d.ack_extension).to_string(),
+        "callback_polling" => d.callback_polling.to_string(),
+        "tls_handshake_timeout" => show_duration(d.tls_handshake_timeout),
+        "http2_prior_knowledge" => d.http2_prior_knowledge.to_string(),
+        "shutdown_grace" => show_duration(DEFAULT_SHUTDOWN_GRACE),
+        _ => return arg,
+    };
+    let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+    let long = arg.get_long_help().map(ToString::to_string);
+    let arg = arg.help(format!("{help} [default: {value}]"));
+    match long {
+        Some(long) => arg.long_help(format!("{long}\n\n[default: {value}]")),
+        None => arg,
+    }
+}
+
+/// `bayeux serve`'s settings: the flags over the config file over the defaults.
+struct Settings {
+    /// The server's configuration, without TLS (read from its files later).
+    config: ServerConfig,
+    listen: SocketAddr,
+    path: String,
+    stats_every: Option<Duration>,
+    users: Option<PathBuf>,
+    trust_ext_user_id: bool,
+    public_url: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    shutdown_grace: Duration,
+    metrics_listen: Option<SocketAddr>,
+    no_metrics: bool,
+    /// Where each setting came from, to name it in messages.
+    picker: Picker,
 }
 
 impl ServeArgs {
-    /// The server's configuration; fails on an unusable certificate, key or CA file.
-    fn config(&self) -> Result<ServerConfig, TlsError> {
-        Ok(ServerConfig {
-            timeout: Duration::from_millis(self.timeout),
-            interval: Duration::from_millis(self.interval),
-            max_interval: Duration::from_millis(self.max_interval),
-            max_queue: self.max_queue,
-            max_queue_bytes: self.max_queue_bytes,
-            busy_flush_window: Duration::from_millis(self.busy_flush_window),
-            busy_threshold: self.busy_threshold,
-            overflow: OverflowPolicy::from_name(&self.overflow)
-                .unwrap_or(OverflowPolicy::DropNewest),
-            max_message_size: self.max_message_size,
-            ack_extension: !self.no_ack,
-            max_batch: self.max_batch,
-            max_subscriptions: self.max_subscriptions,
-            max_sessions: self.max_sessions,
-            max_channel_length: self.max_channel_length,
-            header_timeout: Duration::from_millis(self.header_timeout),
-            body_timeout: Duration::from_millis(self.body_timeout),
-            bind_browser_cookie: self.bind_browser_cookie,
-            cors_origins: self.cors_origins.clone(),
-            callback_polling: self.callback_polling,
-            tls: self.tls()?,
-            tls_handshake_timeout: Duration::from_millis(self.tls_handshake_timeout),
-            http2_prior_knowledge: self.http2_prior_knowledge,
-        })
+    /// Merges the flags, the `--config` file and the defaults, and refuses settings
+    /// that cannot work ([`UsageError`]); returns the settings and the warnings to print.
+    fn settings(&self) -> Result<(Settings, Vec<String>), Box<dyn std::error::Error>> {
+        let file = match &self.config {
+            Some(path) => FileSettings::load(path)?,
+            None => FileSettings::default(),
+        };
+        let mut p = Picker::new(self.config.as_deref());
+        let d = ServerConfig::default();
+        let ms = |v: Option<Millis>| v.map(|m| m.0);
+        let cors_flags = (!self.cors_origins.is_empty()).then(|| self.cors_origins.clone());
+        let config = ServerConfig {
+            timeout: p.pick("timeout", ms(self.timeout), ms(file.timeout), d.timeout),
+            interval: p.pick("interval", ms(self.interval), ms(file.interval), d.interval),
+            max_interval: p.pick(
+                "max-interval",
+                ms(self.max_interval),
+                ms(file.max_interval),
+                d.max_interval,
+            ),
+            max_queue: p.pick("max-queue", self.max_queue, file.max_queue, d.max_queue),
+            max_queue_bytes: p.pick(
+                "max-queue-bytes",
+                self.max_queue_bytes,
+                file.max_queue_bytes,
+                d.max_queue_bytes,
+            ),
+            overflow: p
+                .maybe("overflow", self.overflow, file.overflow)
+                .map_or(d.overflow, Overflow::policy),
+            busy_flush_window: p.pick(
+                "busy-flush-window",
+                ms(self.busy_flush_window),
+                ms(file.busy_flush_window),
+                d.busy_flush_window,
+            ),
+            busy_threshold: p.pick(
+                "busy-threshold",
+                self.busy_threshold,
+                file.busy_threshold,
+                d.busy_threshold,
+            ),
+            max_message_size: p.pick(
+                "max-message-size",
+                self.max_message_size,
+                file.max_message_size,
+                d.max_message_size,
+            ),
+            ack_extension: !p.pick("no-ack", self.no_ack, file.no_ack, !d.ack_extension),
+            max_batch: p.pick("max-batch", self.max_batch, file.max_batch, d.max_batch),
+            max_subscriptions: p.pick(
+                "max-subscriptions",
+                self.max_subscriptions,
+                file.max_subscriptions,
+                d.max_subscriptions,
+            ),
+            max_sessions: p.pick(
+                "max-sessions",
+                self.max_sessions,
+                file.max_sessions,
+                d.max_sessions,
+            ),
+            max_channel_length: p.pick(
+                "max-channel-length",
+                self.max_channel_length,
+                file.max_channel_length,
+                d.max_channel_length,
+            ),
+            channel_grammar: p.pick(
+                "channel-grammar",
+                self.channel_grammar,
+                file.channel_grammar,
+                d.channel_grammar,
+            ),
+            header_timeout: p.pick(
+                "header-timeout",
+                ms(self.header_timeout),
+                ms(file.header_timeout),
+                d.header_timeout,
+            ),
+            body_timeout: p.pick(
+                "body-timeout",
+                ms(self.body_timeout),
+                ms(file.body_timeout),
+                d.body_timeout,
+            ),
+            bind_browser_cookie: p.pick(
+                "bind-browser-cookie",
+                self.bind_browser_cookie,
+                file.bind_browser_cookie,
+                d.bind_browser_cookie,
+            ),
+            cors_origins: p.pick("cors-origin", cors_flags, file.cors_origins, d.cors_origins),
+            callback_polling: p.pick(
+                "callback-polling",
+                self.callback_polling,
+                file.callback_polling,
+                d.callback_polling,
+            ),
+            tls: None,
+            tls_handshake_timeout: p.pick(
+                "tls-handshake-timeout",
+                ms(self.tls_handshake_timeout),
+                ms(file.tls_handshake_timeout),
+                d.tls_handshake_timeout,
+            ),
+            http2_prior_knowledge: p.pick(
+                "http2-prior-knowledge",
+                self.http2_prior_knowledge,
+                file.http2_prior_knowledge,
+                d.http2_prior_knowledge,
+            ),
+        };
+        let settings = Settings {
+            listen: p.pick("listen", self.listen, file.listen, DEFAULT_LISTEN.parse()?),
+            path: p.pick(
+                "path",
+                self.path.clone(),
+                file.path,
+                DEFAULT_PATH.to_string(),
+            ),
+            stats_every: p
+                .maybe("stats-every", self.stats_every, file.stats_every)
+                .map(|s| s.0),
+            users: p.maybe("users", self.users.clone(), file.users),
+            trust_ext_user_id: p.pick(
+                "trust-ext-user-id",
+                self.trust_ext_user_id,
+                file.trust_ext_user_id,
+                false,
+            ),
+            public_url: p.maybe("public-url", self.public_url.clone(), file.public_url),
+            tls_cert: p.maybe("tls-cert", self.tls_cert.clone(), file.tls_cert),
+            tls_key: p.maybe("tls-key", self.tls_key.clone(), file.tls_key),
+            tls_client_ca: p.maybe(
+                "tls-client-ca",
+                self.tls_client_ca.clone(),
+                file.tls_client_ca,
+            ),
+            shutdown_grace: p.pick(
+                "shutdown-grace",
+                ms(self.shutdown_grace),
+                ms(file.shutdown_grace),
+                DEFAULT_SHUTDOWN_GRACE,
+            ),
+            metrics_listen: p.maybe("metrics-listen", self.metrics_listen, file.metrics_listen),
+            no_metrics: p.pick(
+                "no-metrics",
+                self.no_metrics.then_some(true),
+                file.no_metrics,
+                false,
+            ),
+            config,
+            picker: p,
+        };
+        let warnings = settings.check()?;
+        Ok((settings, warnings))
+    }
+}
+
+impl Settings {
+    /// Refuses the settings that cannot work, in one line each; returns warnings for
+    /// those that work but probably not as meant.
+    fn check(&self) -> Result<Vec<String>, UsageError> {
+        let p = &self.picker;
+        let c = &self.config;
+        let mut warnings = Vec::new();
+        let path = &self.path;
+        if !path.starts_with('/') {
+            return Err(p.refuse(
+                "path",
+                path,
+                &format!(
+                    "the path must start with / (e.g. /{})",
+                    path.trim_start_matches('/')
+                ),
+            ));
+        }
+        if path.contains(|c: char| c.is_whitespace() || c == '?' || c == '#') {
+            return Err(p.refuse("path", path, "a path has no spaces, ? or #"));
+        }
+        // The endpoint answers its path and everything below it (as BayeuxService does).
+        if "/api/v2/users/".starts_with(&format!("{}/", path.trim_end_matches('/'))) {
+            warnings.push(format!(
+                "{}: the Bayeux endpoint takes every path under {path}, so the workbin API (/api/v2/...) is not served",
+                p.show("path", path)
+            ));
+        }
+        for (key, value) in [
+            ("max-queue", c.max_queue),
+            ("max-queue-bytes", c.max_queue_bytes),
+            ("max-message-size", c.max_message_size),
+            ("max-batch", c.max_batch),
+            ("max-subscriptions", c.max_subscriptions),
+            ("max-sessions", c.max_sessions),
+            ("max-channel-length", c.max_channel_length),
+        ] {
+            if value == 0 {
+                return Err(p.refuse(key, 0, "must be at least 1 (0 would refuse every request)"));
+            }
+        }
+        for (key, value) in [
+            ("max-interval", c.max_interval),
+            ("header-timeout", c.header_timeout),
+            ("body-timeout", c.body_timeout),
+            ("tls-handshake-timeout", c.tls_handshake_timeout),
+        ] {
+            if value.is_zero() {
+                return Err(p.refuse(
+                    key,
+                    "0",
+                    "must be more than 0 (with 0 no client could keep up)",
+                ));
+            }
+        }
+        if self.stats_every.is_some_and(|d| d.is_zero()) {
+            return Err(p.refuse("stats-every", "0", "must be more than 0"));
+        }
+        if c.max_message_size < 1024 {
+            warnings.push(format!(
+                "{}: a request larger than this is refused, and a handshake alone takes about 200 bytes",
+                p.show("max-message-size", c.max_message_size)
+            ));
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            return Err(p.refuse("public-url", url, "an http:// or https:// URL is required"));
+        }
+        for origin in &c.cors_origins {
+            if origin != "*" && (origin.ends_with('/') || !origin.contains("://")) {
+                warnings.push(format!(
+                    "{}: an origin is scheme://host[:port], without a path or a final /: no browser sends this one",
+                    p.show("cors-origin", origin)
+                ));
+            }
+        }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) => {
+                return Err(UsageError(format!(
+                    "{} needs --tls-key (its private key)",
+                    p.show(
+                        "tls-cert",
+                        self.tls_cert
+                            .as_deref()
+                            .map_or("".into(), |f| f.display().to_string())
+                    )
+                )));
+            }
+            (None, Some(key)) => {
+                return Err(UsageError(format!(
+                    "{} needs --tls-cert (the certificate it is the key of)",
+                    p.show("tls-key", key.display())
+                )));
+            }
+            _ => {}
+        }
+        if let (Some(ca), None) = (&self.tls_client_ca, &self.tls_cert) {
+            return Err(UsageError(format!(
+                "{} needs --tls-cert and --tls-key (mutual TLS is TLS)",
+                p.show("tls-client-ca", ca.display())
+            )));
+        }
+        Ok(warnings)
     }
 
-    /// The TLS settings of `--tls-cert`, `--tls-key` and `--tls-client-ca`, if given.
+    /// The TLS settings of `tls-cert`, `tls-key` and `tls-client-ca`, if given.
     fn tls(&self) -> Result<Option<TlsConfig>, TlsError> {
         let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
             return Ok(None);
@@ -151,24 +491,36 @@ impl ServeArgs {
     }
 }
 
-/// Runs until Ctrl-C (or SIGTERM), then answers pending connects and exits.
+/// Runs until Ctrl-C (or SIGTERM), then answers pending connects and exits within the
+/// shutdown grace period; a second signal exits at once.
 pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
-    // Certificates first: a bad file is reported before anything else happens.
-    let config = args.config()?;
-    let mut access = match &args.users {
-        Some(path) => {
-            let text =
-                std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-            Access::checked(UserDirectory::parse(&text)?)
+    // Signals are ours from the start: a Ctrl-C during start-up is seen too.
+    let mut signals = Signals::new()?;
+    let (settings, warnings) = args.settings()?;
+    // Certificates and the users file first: a bad file is reported before anything
+    // else happens.
+    let mut config = settings.config.clone();
+    config.tls = settings.tls()?;
+    let users = settings.users.as_deref().map(Users::read).transpose()?;
+    for warning in warnings
+        .iter()
+        .chain(users.iter().flat_map(|u| &u.warnings))
+    {
+        eprintln!("bayeux: warning: {warning}");
+    }
+    let (mut access, hint_users) = match users {
+        Some(users) => {
+            let names = (users.agent, users.supervisor);
+            (Access::checked(users.directory), Some(names))
         }
-        None => Access::demo(),
+        None => (Access::demo(), None),
     };
-    if args.trust_ext_user_id {
+    if settings.trust_ext_user_id {
         access = access.trusting_ext_user_id();
     }
     let demo = access.is_demo();
     let workbin = WorkbinConfig {
-        public_url: args.public_url.clone(),
+        public_url: settings.public_url.clone(),
         ..WorkbinConfig::default()
     };
     let mutual = config
@@ -176,61 +528,196 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         .as_ref()
         .is_some_and(|t| t.client_auth().is_some());
     let prior_knowledge = config.http2_prior_knowledge;
-    let app = DemoApp::new(config, access, workbin, &args.path);
+    // The operator's endpoints: on the main listener, or on their own (--metrics-listen).
+    let app = DemoApp::new(config, access, workbin, &settings.path);
+    let ops = OpsService::new(app.server().clone()).with_metrics(!settings.no_metrics);
+    let (app, ops_listener) = match settings.metrics_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|e| format!("cannot listen on {addr} (--metrics-listen): {e}"))?;
+            (app.with_ops(None), Some((listener, ops)))
+        }
+        None => (app.with_ops(Some(ops)), None),
+    };
     let listening = app
-        .listen(args.listen)
+        .listen(settings.listen)
         .await
-        .map_err(|e| format!("cannot listen on {}: {e}", args.listen))?;
-    let url = listening.url(&args.path);
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?;
+    let url = listening.url(&settings.path);
     let base = listening.url("");
+    // The start-up lines are log events; the first one names the URL.
     if listening.is_tls() {
-        let ws = listening.ws_url(&args.path);
-        println!(
-            "bayeux: serving Bayeux over TLS (HTTP/2 and HTTP/1.1) at {url} (WebSocket at {ws}, and long-polling) and the workbin API at {base}/api/v2/users/{{userId}}/workbins/{{id}}"
+        let ws = listening.ws_url(&settings.path);
+        tracing::info!(
+            "serving Bayeux over TLS (HTTP/2 and HTTP/1.1) at {url} (WebSocket at {ws}, and long-polling) and the workbin API at {base}/api/v2/users/{{userId}}/workbins/{{id}}"
         );
         if mutual {
-            println!("bayeux: mutual TLS: clients must present a certificate from --tls-client-ca");
+            tracing::info!("mutual TLS: clients must present a certificate from --tls-client-ca");
         }
     } else {
-        println!(
-            "bayeux: serving Bayeux (WebSocket and long-polling) at {url} and the workbin API at {base}/api/v2/users/{{userId}}/workbins/{{id}}"
+        tracing::info!(
+            "serving Bayeux (WebSocket and long-polling) at {url} and the workbin API at {base}/api/v2/users/{{userId}}/workbins/{{id}}"
         );
         if prior_knowledge {
-            println!("bayeux: cleartext HTTP/2 accepted from clients with prior knowledge");
+            tracing::info!("cleartext HTTP/2 accepted from clients with prior knowledge");
         }
     }
+    let metrics = if settings.no_metrics {
+        ""
+    } else {
+        ", /metrics"
+    };
+    let ops_stop = match ops_listener {
+        Some((listener, ops)) => {
+            let addr = listener.local_addr()?;
+            tracing::info!("operator endpoints: /health, /ready{metrics} at http://{addr}");
+            let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+            tokio::spawn(bayeux::server::serve(listener, ops, async {
+                let _ = stopped.await;
+            }));
+            Some(stop)
+        }
+        None => {
+            tracing::info!("operator endpoints: /health, /ready{metrics} at {base}");
+            None
+        }
+    };
     if demo {
-        println!(
-            "bayeux: demo mode: any user name is accepted with any password (use --users FILE to check credentials)"
+        tracing::warn!(
+            "DEMO MODE: any user name is accepted with any password (use --users FILE to check credentials)"
         );
     }
-    println!("watch an agent: bayeux listen {url} --user agent1");
-    println!(
-        "try: curl -s -X POST {base}/api/v2/users/agent1/workbins/wb1 -H 'Content-Type: application/json' \
-         -d '{{\"operationName\":\"AddEmail\",\"uri\":\".../FE7978FEWFE\"}}'"
-    );
-    if let Some(every) = args.stats_every {
+    match hint_users {
+        None => {
+            tracing::info!("watch an agent: bayeux listen {url} --user agent1");
+            tracing::info!(
+                "try: curl -s -X POST {base}/api/v2/users/agent1/workbins/wb1 -H 'Content-Type: application/json' \
+                 -d '{{\"operationName\":\"AddEmail\",\"uri\":\".../FE7978FEWFE\"}}'"
+            );
+        }
+        // Credentials are checked: the hints name users of the file, and the password
+        // is theirs to fill in.
+        Some((agent, supervisor)) => {
+            let agent = agent.as_deref().unwrap_or("AGENT");
+            tracing::info!(
+                "watch an agent: bayeux listen {url} --user {agent} --password PASSWORD"
+            );
+            if let Some(supervisor) = supervisor {
+                tracing::info!(
+                    "try: bayeux assign {base} {agent} wb1 --op AddEmail --uri .../FE7978FEWFE --auth {supervisor}:PASSWORD"
+                );
+            }
+        }
+    }
+    if let Some(every) = settings.stats_every {
         let server = app.server().clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(every.max(1)));
+            let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
                 let stats = server.stats();
-                eprintln!(
-                    "bayeux: stats sessions={} rss_kib={} dropped={} overflow_closes={}",
-                    stats.sessions,
-                    rss_kib(),
-                    stats.dropped_messages,
-                    stats.overflow_closes
+                tracing::info!(
+                    sessions = stats.sessions,
+                    rss_kib = rss_kib(),
+                    dropped = stats.dropped_messages,
+                    overflow_closes = stats.overflow_closes,
+                    "stats"
                 );
             }
         });
     }
     tokio::spawn(trim_when_idle(app.server().clone()));
-    shutdown_signal().await;
-    println!("bayeux: shutting down");
-    listening.shutdown().await?;
+    let signal = signals.recv().await;
+    let grace = settings.shutdown_grace;
+    tracing::info!(
+        "{signal}: shutting down: held connects answered, waiting up to {} for requests in progress and WebSocket sessions to end (send it again to stop at once)",
+        show_duration(grace)
+    );
+    tokio::select! {
+        done = tokio::time::timeout(grace, listening.shutdown()) => match done {
+            Ok(result) => result?,
+            Err(_) => tracing::warn!(
+                "the shutdown grace period ({}) is over: closing the connections still open",
+                show_duration(grace)
+            ),
+        },
+        signal = signals.recv() => {
+            return Err(format!(
+                "{signal} during the shutdown: stopped at once, closing the requests still in progress"
+            )
+            .into());
+        }
+    }
+    // The operator's endpoints last: `/ready` said false while the rest shut down.
+    if let Some(stop) = ops_stop {
+        let _ = stop.send(());
+    }
     Ok(())
+}
+
+/// A users file, read and checked for `serve --users`.
+struct Users {
+    directory: UserDirectory,
+    /// The first agent and supervisor of the file, for the start-up hints.
+    agent: Option<String>,
+    supervisor: Option<String>,
+    /// What may not be what was meant.
+    warnings: Vec<String>,
+}
+
+impl Users {
+    /// Reads the users file at `path`. A file with nobody in it, or a user named twice,
+    /// is refused: one line that names the file (and the lines).
+    fn read(path: &std::path::Path) -> Result<Users, Box<dyn std::error::Error>> {
+        let shown = path.display();
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read users file {shown}: {e}"))?;
+        let directory =
+            UserDirectory::parse(&text).map_err(|e| UsageError(format!("{shown}: {e}")))?;
+        let mut first_line: std::collections::HashMap<&str, usize> = Default::default();
+        let (mut agent, mut supervisor) = (None, None);
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            // The same reading as UserDirectory::parse: name first, role last.
+            let name = line.split(':').next().unwrap_or(line);
+            if let Some(first) = first_line.insert(name, i + 1) {
+                return Err(UsageError(format!(
+                    "{shown} line {}: user {name:?} is already on line {first}",
+                    i + 1
+                ))
+                .into());
+            }
+            match line.rsplit(':').next() {
+                Some("agent") if agent.is_none() => agent = Some(name.to_string()),
+                Some("supervisor") if supervisor.is_none() => supervisor = Some(name.to_string()),
+                _ => {}
+            }
+        }
+        if first_line.is_empty() {
+            return Err(UsageError(format!(
+                "{shown}: no users in it (each line is `name:secret:role`): nobody could log in"
+            ))
+            .into());
+        }
+        let mut warnings = Vec::new();
+        // Secrets that are not Argon2 hashes: accepted, with the command that re-hashes.
+        warnings.extend(directory.warnings().iter().map(|w| format!("{shown}: {w}")));
+        if supervisor.is_none() {
+            warnings.push(format!(
+                "{shown}: no supervisor in it: nobody may call the workbin API"
+            ));
+        }
+        Ok(Users {
+            directory,
+            agent,
+            supervisor,
+            warnings,
+        })
+    }
 }
 
 /// Hands memory freed by ended sessions back to the operating system once the server
@@ -256,21 +743,6 @@ fn release_freed_memory() {
     unsafe {
         libc::malloc_trim(0);
     }
-}
-
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// This process's resident memory in KiB (Linux), for `--stats-every`.

@@ -6,7 +6,6 @@
 //! rustls; when the server picks HTTP/2 through ALPN (feature `http2`), hyper-util's pool
 //! keeps one connection per host and multiplexes every request on it.
 
-use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -120,7 +119,7 @@ where
         h.insert(CONTENT_TYPE, HeaderValue::from_static(JSON));
         // The caller's headers replace ours of the same name (a custom Content-Type).
         h.extend(headers.clone());
-        if let Some(cookie) = jar.and_then(CookieJar::header) {
+        if let Some(cookie) = jar.and_then(|jar| jar.header(url)) {
             h.insert(COOKIE, cookie);
         }
         let response = self
@@ -129,7 +128,7 @@ where
             .await
             .map_err(|e| Error::connection(format!("POST {url}"), e))?;
         if let Some(jar) = jar {
-            jar.store(response.headers());
+            jar.store(url, response.headers());
         }
         let status = response.status();
         let body = Limited::new(response.into_body(), MAX_RESPONSE)
@@ -158,21 +157,40 @@ impl<C> fmt::Debug for HttpPool<C> {
     }
 }
 
-/// The cookies of one session: `NAME=VALUE` of each `Set-Cookie`, sent back on every
-/// request (CometD binds sessions to its `BAYEUX_BROWSER` cookie).
+/// The cookies of one session, kept as a browser keeps them (RFC 6265, through the
+/// `cookie_store` crate): each `Set-Cookie` is stored with its `Domain`, `Path`,
+/// `Expires` / `Max-Age` and `Secure` attributes, and a request carries only the
+/// unexpired cookies whose domain and path match its URL, the `Secure` ones only over
+/// `https://` and `wss://` (or to a loopback host, as browsers allow). CometD binds
+/// sessions to its `BAYEUX_BROWSER` cookie; load balancers in front of it set cookies
+/// of their own (stickiness, per path or per domain), and the jar sends each where it
+/// belongs.
 ///
-/// One server, so domain, path and expiry attributes are ignored, except `Max-Age=0`,
-/// which deletes the cookie.
+/// WebSocket URLs count as their HTTP twins (`ws://` as `http://`, `wss://` as
+/// `https://`), so the cookies of a long-polling request and of an upgrade are the same.
 #[derive(Default)]
 pub struct CookieJar {
-    jar: Mutex<Jar>,
+    store: Mutex<cookie_store::CookieStore>,
 }
 
-#[derive(Default)]
-struct Jar {
-    cookies: BTreeMap<String, String>,
-    /// The `Cookie` header for the current cookies, built once per change.
-    header: Option<HeaderValue>,
+/// The URL that cookies are matched against: `ws://` and `wss://` as `http://` and
+/// `https://` (an upgrade is an HTTP request). `None` for a URL without a host.
+fn cookie_url(uri: &Uri) -> Option<url::Url> {
+    let mut url = url::Url::parse(&uri.to_string()).ok()?;
+    let scheme = match url.scheme() {
+        "ws" => "http",
+        "wss" => "https",
+        _ => return Some(url),
+    };
+    url.set_scheme(scheme).ok()?;
+    Some(url)
+}
+
+/// Whether `name=value` can be sent back in a `Cookie` header (visible ASCII, no `;`).
+fn sendable(name: &str, value: &str) -> bool {
+    name.bytes()
+        .chain(value.bytes())
+        .all(|b| (0x21..0x7f).contains(&b) && b != b';')
 }
 
 impl CookieJar {
@@ -181,60 +199,63 @@ impl CookieJar {
         Self::default()
     }
 
-    /// Keeps the cookies set by a response's `Set-Cookie` headers.
-    pub fn store(&self, headers: &HeaderMap) {
+    fn lock(&self) -> std::sync::MutexGuard<'_, cookie_store::CookieStore> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the cookies set by the `Set-Cookie` headers of a response to `url`, with
+    /// their attributes: a cookie whose `Domain` the URL's host does not match is
+    /// refused, and one that is already expired (`Max-Age=0`, an `Expires` in the past)
+    /// deletes the cookie of the same name, domain and path.
+    pub fn store(&self, url: &Uri, headers: &HeaderMap) {
         let mut set = headers.get_all(SET_COOKIE).iter().peekable();
         if set.peek().is_none() {
             return;
         }
-        let mut guard = self.jar.lock().unwrap_or_else(|e| e.into_inner());
-        let jar = &mut guard.cookies;
-        for value in set {
-            let Ok(text) = value.to_str() else { continue };
-            let mut parts = text.split(';');
-            let Some((name, val)) = parts.next().and_then(|p| p.split_once('=')) else {
+        let Some(url) = cookie_url(url) else { return };
+        let cookies = set
+            .filter_map(|v| v.to_str().ok())
+            .filter_map(|text| cookie_store::RawCookie::parse(text.to_owned()).ok());
+        self.lock().store_response_cookies(cookies, &url);
+    }
+
+    /// The `Cookie` header for a request to `url`, if any kept cookie matches it
+    /// (domain, path, `Secure`, not expired).
+    pub fn header(&self, url: &Uri) -> Option<HeaderValue> {
+        let url = cookie_url(url)?;
+        let store = self.lock();
+        let mut text = String::new();
+        for (name, value) in store.get_request_values(&url) {
+            // Values that cannot be sent back (not visible ASCII) are not sent at all.
+            if !sendable(name, value) {
                 continue;
-            };
-            let expired = parts.any(|a| a.trim().eq_ignore_ascii_case("max-age=0"));
-            if expired {
-                jar.remove(name.trim());
-            } else {
-                jar.insert(name.trim().to_string(), val.trim().to_string());
             }
+            if !text.is_empty() {
+                text.push_str("; ");
+            }
+            text.push_str(name);
+            text.push('=');
+            text.push_str(value);
         }
-        let text: Vec<String> = jar.iter().map(|(k, v)| format!("{k}={v}")).collect();
-        // Values that cannot be sent back (not visible ASCII) are not sent at all.
-        guard.header = (!text.is_empty())
-            .then(|| HeaderValue::from_str(&text.join("; ")).ok())
-            .flatten();
+        if text.is_empty() {
+            return None;
+        }
+        HeaderValue::from_str(&text).ok()
     }
 
-    /// The `Cookie` header to send, if there are cookies.
-    pub fn header(&self) -> Option<HeaderValue> {
-        self.jar
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .header
-            .clone()
-    }
-
-    /// Whether no cookie is kept.
+    /// Whether no unexpired cookie is kept.
     pub fn is_empty(&self) -> bool {
-        self.jar
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .cookies
-            .is_empty()
+        self.lock().iter_unexpired().next().is_none()
     }
 }
 
 impl fmt::Debug for CookieJar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Cookie values are session credentials: only the names are shown.
-        let jar = self.jar.lock().unwrap_or_else(|e| e.into_inner());
-        f.debug_struct("CookieJar")
-            .field("names", &jar.cookies.keys().collect::<Vec<_>>())
-            .finish()
+        let store = self.lock();
+        let mut names: Vec<&str> = store.iter_unexpired().map(|c| c.name()).collect();
+        names.sort_unstable();
+        f.debug_struct("CookieJar").field("names", &names).finish()
     }
 }
 
@@ -250,19 +271,126 @@ mod tests {
         h
     }
 
+    fn uri(s: &str) -> Uri {
+        s.parse().unwrap()
+    }
+
+    /// The cookie names of the jar's header for `url`, sorted.
+    fn sent(jar: &CookieJar, url: &str) -> Vec<String> {
+        let Some(header) = jar.header(&uri(url)) else {
+            return Vec::new();
+        };
+        let mut pairs: Vec<String> = header
+            .to_str()
+            .unwrap()
+            .split("; ")
+            .map(str::to_string)
+            .collect();
+        pairs.sort();
+        pairs
+    }
+
     #[test]
     fn the_jar_keeps_replaces_and_deletes_cookies() {
         let jar = CookieJar::new();
-        assert!(jar.header().is_none() && jar.is_empty());
-        jar.store(&set_cookies(&[
-            "BAYEUX_BROWSER=abc; Path=/; HttpOnly",
-            "other=1",
-        ]));
-        assert_eq!(jar.header().unwrap(), "BAYEUX_BROWSER=abc; other=1");
-        jar.store(&set_cookies(&["other=2", "BAYEUX_BROWSER=x; Max-Age=0"]));
-        assert_eq!(jar.header().unwrap(), "other=2");
-        jar.store(&HeaderMap::new());
-        assert_eq!(jar.header().unwrap(), "other=2");
+        let url = "http://bayeux.example/cometd";
+        assert!(jar.header(&uri(url)).is_none() && jar.is_empty());
+        jar.store(
+            &uri(url),
+            &set_cookies(&["BAYEUX_BROWSER=abc; Path=/; HttpOnly", "other=1; Path=/"]),
+        );
+        assert_eq!(sent(&jar, url), ["BAYEUX_BROWSER=abc", "other=1"]);
+        jar.store(
+            &uri(url),
+            &set_cookies(&["other=2; Path=/", "BAYEUX_BROWSER=x; Path=/; Max-Age=0"]),
+        );
+        assert_eq!(sent(&jar, url), ["other=2"]);
+        jar.store(&uri(url), &HeaderMap::new());
+        assert_eq!(sent(&jar, url), ["other=2"]);
         assert!(!format!("{jar:?}").contains('2'));
+    }
+
+    #[test]
+    fn cookies_go_only_where_their_path_says() {
+        let jar = CookieJar::new();
+        let base = "http://lb.example";
+        jar.store(
+            &uri(&format!("{base}/cometd/handshake")),
+            &set_cookies(&[
+                "everywhere=1; Path=/",
+                "cometd=2; Path=/cometd",
+                "api=3; Path=/api",
+                // No Path: the default path is the request's directory, /cometd.
+                "default=4",
+            ]),
+        );
+        assert_eq!(
+            sent(&jar, &format!("{base}/cometd/connect")),
+            ["cometd=2", "default=4", "everywhere=1"]
+        );
+        assert_eq!(
+            sent(&jar, &format!("{base}/cometd")),
+            ["cometd=2", "default=4", "everywhere=1"]
+        );
+        assert_eq!(
+            sent(&jar, &format!("{base}/api/v2")),
+            ["api=3", "everywhere=1"]
+        );
+        // /cometdx is not below /cometd.
+        assert_eq!(sent(&jar, &format!("{base}/cometdx")), ["everywhere=1"]);
+    }
+
+    #[test]
+    fn cookies_expire_and_respect_domain_and_secure() {
+        let jar = CookieJar::new();
+        let url = "http://node1.lb.example/cometd";
+        jar.store(
+            &uri(url),
+            &set_cookies(&[
+                "session=1; Path=/",
+                "sticky=n1; Domain=lb.example; Path=/",
+                "foreign=x; Domain=other.example; Path=/",
+                "gone=1; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT",
+                "later=1; Path=/; Expires=Fri, 01 Jan 2100 00:00:00 GMT",
+                "secret=s; Path=/; Secure",
+            ]),
+        );
+        // A cookie for another domain is refused; one already expired is not kept.
+        assert_eq!(sent(&jar, url), ["later=1", "session=1", "sticky=n1"]);
+        // Secure cookies go over https (and wss) only.
+        assert_eq!(
+            sent(&jar, "https://node1.lb.example/cometd"),
+            ["later=1", "secret=s", "session=1", "sticky=n1"]
+        );
+        assert_eq!(
+            sent(&jar, "wss://node1.lb.example/cometd"),
+            ["later=1", "secret=s", "session=1", "sticky=n1"]
+        );
+        // Host-only cookies stay with their host; domain cookies go to its subdomains.
+        assert_eq!(sent(&jar, "http://node2.lb.example/cometd"), ["sticky=n1"]);
+        // An Expires in the past deletes a kept cookie.
+        jar.store(
+            &uri(url),
+            &set_cookies(&["later=0; Path=/; Expires=Thu, 01 Jan 1970 00:00:00 GMT"]),
+        );
+        assert_eq!(sent(&jar, url), ["session=1", "sticky=n1"]);
+        assert!(!jar.is_empty());
+    }
+
+    #[test]
+    fn upgrades_share_the_cookies_of_http_requests() {
+        let jar = CookieJar::new();
+        jar.store(
+            &uri("ws://127.0.0.1:8080/cometd"),
+            &set_cookies(&["BAYEUX_BROWSER=b1; Path=/; HttpOnly"]),
+        );
+        assert_eq!(
+            sent(&jar, "http://127.0.0.1:8080/cometd"),
+            ["BAYEUX_BROWSER=b1"]
+        );
+        assert_eq!(
+            sent(&jar, "ws://127.0.0.1:8080/cometd"),
+            ["BAYEUX_BROWSER=b1"]
+        );
     }
 }

@@ -235,7 +235,7 @@ impl<D: Dial> WebSocket<D> {
         let h = request.headers_mut();
         // The caller's headers replace ours of the same name.
         h.extend(self.headers.clone());
-        if let Some(cookie) = self.cookies.header() {
+        if let Some(cookie) = self.cookies.header(url) {
             h.insert(COOKIE, cookie);
         }
         let (ws, response) =
@@ -243,7 +243,7 @@ impl<D: Dial> WebSocket<D> {
                 .await
                 .map_err(|e| match e {
                     tungstenite::Error::Http(response) => {
-                        self.cookies.store(response.headers());
+                        self.cookies.store(url, response.headers());
                         let body = response.body().as_deref().unwrap_or_default();
                         Error::upgrade_refused(
                             format!("WebSocket upgrade at {url}"),
@@ -253,7 +253,7 @@ impl<D: Dial> WebSocket<D> {
                     }
                     e => Error::connection(format!("WebSocket handshake with {url}"), e),
                 })?;
-        self.cookies.store(response.headers());
+        self.cookies.store(url, response.headers());
         let (sink, stream) = ws.split();
         let link = Link::new();
         let (frames, queued) = mpsc::channel(WRITE_QUEUE);

@@ -111,6 +111,7 @@ pub(crate) async fn respond<B>(server: &Server, request: Request<B>) -> Response
     let ctx = RequestContext {
         headers,
         browser: browser_cookie(headers),
+        transport: crate::server::ConnectionType::CallbackPolling,
     };
     let mut processed = process(server.inner(), &ctx, batch).await;
     let set_browser = processed.set_browser.take();

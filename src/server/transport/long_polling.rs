@@ -11,6 +11,7 @@ use bytes::Bytes;
 use crate::server::Inner;
 use crate::server::handler::{self, HeldConnect, Processed};
 use crate::server::session::Outbound;
+use crate::server::transport::ConnectionType;
 
 /// Completes a processed batch as one long-polling response body: waits for its held
 /// connect, if it has one. Cancel-safe: if the HTTP request goes away, nothing was
@@ -18,7 +19,7 @@ use crate::server::session::Outbound;
 pub(crate) async fn respond(inner: &Arc<Inner>, mut processed: Processed) -> Bytes {
     let delivered = match processed.connect.take() {
         Some(connect) => {
-            let (reply, messages) = hold(inner, &connect).await;
+            let (reply, messages) = hold(inner, &connect, processed.transport).await;
             processed.set_reply(connect.slot, reply);
             messages
         }
@@ -28,7 +29,11 @@ pub(crate) async fn respond(inner: &Arc<Inner>, mut processed: Processed) -> Byt
 }
 
 /// Holds one connect; returns its reply and the messages to deliver with it.
-async fn hold(inner: &Arc<Inner>, connect: &HeldConnect) -> (crate::protocol::Message, Vec<Bytes>) {
+async fn hold(
+    inner: &Arc<Inner>,
+    connect: &HeldConnect,
+    transport: ConnectionType,
+) -> (crate::protocol::Message, Vec<Bytes>) {
     let session = &connect.session;
     if let Some(reason) = session.closed() {
         // Ended before this connect: say so, with what an overflow left queued.
@@ -38,7 +43,8 @@ async fn hold(inner: &Arc<Inner>, connect: &HeldConnect) -> (crate::protocol::Me
         return (reply, outbound.messages);
     }
     let mut timeout = handler::connect_timeout(inner, session, &connect.request);
-    let attachment = session.attach();
+    let attachment = session.attach(transport);
+    let pending = inner.stats.connect_pending();
     if session.acknowledge(handler::client_ack(&connect.request)) {
         // What the client has not acknowledged goes out again at once.
         timeout = Duration::ZERO;
@@ -58,6 +64,7 @@ async fn hold(inner: &Arc<Inner>, connect: &HeldConnect) -> (crate::protocol::Me
         Outbound::closed_or_empty(session.closed())
     };
     drop(attachment);
+    drop(pending);
     if let Some(reason) = outbound.closed {
         inner.remove_session(session, reason);
     }

@@ -41,7 +41,8 @@ use crate::protocol::{Batch, META_DISCONNECT, Message};
 use crate::server::handler::{self, RequestContext, process};
 use crate::server::http::{ResponseBody, browser_cookie, browser_cookie_header, text};
 use crate::server::session::{Attachment, CloseReason, Outbound, new_client_id};
-use crate::server::{Inner, Server};
+use crate::server::stats::PendingConnect;
+use crate::server::{ConnectionType, Inner, Server};
 
 /// The most bytes of messages put into one frame (a single larger message goes alone).
 const FRAME_CAP: usize = 32 * 1024;
@@ -185,6 +186,8 @@ fn socket_config(inner: &Inner) -> WebSocketConfig {
 struct Held {
     request: Message,
     deadline: Instant,
+    /// Counts it in `bayeux_connects_pending` while it is held.
+    _pending: PendingConnect,
 }
 
 /// What woke the socket's loop.
@@ -235,6 +238,22 @@ impl Socket {
         }
     }
 
+    /// Says why the server closes the socket: at `info` for what an operator may act on
+    /// (a client that does not read, floods pings, or sends too much), at `debug`
+    /// otherwise (disconnects, idle sockets, shutdown, read errors).
+    #[cfg(feature = "tracing")]
+    fn log_close(&self, close: &Close) {
+        let session = self.attached.as_ref().map(|a| a.session());
+        let client_id = session.map_or("", |s| s.id());
+        let user = session.and_then(|s| s.info.user.as_deref()).unwrap_or("");
+        let code = u16::from(close.0);
+        if matches!(close.0, CloseCode::Policy | CloseCode::Size) {
+            tracing::info!(client_id, user, code, reason = close.1, "closing WebSocket");
+        } else {
+            tracing::debug!(client_id, user, code, reason = close.1, "closing WebSocket");
+        }
+    }
+
     /// How long the socket may be silent, and how long a frame may take to go out.
     fn patience(&self) -> Duration {
         self.inner.config.timeout + self.inner.config.max_interval
@@ -275,6 +294,8 @@ impl Socket {
                 }
             }
         };
+        #[cfg(feature = "tracing")]
+        self.log_close(&close);
         let frame = CloseFrame {
             code: close.0,
             reason: close.1.into(),
@@ -364,6 +385,7 @@ impl Socket {
         let ctx = RequestContext {
             headers: &self.headers,
             browser: Some(&self.browser),
+            transport: ConnectionType::WebSocket,
         };
         let mut processed = process(&self.inner, &ctx, batch).await;
         // This socket's own session disconnected (not another session named in the batch).
@@ -413,7 +435,7 @@ impl Socket {
             .as_ref()
             .is_some_and(|a| Arc::ptr_eq(a.session(), &session) && a.is_current());
         if !same {
-            self.attached = Some(session.attach());
+            self.attached = Some(session.attach(ConnectionType::WebSocket));
         }
         if session.acknowledge(handler::client_ack(&request)) || session.closed().is_some() {
             timeout = Duration::ZERO;
@@ -421,6 +443,7 @@ impl Socket {
         self.held = Some(Box::new(Held {
             request,
             deadline: Instant::now() + timeout,
+            _pending: self.inner.stats.connect_pending(),
         }));
         Ok(())
     }

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 
+use crate::settings::{Millis, Secs, show_duration};
 use publisher::Via;
 use stats::{Counters, Latencies, PerResponse, Percentiles, Report};
 
@@ -43,16 +44,16 @@ pub struct BenchArgs {
     /// Messages per publish request (Bayeux batching).
     #[arg(long, default_value_t = 1)]
     batch: usize,
-    /// Seconds of publishing (with `--publishers 0`, the subscribers are held idle
-    /// that long).
-    #[arg(long, default_value_t = 10.0)]
-    duration: f64,
-    /// Seconds over which the subscribers join (0: all at once).
-    #[arg(long, default_value_t = 0.0)]
-    ramp_up: f64,
-    /// Seconds to wait after publishing for in-flight deliveries.
-    #[arg(long, default_value_t = 3.0)]
-    drain: f64,
+    /// How long to publish (with `--publishers 0`, the subscribers are held idle that
+    /// long): `10s`, `2m`, or seconds.
+    #[arg(long, value_name = "DURATION", default_value = "10")]
+    duration: Secs,
+    /// How long the subscribers take to join (0: all at once); `30s` or seconds.
+    #[arg(long, value_name = "DURATION", default_value = "0")]
+    ramp_up: Secs,
+    /// How long to wait after publishing for in-flight deliveries; `3s` or seconds.
+    #[arg(long, value_name = "DURATION", default_value = "3")]
+    drain: Secs,
     /// `bayeux` (publish to /bench/N) or `workbin` (POST the demo's workbin endpoint).
     #[arg(long, default_value = "bayeux", value_parser = ["bayeux", "workbin"])]
     publish_via: String,
@@ -87,10 +88,15 @@ pub struct BenchArgs {
     /// the server's memory stays bounded.
     #[arg(long, default_value_t = 0)]
     stalled: usize,
-    /// Long-poll HTTP timeout in seconds (above the server's connect timeout); on
-    /// WebSocket, the longest a subscriber's socket may be silent.
-    #[arg(long, default_value_t = 45.0)]
-    poll_timeout: f64,
+    /// Long-poll HTTP timeout (above the server's connect timeout); on WebSocket, the
+    /// longest a subscriber's socket may be silent; `45s` or seconds.
+    #[arg(long, value_name = "DURATION", default_value = "45")]
+    poll_timeout: Secs,
+    /// How long the server may take to answer any other request (handshake, subscribe,
+    /// publish), and the longest the setup may go without a new subscriber before the
+    /// run gives up: `10s`, `500ms`, or milliseconds.
+    #[arg(long, value_name = "DURATION", default_value = "10s")]
+    timeout: Millis,
     /// Print the report as JSON (for scripts).
     #[arg(long)]
     json: bool,
@@ -124,6 +130,8 @@ pub struct Run {
     pub published_per_channel: Vec<AtomicU64>,
     pub ready: AtomicUsize,
     pub ready_notify: Notify,
+    /// The last failure of a session's setup, to say why the setup gives up.
+    pub last_error: std::sync::Mutex<Option<String>>,
     clock: Instant,
 }
 
@@ -137,6 +145,11 @@ impl Run {
             ),
             _ => self.pool.clone(),
         }
+    }
+
+    /// Records why a session could not be set up (the last one is reported).
+    pub fn note_error(&self, why: String) {
+        *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
     }
 
     /// Microseconds since the run started: the send-time stamp and the receive clock.
@@ -166,8 +179,8 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         pool: wire::pool(tls.as_ref()),
         http2: args.http2,
         tls,
-        http_timeout: Duration::from_secs(10),
-        poll_timeout: Duration::from_secs_f64(args.poll_timeout),
+        http_timeout: args.timeout.0,
+        poll_timeout: args.poll_timeout.0,
         counters: Counters::default(),
         latencies: Latencies::new(),
         per_response: PerResponse::new(),
@@ -175,8 +188,14 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         published_per_channel: (0..channels).map(|_| AtomicU64::new(0)).collect(),
         ready: AtomicUsize::new(0),
         ready_notify: Notify::new(),
+        last_error: std::sync::Mutex::new(None),
         clock: Instant::now(),
     });
+    // One handshake first: a server that cannot be reached, or is not a Bayeux server,
+    // is reported at once with the cause, not after the setup time.
+    let probe_auth = (args.publish_via == "workbin")
+        .then(|| bayeux::client::basic_authorization("bench-agent-0", "bench"));
+    probe(&run, &wire::headers(probe_auth.as_deref())).await?;
     let cpu_before = stats::own_cpu();
     if args.mode != "pubsub" {
         return handshake_mode(&args, run, cpu_before).await;
@@ -191,7 +210,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut subscribers = JoinSet::new();
     let started = Instant::now();
     let step = if args.subscribers > 0 {
-        Duration::from_secs_f64(args.ramp_up / args.subscribers as f64)
+        args.ramp_up.0 / args.subscribers as u32
     } else {
         Duration::ZERO
     };
@@ -220,13 +239,27 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
             tokio::time::sleep(step).await;
         }
     }
-    let setup_deadline = Instant::now() + Duration::from_secs(120);
-    while run.ready.load(Ordering::Relaxed) < sessions {
-        if Instant::now() > setup_deadline {
+    // The setup gives up when no subscriber was established for the request timeout
+    // (and a margin for the WebSocket upgrade), and says why.
+    let stall = run.http_timeout * 2 + Duration::from_secs(1);
+    let (mut progressed, mut last) = (Instant::now(), 0);
+    loop {
+        let ready = run.ready.load(Ordering::Relaxed);
+        if ready >= sessions {
+            break;
+        }
+        if ready > last {
+            (progressed, last) = (Instant::now(), ready);
+        } else if progressed.elapsed() > stall {
+            let why = run
+                .last_error
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .unwrap_or_else(|| "no error recorded".to_string());
             return Err(format!(
-                "only {} of {} subscribers were established within 120 s",
-                run.ready.load(Ordering::Relaxed),
-                sessions
+                "only {ready} of {sessions} subscribers were established, none in the last {}; last error: {why}",
+                show_duration(stall)
             )
             .into());
         }
@@ -245,7 +278,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // Publishers.
-    let publish_for = Duration::from_secs_f64(args.duration);
+    let publish_for = args.duration.0;
     let until = tokio::time::Instant::now() + publish_for;
     let via = if workbin {
         let auth = args.auth.as_deref().map(|a| {
@@ -286,7 +319,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
 
     // Drain: wait until every expected delivery arrived, or the drain time passed.
     let expected = expected_deliveries(&run, args.subscribers, channels);
-    let drain_until = Instant::now() + Duration::from_secs_f64(args.drain);
+    let drain_until = Instant::now() + args.drain.0;
     while Instant::now() < drain_until {
         let unique =
             Counters::get(&run.counters.delivered) - Counters::get(&run.counters.duplicates);
@@ -334,6 +367,59 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     } else {
         report.print_human();
     }
+    Ok(())
+}
+
+/// Opens one session and closes it, within the request timeout; fails with one line
+/// that names the URL and the cause when that cannot be done.
+async fn probe(run: &Run, headers: &http::HeaderMap) -> Result<(), String> {
+    async fn post(
+        run: &Run,
+        pool: &wire::Pool,
+        headers: &http::HeaderMap,
+        body: String,
+    ) -> Result<bytes::Bytes, String> {
+        let url = run.endpoint.to_string();
+        let body = bytes::Bytes::from(body);
+        let exchange = async {
+            match pool {
+                wire::Pool::Plain(pool) => pool.post(&run.endpoint, headers, None, body).await,
+                wire::Pool::Tls(pool) => pool.post(&run.endpoint, headers, None, body).await,
+            }
+        };
+        tokio::time::timeout(run.http_timeout, exchange)
+            .await
+            .map_err(|_| {
+                format!(
+                    "{url}: no answer within {}",
+                    show_duration(run.http_timeout)
+                )
+            })?
+            .map_err(|e| crate::errors::client(&url, &e))
+    }
+    let url = run.endpoint.to_string();
+    // The connections a session would use (with --http2, one of its own).
+    let pool = run.session_pool();
+    let reply = post(run, &pool, headers, wire::handshake_body()).await?;
+    let not_bayeux = || {
+        format!(
+            "{url} did not answer the handshake with Bayeux messages but {}",
+            crate::errors::excerpt(&reply)
+        )
+    };
+    let replies: Vec<serde_json::Value> =
+        serde_json::from_slice(&reply).map_err(|_| not_bayeux())?;
+    let first = replies.first().ok_or_else(not_bayeux)?;
+    let Some(client_id) = first["clientId"]
+        .as_str()
+        .filter(|_| first["successful"] == true)
+    else {
+        return Err(format!(
+            "{url} refused the handshake: {}",
+            first["error"].as_str().unwrap_or("no reason given")
+        ));
+    };
+    let _ = post(run, &pool, headers, wire::disconnect_body(client_id)).await;
     Ok(())
 }
 
@@ -391,7 +477,7 @@ async fn handshake_mode(
     run: Arc<Run>,
     cpu_before: Duration,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let until = Instant::now() + Duration::from_secs_f64(args.duration);
+    let until = Instant::now() + args.duration.0;
     let start = Instant::now();
     let churn = args.mode == "churn";
     let mut workers = JoinSet::new();

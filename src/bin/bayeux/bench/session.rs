@@ -42,6 +42,7 @@ pub async fn handshake(run: &Run, headers: &HeaderMap) -> Option<Opened> {
                 Ok(m) => m,
                 Err(_) => {
                     Counters::add(&run.counters.bayeux_errors, 1);
+                    run.note_error("a handshake reply that is not Bayeux".to_string());
                     return None;
                 }
             };
@@ -56,12 +57,14 @@ pub async fn handshake(run: &Run, headers: &HeaderMap) -> Option<Opened> {
                 }
                 _ => {
                     Counters::add(&run.counters.bayeux_errors, 1);
+                    run.note_error("a handshake refused".to_string());
                     None
                 }
             }
         }
         Err(_) => {
             Counters::add(&run.counters.http_errors, 1);
+            run.note_error("a handshake failed (HTTP error or timeout)".to_string());
             None
         }
     }
@@ -85,11 +88,15 @@ async fn subscribe(run: &Run, session: &Opened, channel: &str, headers: &HeaderM
             });
             if !ok {
                 Counters::add(&run.counters.bayeux_errors, 1);
+                run.note_error(format!("the subscribe to {channel} was refused"));
             }
             ok
         }
         Err(_) => {
             Counters::add(&run.counters.http_errors, 1);
+            run.note_error(format!(
+                "the subscribe to {channel} failed (HTTP error or timeout)"
+            ));
             false
         }
     }

@@ -189,15 +189,24 @@ pub struct Report {
     pub tool_cpu_seconds: f64,
 }
 
+/// `1 channel`, `4 channels`.
+fn plural(n: usize, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
+    }
+}
+
 impl Report {
     pub fn print_human(&self) {
         println!("bayeux bench: {} ({})", self.url, self.mode);
         println!(
-            "  sessions: {} subscribers ({}) over {} channels, {} publishers{}",
-            self.subscribers,
+            "  sessions: {} ({}) over {}, {}{}",
+            plural(self.subscribers, "subscriber"),
             self.transport,
-            self.channels,
-            self.publishers,
+            plural(self.channels, "channel"),
+            plural(self.publishers, "publisher"),
             if self.stalled > 0 {
                 format!(", {} stalled", self.stalled)
             } else {

@@ -243,7 +243,7 @@ pub fn raw_post(url: &Uri, body: &str, headers: &HeaderMap, cookies: &CookieJar)
         body.len()
     )
     .into_bytes();
-    let cookie = cookies.header();
+    let cookie = cookies.header(url);
     let extra = headers
         .iter()
         .chain(cookie.iter().map(|c| (&http::header::COOKIE, c)));

@@ -58,11 +58,12 @@ fn config() -> WebSocketConfig {
 async fn open(run: &Run, auth: Option<&str>, jar: &CookieJar) -> Option<Ws> {
     let attempt = async {
         let mut request = run.socket_url.as_str().into_client_request().ok()?;
+        let socket_uri = request.uri().clone();
         let h = request.headers_mut();
         if let Some(value) = auth.and_then(|a| HeaderValue::from_str(a).ok()) {
             h.insert(AUTHORIZATION, value);
         }
-        if let Some(cookie) = jar.header() {
+        if let Some(cookie) = jar.header(&socket_uri) {
             h.insert(COOKIE, cookie);
         }
         let stream = wire::dial(&run.endpoint, run.tls.as_ref()).await.ok()?;
@@ -70,7 +71,7 @@ async fn open(run: &Run, auth: Option<&str>, jar: &CookieJar) -> Option<Ws> {
             tokio_tungstenite::client_async_with_config(request, stream, Some(config()))
                 .await
                 .ok()?;
-        jar.store(response.headers());
+        jar.store(&socket_uri, response.headers());
         Some(ws)
     };
     let ws = tokio::time::timeout(run.http_timeout, attempt)
@@ -79,6 +80,7 @@ async fn open(run: &Run, auth: Option<&str>, jar: &CookieJar) -> Option<Ws> {
         .flatten();
     if ws.is_none() {
         Counters::add(&run.counters.http_errors, 1);
+        run.note_error(format!("cannot open a WebSocket to {}", run.socket_url));
     }
     ws
 }
