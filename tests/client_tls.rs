@@ -650,3 +650,49 @@ mod cli {
         .unwrap();
     }
 }
+
+/// Our client against our own TLS listener (`ServerConfig::tls`, `Server::listen`), not
+/// the test front: long-polling over HTTP/2 (ALPN), WebSocket over wss, and a client
+/// that does not trust the listener's CA.
+#[tokio::test]
+async fn our_client_against_our_tls_listener_over_http2_and_wss() {
+    timeout(LIMIT, async {
+        let pki = TestPki::new();
+        let mut config = fast_config();
+        config.tls = Some(
+            bayeux::server::TlsConfig::from_pem(
+                pki.server.cert.as_bytes(),
+                pki.server.key.as_bytes(),
+            )
+            .unwrap(),
+        );
+        let server = Server::new(config);
+        let listening = server
+            .listen("127.0.0.1:0".parse().unwrap(), "/cometd")
+            .await
+            .unwrap();
+        let url = listening.url("/cometd");
+        assert!(url.starts_with("https://"), "{url}");
+        for (transport, name) in [
+            (TransportChoice::LongPolling, "long-polling"),
+            (TransportChoice::WebSocket, "websocket"),
+        ] {
+            let client = builder(&url, &pki, transport).build().unwrap();
+            round_trip(&client, &format!("/own/{name}")).await;
+            assert_eq!(client.transport_name(), name);
+            client.disconnect().await.unwrap();
+        }
+        // Without the CA: the clear, final error, not a retry loop.
+        let stranger = Client::builder(&url)
+            .platform_roots(true)
+            .transport(TransportChoice::LongPolling)
+            .build()
+            .unwrap();
+        let e = stranger.handshake().await.unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::Tls, "{e}");
+        assert_eq!(e.tls_failure(), Some(TlsFailure::UnknownIssuer), "{e}");
+        listening.shutdown().await.unwrap();
+    })
+    .await
+    .unwrap();
+}
