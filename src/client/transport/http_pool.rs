@@ -6,6 +6,8 @@
 //! rustls; when the server picks HTTP/2 through ALPN (feature `http2`), hyper-util's pool
 //! keeps one connection per host and multiplexes every request on it.
 
+#[cfg(not(feature = "cookies"))]
+use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -168,13 +170,22 @@ impl<C> fmt::Debug for HttpPool<C> {
 ///
 /// WebSocket URLs count as their HTTP twins (`ws://` as `http://`, `wss://` as
 /// `https://`), so the cookies of a long-polling request and of an upgrade are the same.
+///
+/// Without the `cookies` feature (a lean client that does not pull `cookie_store` and
+/// `url`), the jar keeps each cookie's name and value only and sends them all back:
+/// enough for one CometD server's `BAYEUX_BROWSER` cookie, not for load balancers that
+/// scope their cookies by path or domain.
 #[derive(Default)]
 pub struct CookieJar {
+    #[cfg(feature = "cookies")]
     store: Mutex<cookie_store::CookieStore>,
+    #[cfg(not(feature = "cookies"))]
+    store: Mutex<BTreeMap<String, String>>,
 }
 
 /// The URL that cookies are matched against: `ws://` and `wss://` as `http://` and
 /// `https://` (an upgrade is an HTTP request). `None` for a URL without a host.
+#[cfg(feature = "cookies")]
 fn cookie_url(uri: &Uri) -> Option<url::Url> {
     let mut url = url::Url::parse(&uri.to_string()).ok()?;
     let scheme = match url.scheme() {
@@ -198,7 +209,66 @@ impl CookieJar {
     pub fn new() -> Self {
         Self::default()
     }
+}
 
+#[cfg(not(feature = "cookies"))]
+impl CookieJar {
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, String>> {
+        self.store.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Keeps the `name=value` of each `Set-Cookie` header (attributes ignored); an
+    /// empty value or `Max-Age=0` removes the cookie.
+    pub fn store(&self, _url: &Uri, headers: &HeaderMap) {
+        for text in headers
+            .get_all(SET_COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+        {
+            let mut parts = text.split(';');
+            let Some((name, value)) = parts.next().and_then(|p| p.split_once('=')) else {
+                continue;
+            };
+            let (name, value) = (name.trim(), value.trim());
+            let expired = parts.any(|a| a.trim().eq_ignore_ascii_case("max-age=0"));
+            if name.is_empty() {
+                continue;
+            }
+            if expired || value.is_empty() {
+                self.lock().remove(name);
+            } else if sendable(name, value) {
+                self.lock().insert(name.to_string(), value.to_string());
+            }
+        }
+    }
+
+    /// The `Cookie` header with every kept cookie, if any.
+    pub fn header(&self, _url: &Uri) -> Option<HeaderValue> {
+        let store = self.lock();
+        if store.is_empty() {
+            return None;
+        }
+        let text: Vec<String> = store.iter().map(|(n, v)| format!("{n}={v}")).collect();
+        HeaderValue::from_str(&text.join("; ")).ok()
+    }
+
+    /// Whether no cookie is kept.
+    pub fn is_empty(&self) -> bool {
+        self.lock().is_empty()
+    }
+}
+
+#[cfg(not(feature = "cookies"))]
+impl fmt::Debug for CookieJar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Cookie values are session credentials: only the names are shown.
+        let names: Vec<String> = self.lock().keys().cloned().collect();
+        f.debug_struct("CookieJar").field("names", &names).finish()
+    }
+}
+
+#[cfg(feature = "cookies")]
+impl CookieJar {
     fn lock(&self) -> std::sync::MutexGuard<'_, cookie_store::CookieStore> {
         self.store.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -249,6 +319,7 @@ impl CookieJar {
     }
 }
 
+#[cfg(feature = "cookies")]
 impl fmt::Debug for CookieJar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Cookie values are session credentials: only the names are shown.
@@ -259,7 +330,7 @@ impl fmt::Debug for CookieJar {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "cookies"))]
 mod tests {
     use super::*;
 
@@ -391,6 +462,37 @@ mod tests {
         assert_eq!(
             sent(&jar, "ws://127.0.0.1:8080/cometd"),
             ["BAYEUX_BROWSER=b1"]
+        );
+    }
+}
+
+#[cfg(all(test, not(feature = "cookies")))]
+mod lean_jar_tests {
+    use super::*;
+
+    fn set(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(SET_COOKIE, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn keeps_names_and_values_and_forgets_expired_ones() {
+        let url: Uri = "http://127.0.0.1/cometd".parse().unwrap();
+        let jar = CookieJar::new();
+        assert!(jar.header(&url).is_none());
+        jar.store(
+            &url,
+            &set(&["BAYEUX_BROWSER=abc; Path=/; HttpOnly", "lb=node1"]),
+        );
+        assert_eq!(jar.header(&url).unwrap(), "BAYEUX_BROWSER=abc; lb=node1");
+        jar.store(&url, &set(&["lb=gone; Max-Age=0"]));
+        assert_eq!(jar.header(&url).unwrap(), "BAYEUX_BROWSER=abc");
+        assert_eq!(
+            format!("{jar:?}"),
+            r#"CookieJar { names: ["BAYEUX_BROWSER"] }"#
         );
     }
 }
