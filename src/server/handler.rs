@@ -13,6 +13,7 @@ use super::Inner;
 use super::broker::Destination;
 use super::index::Recipient;
 use super::policy::{Decision, HandshakeDecision, HandshakeRequest, SessionInfo};
+use super::registry::Insert;
 use super::session::{CloseReason, Outbound, Session, SessionRef, SubscribeError, new_client_id};
 use super::stats::HandshakeOutcome;
 use super::transport::ConnectionType;
@@ -391,15 +392,29 @@ fn handshake(
             .insert("ack".into(), true.into());
     }
     let ack = session.has_ack();
-    if !inner.insert_session(session) {
+    match inner.insert_session(session) {
+        Insert::Added => {}
         // Shut down between the check above and now.
-        refused(
-            inner,
-            ctx,
-            HandshakeOutcome::ShuttingDown,
-            "server shutting down",
-        );
-        return (None, shutting_down(inner, reply));
+        Insert::Closed => {
+            refused(
+                inner,
+                ctx,
+                HandshakeOutcome::ShuttingDown,
+                "server shutting down",
+            );
+            return (None, shutting_down(inner, reply));
+        }
+        // Other handshakes took the last places since the check above.
+        Insert::Full => {
+            refused(
+                inner,
+                ctx,
+                HandshakeOutcome::MaxSessions,
+                "maxSessions reached",
+            );
+            let err = BayeuxError::limit("maxSessions", "Too many sessions");
+            return (None, reply.fail(&err).with_advice(handshake_later(inner)));
+        }
     }
     inner.stats.handshake(HandshakeOutcome::Accepted);
     inner
@@ -766,7 +781,7 @@ mod tests {
                 ConnectionType::LongPolling,
             ));
             inner.remove_session(&session, CloseReason::Disconnected);
-            assert!(inner.insert_session(bound.clone()));
+            assert_eq!(inner.insert_session(bound.clone()), Insert::Added);
             return bound;
         }
         session
@@ -936,7 +951,7 @@ mod tests {
         ));
         server.shutdown();
         // The handshake checked the flag before shutdown and inserts after it.
-        assert!(!inner.insert_session(late));
+        assert_eq!(inner.insert_session(late), Insert::Closed);
         assert_eq!(server.session_count(), 0);
         // A handshake after shutdown is told to try again later, not to give up: a
         // restarted server will take it.

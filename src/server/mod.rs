@@ -94,11 +94,12 @@ impl Inner {
         self.sessions.get(client_id)
     }
 
-    /// Adds a session; false when the server is shutting down (nothing added).
-    pub fn insert_session(&self, session: SessionRef) -> bool {
+    /// Adds a session, unless the server is shutting down or holds `maxSessions`
+    /// sessions already (nothing added then).
+    pub fn insert_session(&self, session: SessionRef) -> registry::Insert {
         let counted = session.clone();
-        let inserted = self.sessions.insert(session);
-        if inserted {
+        let inserted = self.sessions.insert(session, self.config.max_sessions);
+        if inserted == registry::Insert::Added {
             counted.count();
         }
         inserted

@@ -14,6 +14,17 @@ struct Maps {
     closed: bool,
 }
 
+/// What [`Registry::insert`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Insert {
+    /// The session is registered.
+    Added,
+    /// The registry is closed: the server is shutting down.
+    Closed,
+    /// `maxSessions` sessions are registered already.
+    Full,
+}
+
 /// Session lookup for the handlers (by `clientId`) and for per-user delivery.
 #[derive(Default)]
 pub(crate) struct Registry {
@@ -33,12 +44,17 @@ impl Registry {
         self.read().by_id.get(client_id).cloned()
     }
 
-    /// Adds the session; false (and nothing added) once the registry is closed, so a
-    /// handshake racing with shutdown cannot leave a session behind.
-    pub fn insert(&self, session: SessionRef) -> bool {
+    /// Adds the session, unless the registry is closed (a handshake racing with
+    /// shutdown cannot leave a session behind) or already holds `limit` sessions (the
+    /// check and the insert under one lock, so concurrent handshakes cannot overshoot
+    /// `maxSessions`).
+    pub fn insert(&self, session: SessionRef, limit: usize) -> Insert {
         let mut maps = self.write();
         if maps.closed {
-            return false;
+            return Insert::Closed;
+        }
+        if maps.by_id.len() >= limit {
+            return Insert::Full;
         }
         if let Some(user) = &session.info.user {
             maps.by_user
@@ -47,7 +63,7 @@ impl Registry {
                 .push(session.clone());
         }
         maps.by_id.insert(session.id().to_string(), session);
-        true
+        Insert::Added
     }
 
     /// Refuses every later insert and hands back the sessions present.
