@@ -103,7 +103,7 @@ fn fanout(c: &mut Criterion) {
     let data = json!({"user": "alice", "text": "hello there"});
     let mut group = c.benchmark_group("fanout");
     group.sample_size(20);
-    for n in [100usize, 10_000] {
+    for n in [100usize, 1_000, 10_000] {
         let (server, ids) = rt.block_on(sessions(n));
         group.bench_with_input(BenchmarkId::new("publish_to_sessions", n), &n, |b, _| {
             b.iter_custom(|iters| {
