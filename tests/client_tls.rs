@@ -568,31 +568,49 @@ mod cli {
         assert!(String::from_utf8_lossy(&out.stderr).contains("--client-key"));
     }
 
+    /// Runs `bayeux bench` against `front` trusting the CA in `dir`, with `args` after
+    /// the URL; returns its JSON report after checking that it succeeded, published,
+    /// delivered each message to `per_message` subscribers, and lost none.
+    async fn bench_report(
+        front: &TlsFront,
+        dir: &std::path::Path,
+        args: &[&str],
+        per_message: u64,
+    ) -> Value {
+        let out = bayeux()
+            .args(["bench", &front.url()])
+            .args(args)
+            .args(["--publishers", "1", "--duration", "1", "--json"])
+            .arg("--ca-cert")
+            .arg(dir.join("ca.pem"))
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let published = r["published"].as_u64().unwrap();
+        assert!(published > 0, "{r}");
+        assert_eq!(r["delivered"], published * per_message, "{r}");
+        assert_eq!(
+            (r["lost"].as_u64(), r["duplicates"].as_u64()),
+            (Some(0), Some(0)),
+            "{r}"
+        );
+        r
+    }
+
     #[tokio::test]
     async fn bench_http2_gives_each_session_one_connection() {
         timeout(LIMIT, async {
             let pki = TestPki::new();
             let dir = pki.write_to(&temp_dir("bench-h2"));
             let front = TlsFront::start(server_config(&pki.server, H2_AND_H1, None)).await;
-            let out = bayeux()
-                .args(["bench", &front.url(), "--subscribers", "3", "--http2"])
-                .args(["--publishers", "1", "--rate", "50", "--duration", "1"])
-                .arg("--json")
-                .arg("--ca-cert")
-                .arg(dir.join("ca.pem"))
-                .output()
-                .await
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-            let published = r["published"].as_u64().unwrap();
-            assert!(published > 0, "{r}");
-            assert_eq!(r["delivered"], published * 3, "{r}");
-            assert_eq!(r["lost"], 0, "{r}");
+            let args = ["--subscribers", "3", "--http2", "--rate", "50"];
+            bench_report(&front, &dir, &args, 3).await;
             // Every request over HTTP/2, on one connection per session: the start-up
             // probe's, 3 subscribers' and the publisher's.
             let versions = front.versions();
@@ -613,36 +631,19 @@ mod cli {
             let dir = pki.write_to(&temp_dir("bench-tls"));
             let front = TlsFront::start(server_config(&pki.server, H2_AND_H1, None)).await;
             for transport in ["long-polling", "websocket"] {
-                let out = bayeux()
-                    .args([
-                        "bench",
-                        &front.url(),
-                        "--subscribers",
-                        "4",
-                        "--channels",
-                        "2",
-                    ])
-                    .args(["--publishers", "1", "--rate", "100", "--duration", "1"])
-                    .args(["--transport", transport, "--stalled", "1", "--json"])
-                    .arg("--ca-cert")
-                    .arg(dir.join("ca.pem"))
-                    .output()
-                    .await
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "{}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                let r: Value = serde_json::from_slice(&out.stdout).unwrap();
-                let published = r["published"].as_u64().unwrap();
-                assert!(published > 0, "{r}");
-                assert_eq!(r["delivered"], published * 2, "{r}");
-                assert_eq!(
-                    (r["lost"].as_u64(), r["duplicates"].as_u64()),
-                    (Some(0), Some(0)),
-                    "{r}"
-                );
+                let args = [
+                    "--subscribers",
+                    "4",
+                    "--channels",
+                    "2",
+                    "--rate",
+                    "100",
+                    "--transport",
+                    transport,
+                    "--stalled",
+                    "1",
+                ];
+                let r = bench_report(&front, &dir, &args, 2).await;
                 assert_eq!(r["http_errors"], 0, "{r}");
             }
         })
@@ -652,10 +653,11 @@ mod cli {
 }
 
 /// Our client against our own TLS listener (`ServerConfig::tls`, `Server::listen`), not
-/// the test front: long-polling over HTTP/2 (ALPN), WebSocket over wss, and a client
-/// that does not trust the listener's CA.
+/// the test front: long-polling over https, WebSocket over wss, and a client that does
+/// not trust the listener's CA. (That both sides then use HTTP/2 is not observed here;
+/// the front above counts versions, and tests/tls.rs checks the listener's ALPN.)
 #[tokio::test]
-async fn our_client_against_our_tls_listener_over_http2_and_wss() {
+async fn our_client_against_our_tls_listener_over_https_and_wss() {
     timeout(LIMIT, async {
         let pki = TestPki::new();
         let mut config = fast_config();
