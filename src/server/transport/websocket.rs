@@ -156,11 +156,11 @@ pub(crate) fn upgrade<B>(server: &Server, mut request: Request<B>) -> Response<R
 }
 
 /// A copy of `headers` that owns its bytes (for the security policy of every batch),
-/// without the handshake's own headers.
+/// without the handshake's key (of no use once the socket is open).
 fn owned_headers(headers: &HeaderMap) -> HeaderMap {
     let mut owned = HeaderMap::with_capacity(headers.len());
     for (name, value) in headers {
-        if name == SEC_WEBSOCKET_KEY || name == SEC_WEBSOCKET_ACCEPT {
+        if name == SEC_WEBSOCKET_KEY {
             continue;
         }
         if let Ok(value) = HeaderValue::from_bytes(value.as_bytes()) {
