@@ -202,7 +202,15 @@ pub(crate) async fn process(
                 });
                 message.reply()
             }
-            META_SUBSCRIBE => in_span(&session, || subscribe(inner, &session, &message)),
+            META_SUBSCRIBE => {
+                let reply = in_span(&session, || subscribe(inner, &session, &message));
+                // A message published on another node after this reply must reach the
+                // session: the broker's new interest is in force first.
+                if reply.successful == Some(true) {
+                    inner.broker.interest_settled().await;
+                }
+                reply
+            }
             META_UNSUBSCRIBE => in_span(&session, || unsubscribe(inner, &session, &message)),
             META_DISCONNECT => in_span(&session, || {
                 inner.remove_session(&session, CloseReason::Disconnected);
@@ -370,7 +378,7 @@ fn handshake(
         }
     };
     let info = SessionInfo {
-        client_id: new_client_id(),
+        client_id: inner.new_client_id(),
         user,
     };
     let session = Arc::new(Session::new(
