@@ -18,13 +18,13 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use async_nats::connection::State;
 use bytes::Bytes;
 use futures::StreamExt;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::subject::{self, NODE_ID_LEN};
 use super::{Broker, Destination, Envelope, LinkStats, LocalDelivery, Receipt, Routing};
@@ -215,13 +215,26 @@ pub struct NatsBroker {
     control: mpsc::UnboundedSender<Control>,
 }
 
+/// A NATS broker's link, for the JetStream replay log that shares it.
+#[allow(dead_code)]
+pub(crate) struct NatsLink {
+    /// The client, `None` until the broker's connecting task made it.
+    pub client: watch::Receiver<Option<async_nats::Client>>,
+    /// Where messages for this node's recipients are handed.
+    pub nodes: Arc<RwLock<Vec<LocalDelivery>>>,
+    /// The subject prefix.
+    pub prefix: String,
+}
+
 /// What the broker's tasks share with it.
 struct Shared {
     prefix: String,
     node_id: String,
     servers: String,
-    nodes: RwLock<Vec<LocalDelivery>>,
-    client: OnceLock<async_nats::Client>,
+    nodes: Arc<RwLock<Vec<LocalDelivery>>>,
+    /// The client, once the connecting task made it (at once: it connects in the
+    /// background).
+    client: watch::Sender<Option<async_nats::Client>>,
     next_seq: AtomicU64,
     pending: AtomicUsize,
     max_pending: usize,
@@ -269,8 +282,8 @@ impl NatsBroker {
             prefix: config.subject_prefix.clone(),
             node_id: new_node_id(),
             servers: config.servers.join(","),
-            nodes: RwLock::new(Vec::new()),
-            client: OnceLock::new(),
+            nodes: Arc::default(),
+            client: watch::Sender::new(None),
             next_seq: AtomicU64::new(1),
             pending: AtomicUsize::new(0),
             max_pending: config.max_pending.max(1),
@@ -307,7 +320,7 @@ impl NatsBroker {
                     return;
                 }
             };
-            let _ = task.client.set(client.clone());
+            task.client.send_replace(Some(client.clone()));
             task.warn_if_unreachable();
             tokio::spawn(publish_loop(task.clone(), client.clone(), outgoing_rx));
             control_loop(task, client, control_rx).await;
@@ -323,6 +336,17 @@ impl NatsBroker {
     /// This node's name in NATS subjects and at the start of its `clientId`s.
     pub fn node_id(&self) -> &str {
         &self.shared.node_id
+    }
+
+    /// What a durable log on the same NATS needs: the client (once made), this node's
+    /// deliveries, the subject prefix.
+    #[allow(dead_code)]
+    pub(crate) fn link(&self) -> NatsLink {
+        NatsLink {
+            client: self.shared.client.subscribe(),
+            nodes: self.shared.nodes.clone(),
+            prefix: self.shared.prefix.clone(),
+        }
     }
 }
 
@@ -357,7 +381,8 @@ fn new_node_id() -> String {
 impl Shared {
     fn is_connected(&self) -> bool {
         self.client
-            .get()
+            .borrow()
+            .as_ref()
             .is_some_and(|c| c.connection_state() == State::Connected)
     }
 
