@@ -134,6 +134,10 @@ pub struct ServerConfig {
     /// ALPN whatever this says (feature `http2`).
     #[cfg(feature = "http2")]
     pub http2_prior_knowledge: bool,
+    /// Durable channels, replayed to clients that ask with Salesforce's replay
+    /// extension (see [`ReplayConfig`](super::ReplayConfig)); `None` (the default): off,
+    /// and `ext.replay` is ignored.
+    pub replay: Option<super::ReplayConfig>,
 }
 
 impl Default for ServerConfig {
@@ -167,6 +171,7 @@ impl Default for ServerConfig {
             tls_handshake_timeout: Duration::from_secs(10),
             #[cfg(feature = "http2")]
             http2_prior_knowledge: false,
+            replay: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use super::broker::Destination;
 use super::index::Recipient;
 use super::policy::{Decision, HandshakeDecision, HandshakeRequest, SessionInfo};
 use super::registry::Insert;
+use super::replay::JoinError;
 use super::session::{CloseReason, Outbound, Session, SessionRef, SubscribeError, new_client_id};
 use super::stats::HandshakeOutcome;
 use super::transport::ConnectionType;
@@ -21,6 +22,7 @@ use crate::protocol::message::{InvalidMessage, encode_array};
 use crate::protocol::{
     Advice, BAYEUX_VERSION, Batch, BayeuxError, ChannelName, ErrorCode, META_CONNECT,
     META_DISCONNECT, META_HANDSHAKE, META_SUBSCRIBE, META_UNSUBSCRIBE, Message, Reconnect,
+    ReplayFrom,
 };
 
 /// What the transport knows about the request, for the policy.
@@ -202,7 +204,7 @@ pub(crate) async fn process(
                 });
                 message.reply()
             }
-            META_SUBSCRIBE => in_span(&session, || subscribe(inner, &session, &message)),
+            META_SUBSCRIBE => instrument(&session, subscribe(inner, &session, &message)).await,
             META_UNSUBSCRIBE => in_span(&session, || unsubscribe(inner, &session, &message)),
             META_DISCONNECT => in_span(&session, || {
                 inner.remove_session(&session, CloseReason::Disconnected);
@@ -390,6 +392,13 @@ fn handshake(
             .ext
             .get_or_insert_with(Default::default)
             .insert("ack".into(), true.into());
+    }
+    // Salesforce's replay extension, when the client asks and durable channels exist.
+    if inner.replay.is_some() && crate::protocol::replay::handshake_asks(request.ext.as_ref()) {
+        reply
+            .ext
+            .get_or_insert_with(Default::default)
+            .insert(crate::protocol::replay::REPLAY_EXT.into(), true.into());
     }
     let ack = session.has_ack();
     match inner.insert_session(session) {
@@ -591,7 +600,7 @@ fn with_subscription(inner: &Inner, reply: Message, request: &Message) -> Messag
     }
 }
 
-fn subscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) -> Message {
+async fn subscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) -> Message {
     let reply = with_subscription(inner, message.reply(), message);
     let channels = match subscription_channels(inner, message) {
         Ok(c) => c,
@@ -610,18 +619,69 @@ fn subscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) -> Mes
     // A session may subscribe to a service channel (CometD allows it), but service
     // messages are never broadcast, so only broadcast patterns enter the index.
     let recipient: Arc<dyn Recipient> = session.clone();
-    let added = session.subscribe(&channels, inner.config.max_subscriptions, |c| {
-        if !c.is_service() {
-            inner.subscribe_recipient(c, recipient.clone());
+    let add = || {
+        session.subscribe(&channels, inner.config.max_subscriptions, |c| {
+            if !c.is_service() {
+                inner.subscribe_recipient(c, recipient.clone());
+            }
+        })
+    };
+    // Salesforce's replay extension: history first, then live, in one step.
+    if let Some(replay) = &inner.replay {
+        let names: Vec<&str> = channels.iter().map(ChannelName::as_str).collect();
+        let froms = match crate::protocol::replay::subscribe_request(message.ext.as_ref(), &names) {
+            Ok(froms) => froms,
+            Err(e) => {
+                denied(session, "subscribe", "", "malformed ext.replay");
+                return reply.fail(&e.to_bayeux());
+            }
+        };
+        if let Some(froms) = froms {
+            let requests: Vec<(ChannelName, ReplayFrom)> =
+                channels.iter().cloned().zip(froms).collect();
+            return match replay.join(session, &requests, add).await {
+                Ok(joined) => {
+                    // Where the subscription joined the log, per channel: an addition to
+                    // Salesforce's format that lets a client resume exactly even when
+                    // it received nothing before losing its session.
+                    let positions: serde_json::Map<String, serde_json::Value> = names
+                        .iter()
+                        .map(|n| (n.to_string(), joined.position.into()))
+                        .collect();
+                    let mut reply = reply.succeed();
+                    reply
+                        .ext
+                        .get_or_insert_with(Default::default)
+                        .insert(crate::protocol::replay::REPLAY_EXT.into(), positions.into());
+                    reply
+                }
+                Err(JoinError::Refused(e)) => {
+                    denied(session, "subscribe", "", "replayId not replayable");
+                    reply.fail(&e)
+                }
+                Err(JoinError::Subscribe(e)) => subscribe_failed(inner, session, reply, e),
+            };
         }
-    });
-    match added {
+    }
+    match add() {
         Ok(_) => reply.succeed(),
+        Err(e) => subscribe_failed(inner, session, reply, e),
+    }
+}
+
+/// The reply to a subscribe the session refused.
+fn subscribe_failed(
+    inner: &Inner,
+    session: &Session,
+    reply: Message,
+    error: SubscribeError,
+) -> Message {
+    match error {
         // Ended while this request was on its way (disconnect, expiry, shutdown).
-        Err(SubscribeError::Closed) => reply
+        SubscribeError::Closed => reply
             .fail(&BayeuxError::unknown_client())
             .with_advice(Advice::handshake()),
-        Err(SubscribeError::TooMany) => {
+        SubscribeError::TooMany => {
             denied(session, "subscribe", "", "over maxSubscriptions");
             reply.fail(&BayeuxError::limit(
                 "maxSubscriptions",
@@ -812,7 +872,7 @@ mod tests {
         ] {
             let session = open(&inner, None);
             inner.remove_session(&session, reason);
-            let reply = subscribe(&inner, &session, &subscribe_message(&session, "/race"));
+            let reply = subscribe(&inner, &session, &subscribe_message(&session, "/race")).await;
             assert!(is_unknown_client(&reply), "{reason:?}: {reply:?}");
             let receipt = server.publish("/race", json!(1)).await.unwrap();
             assert_eq!(receipt.local_recipients, 0, "{reason:?}");
@@ -825,7 +885,7 @@ mod tests {
         let server = Server::new(ServerConfig::default());
         let inner = server.inner().clone();
         let session = open(&inner, None);
-        let reply = subscribe(&inner, &session, &subscribe_message(&session, "/a/**"));
+        let reply = subscribe(&inner, &session, &subscribe_message(&session, "/a/**")).await;
         assert!(reply.is_successful());
         assert_eq!(
             server
@@ -855,7 +915,7 @@ mod tests {
             let (i, s) = (inner.clone(), session.clone());
             let subscriber = tokio::spawn(async move {
                 for n in 0..5 {
-                    subscribe(&i, &s, &subscribe_message(&s, &format!("/r/{n}")));
+                    subscribe(&i, &s, &subscribe_message(&s, &format!("/r/{n}"))).await;
                 }
             });
             let (i, s) = (inner.clone(), session.clone());
@@ -894,7 +954,9 @@ mod tests {
         let inner = server.inner().clone();
         let session = open(&inner, Some("agent"));
         assert!(
-            subscribe(&inner, &session, &subscribe_message(&session, "/v2/me/*")).is_successful()
+            subscribe(&inner, &session, &subscribe_message(&session, "/v2/me/*"))
+                .await
+                .is_successful()
         );
         let to_user = server
             .deliver_to_user("agent", "/v2/me/emails", json!(1))
@@ -919,7 +981,9 @@ mod tests {
         let session = open(&inner, None);
         session.enable_ack();
         assert!(
-            subscribe(&inner, &session, &subscribe_message(&session, "/acked")).is_successful()
+            subscribe(&inner, &session, &subscribe_message(&session, "/acked"))
+                .await
+                .is_successful()
         );
         server.publish("/acked", json!(1)).await.unwrap();
         assert_eq!(session.take().messages.len(), 1);
