@@ -993,6 +993,10 @@ impl Shared {
             .and_then(Value::as_i64);
         let mut st = self.state();
         st.confirmed.insert(pattern.clone());
+        if position.is_some() && st.replay.contains_key(pattern) {
+            // The server replays, even if the handshake did not ask.
+            st.server_replays = true;
+        }
         if let (Some(track), Some(position)) = (st.replay.get_mut(pattern), position)
             && track.resume() == ReplayFrom::New
         {

@@ -245,6 +245,27 @@ pub struct FileSettings {
     pub metrics_listen: Option<SocketAddr>,
     /// `no-metrics`.
     pub no_metrics: Option<bool>,
+    /// `replay`: one durable channel pattern or a list.
+    #[serde(default, deserialize_with = "one_or_many_patterns")]
+    pub replay: Option<Vec<String>>,
+    /// `replay-retention`.
+    pub replay_retention: Option<Millis>,
+    /// `replay-max`.
+    pub replay_max: Option<usize>,
+}
+
+/// A channel pattern or a list of them.
+fn one_or_many_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a channel pattern or a list of patterns")]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Some(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    }))
 }
 
 /// A string or a list of strings.
