@@ -525,3 +525,88 @@ async fn after_a_restart_the_client_counts_a_gap_and_replays_what_is_there() {
     .await
     .unwrap();
 }
+
+/// `bayeux listen --replay-from` prints the history, then live messages; `serve` refuses
+/// replay settings that cannot work.
+#[cfg(feature = "cli")]
+#[tokio::test]
+async fn the_command_line_replays_and_refuses_bad_replay_settings() {
+    use std::process::Stdio;
+    use tokio::process::Command;
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(replay_config(&["/news"], 100)).await;
+        for n in 0..3 {
+            t.server.publish("/news", json!({"n": n})).await.unwrap();
+        }
+        let listen = |from: String, count: &'static str| {
+            Command::new(env!("CARGO_BIN_EXE_bayeux"))
+                .args(["listen", &t.url(), "/news", "--count", count])
+                .args(["--replay-from", &from])
+                .stdin(Stdio::null())
+                .output()
+        };
+        let out = listen("all".into(), "3").await.unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let lines: Vec<Value> = String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let ns: Vec<i64> = lines
+            .iter()
+            .map(|m| m["data"]["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ns, vec![0, 1, 2]);
+        let out = listen(replay_id(&lines[0]).to_string(), "2").await.unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(
+            text.contains(r#""n":1"#) && text.contains(r#""n":2"#),
+            "{text}"
+        );
+
+        // Refused: an id the server never assigned, a value that is no replay id.
+        let out = listen("12".into(), "1").await.unwrap();
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(
+            err.contains("The replayId {12} you provided was invalid"),
+            "{err}"
+        );
+        let out = listen("soon".into(), "1").await.unwrap();
+        assert_eq!(out.status.code(), Some(2), "{out:?}");
+
+        for (args, needle) in [
+            (
+                &["--replay-max", "5"][..],
+                "--replay-max 5: applies to durable channels: add --replay PATTERN",
+            ),
+            (
+                &["--replay", "/meta/**"][..],
+                "--replay /meta/**: /meta and /service channels are never durable",
+            ),
+            (
+                &["--replay", "/a", "--replay-max", "0"][..],
+                "--replay-max 0: must be at least 1",
+            ),
+            (
+                &["--replay", "no-slash"][..],
+                "--replay no-slash: not a channel pattern",
+            ),
+        ] {
+            let out = Command::new(env!("CARGO_BIN_EXE_bayeux"))
+                .args(["serve", "--listen", "127.0.0.1:0"])
+                .args(args)
+                .stdin(Stdio::null())
+                .output()
+                .await
+                .unwrap();
+            assert_eq!(out.status.code(), Some(2), "{args:?}: {out:?}");
+            let err = String::from_utf8(out.stderr).unwrap();
+            assert!(err.contains(needle), "{args:?}: {err}");
+        }
+    })
+    .await
+    .unwrap();
+}
