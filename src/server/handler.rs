@@ -1039,4 +1039,81 @@ mod tests {
         );
         assert!(advice.interval.unwrap() >= 1_000);
     }
+
+    fn replay_subscribe(session: &Session, channel: &str, from: i64) -> Message {
+        message(
+            json!({"channel": "/meta/subscribe", "clientId": session.id(),
+                       "subscription": channel, "ext": {"replay": {channel: from}}}),
+        )
+    }
+
+    /// The `n` of each message taken from the session, with its replay id.
+    fn taken(session: &Session) -> Vec<(i64, i64)> {
+        session
+            .take()
+            .messages
+            .iter()
+            .map(|b| {
+                let m: serde_json::Value = serde_json::from_slice(b).unwrap();
+                let id = crate::protocol::replay::replay_id_of(m.get("data")).unwrap();
+                (m["data"]["n"].as_i64().unwrap(), id)
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retention_is_measured_on_the_clock_and_refuses_what_it_dropped() {
+        let replay = crate::server::ReplayConfig {
+            retention: Duration::from_secs(10),
+            ..crate::server::ReplayConfig::new(vec![ChannelName::parse("/r").unwrap()])
+        };
+        let server = Server::new(ServerConfig {
+            replay: Some(replay),
+            ..ServerConfig::default()
+        });
+        let inner = server.inner().clone();
+        let watcher = open(&inner, None);
+        assert!(
+            subscribe(&inner, &watcher, &subscribe_message(&watcher, "/r"))
+                .await
+                .is_successful()
+        );
+        server.publish("/r", json!({"n": 1})).await.unwrap();
+        server.publish("/r", json!({"n": 2})).await.unwrap();
+        tokio::time::advance(Duration::from_secs(6)).await;
+        server.publish("/r", json!({"n": 3})).await.unwrap();
+        let ids = taken(&watcher);
+        assert_eq!(
+            ids.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        // Ten seconds: all three are kept.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let s = open(&inner, None);
+        let reply = subscribe(&inner, &s, &replay_subscribe(&s, "/r", -2)).await;
+        assert!(reply.is_successful(), "{reply:?}");
+        assert_eq!(taken(&s).len(), 3);
+        // A second more: the first two are past the retention.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let s = open(&inner, None);
+        let reply = subscribe(&inner, &s, &replay_subscribe(&s, "/r", ids[0].1)).await;
+        let error = reply.bayeux_error().unwrap();
+        assert!(
+            crate::protocol::replay::is_invalid_replay_id(&error),
+            "{error}"
+        );
+        assert!(error.message.contains("no longer retained"), "{error}");
+        // After the last one dropped: nothing missed.
+        let reply = subscribe(&inner, &s, &replay_subscribe(&s, "/r", ids[1].1)).await;
+        assert!(reply.is_successful(), "{reply:?}");
+        assert_eq!(taken(&s), vec![ids[2]]);
+        // Everything retained is the third only.
+        let s = open(&inner, None);
+        assert!(
+            subscribe(&inner, &s, &replay_subscribe(&s, "/r", -2))
+                .await
+                .is_successful()
+        );
+        assert_eq!(taken(&s), vec![ids[2]]);
+    }
 }
