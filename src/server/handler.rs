@@ -1116,4 +1116,67 @@ mod tests {
         );
         assert_eq!(taken(&s), vec![ids[2]]);
     }
+
+    #[tokio::test]
+    async fn per_session_deliveries_are_never_durable_and_per_user_ones_are_per_user() {
+        let all = vec![ChannelName::parse("/**").unwrap()];
+        let server = Server::new(ServerConfig {
+            replay: Some(crate::server::ReplayConfig::new(all)),
+            ..ServerConfig::default()
+        });
+        let inner = server.inner().clone();
+        let agent = open(&inner, Some("agent1"));
+        assert!(
+            subscribe(&inner, &agent, &subscribe_message(&agent, "/v2/me/*"))
+                .await
+                .is_successful()
+        );
+        server
+            .deliver(agent.id(), "/direct", json!({"n": 0}))
+            .await
+            .unwrap();
+        let direct: serde_json::Value = serde_json::from_slice(&agent.take().messages[0]).unwrap();
+        assert_eq!(direct["data"], json!({"n": 0}), "no replay id");
+        server
+            .deliver_to_user("agent1", "/v2/me/emails", json!({"n": 1}))
+            .await
+            .unwrap();
+        server
+            .deliver_to_user("agent2", "/v2/me/emails", json!({"n": 2}))
+            .await
+            .unwrap();
+        server
+            .publish("/v2/me/emails", json!({"n": 3}))
+            .await
+            .unwrap();
+        assert_eq!(
+            taken(&agent).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        // Replaying everything: its own user's, the broadcast, never agent2's, nor the
+        // per-session one.
+        let again = open(&inner, Some("agent1"));
+        assert!(
+            subscribe(&inner, &again, &replay_subscribe(&again, "/**", -2))
+                .await
+                .is_successful()
+        );
+        assert_eq!(
+            taken(&again).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        let anonymous = open(&inner, None);
+        assert!(
+            subscribe(&inner, &anonymous, &replay_subscribe(&anonymous, "/**", -2))
+                .await
+                .is_successful()
+        );
+        assert_eq!(
+            taken(&anonymous)
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>(),
+            vec![3]
+        );
+    }
 }

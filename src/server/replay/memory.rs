@@ -10,9 +10,8 @@ use tokio::time::Instant;
 
 use crate::protocol::ChannelName;
 
-/// Who may replay an entry: everyone (a broadcast) or one user's sessions (a per-user
-/// delivery).
-type Key = (ChannelName, Option<String>);
+/// The streams of one audience, by channel.
+type Streams = HashMap<ChannelName, Stream>;
 
 /// One retained message.
 struct Entry {
@@ -58,7 +57,10 @@ pub(crate) struct MemoryLog {
     /// Ids at or below it are not replayable: the ids before this log began, and the
     /// floors of streams removed once empty.
     floor: u64,
-    streams: HashMap<Key, Stream>,
+    /// By audience: `None` for broadcasts (everyone may replay them), a user's name for
+    /// per-user deliveries (that user's sessions only). A replay looks at two audiences,
+    /// however many users there are.
+    streams: HashMap<Option<String>, Streams>,
     retention: Duration,
     max_per_stream: usize,
 }
@@ -116,7 +118,9 @@ impl MemoryLog {
         self.latest = id;
         let stream = self
             .streams
-            .entry((channel.clone(), user.map(str::to_string)))
+            .entry(user.map(str::to_string))
+            .or_default()
+            .entry(channel.clone())
             .or_default();
         if stream.entries.len() >= self.max_per_stream
             && let Some(old) = stream.entries.pop_front()
@@ -135,21 +139,24 @@ impl MemoryLog {
     pub fn prune(&mut self, now: Instant) {
         let retention = self.retention;
         let mut floor = self.floor;
-        self.streams.retain(|_, stream| {
-            while stream
-                .entries
-                .front()
-                .is_some_and(|e| now.saturating_duration_since(e.at) > retention)
-            {
-                if let Some(old) = stream.entries.pop_front() {
-                    stream.floor = old.id;
+        self.streams.retain(|_, streams| {
+            streams.retain(|_, stream| {
+                while stream
+                    .entries
+                    .front()
+                    .is_some_and(|e| now.saturating_duration_since(e.at) > retention)
+                {
+                    if let Some(old) = stream.entries.pop_front() {
+                        stream.floor = old.id;
+                    }
                 }
-            }
-            if stream.entries.is_empty() {
-                floor = floor.max(stream.floor);
-                return false;
-            }
-            true
+                if stream.entries.is_empty() {
+                    floor = floor.max(stream.floor);
+                    return false;
+                }
+                true
+            });
+            !streams.is_empty()
         });
         self.floor = floor;
     }
@@ -161,11 +168,13 @@ impl MemoryLog {
         pattern: &'a ChannelName,
         user: Option<&'a str>,
     ) -> impl Iterator<Item = &'a Stream> + 'a {
-        self.streams
-            .iter()
-            .filter(move |((channel, owner), _)| {
-                pattern.matches(channel) && (owner.is_none() || owner.as_deref() == user)
-            })
+        let broadcasts = self.streams.get(&None);
+        let own = user.and_then(|u| self.streams.get(&Some(u.to_string())));
+        broadcasts
+            .into_iter()
+            .chain(own)
+            .flat_map(|streams| streams.iter())
+            .filter(move |(channel, _)| pattern.matches(channel))
             .map(|(_, s)| s)
     }
 
@@ -211,7 +220,11 @@ impl MemoryLog {
     /// How many messages are retained, for tests and monitoring.
     #[cfg_attr(not(test), allow(dead_code))]
     pub fn len(&self) -> usize {
-        self.streams.values().map(|s| s.entries.len()).sum()
+        self.streams
+            .values()
+            .flat_map(|streams| streams.values())
+            .map(|s| s.entries.len())
+            .sum()
     }
 }
 
