@@ -1179,4 +1179,57 @@ mod tests {
             vec![3]
         );
     }
+
+    #[tokio::test]
+    async fn a_history_the_queue_cannot_hold_is_refused_not_cut() {
+        let server = Server::new(ServerConfig {
+            max_queue: 3,
+            replay: Some(crate::server::ReplayConfig::new(vec![
+                ChannelName::parse("/r").unwrap(),
+            ])),
+            ..ServerConfig::default()
+        });
+        let inner = server.inner().clone();
+        let watcher = open(&inner, None);
+        assert!(
+            subscribe(&inner, &watcher, &subscribe_message(&watcher, "/r"))
+                .await
+                .is_successful()
+        );
+        for n in 0..5 {
+            server.publish("/r", json!({"n": n})).await.unwrap();
+            if n == 2 {
+                // Keep the watcher's queue under its bound.
+                let _ = watcher.take();
+            }
+        }
+        let ids = taken(&watcher);
+        let s = open(&inner, None);
+        let reply = subscribe(&inner, &s, &replay_subscribe(&s, "/r", -2)).await;
+        let error = reply.bayeux_error().unwrap();
+        assert_eq!(error.code, 409, "{error}");
+        assert!(
+            error
+                .message
+                .starts_with("Replay of 5 messages does not fit"),
+            "{error}"
+        );
+        // Nothing was subscribed.
+        assert_eq!(
+            server
+                .publish("/r", json!({"n": 5}))
+                .await
+                .unwrap()
+                .local_recipients,
+            1
+        );
+        let _ = watcher.take();
+        // From a later id, it fits.
+        let reply = subscribe(&inner, &s, &replay_subscribe(&s, "/r", ids[0].1)).await;
+        assert!(reply.is_successful(), "{reply:?}");
+        assert_eq!(
+            taken(&s).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+    }
 }

@@ -521,6 +521,17 @@ impl Session {
         }
     }
 
+    /// Whether `messages`, queued now, would all fit within the queue's bounds (a replay
+    /// checks its history before queueing it, so that none of it is dropped).
+    pub fn fits(&self, messages: &[Bytes]) -> bool {
+        let st = self.state();
+        let held = st.queue.len() + st.ack.as_ref().map_or(0, |a| a.unacked.len());
+        let bytes: usize = messages.iter().map(charge).sum();
+        (held == 0 && messages.len() <= 1)
+            || (held + messages.len() <= self.limits.max_messages
+                && st.held_bytes + bytes <= self.limits.max_bytes)
+    }
+
     /// Queues an already-encoded message for the client. Never blocks: it runs inside
     /// the fan-out. Unacknowledged messages count against the bounds like queued ones.
     ///

@@ -52,8 +52,9 @@ pub struct ReplayConfig {
     /// events).
     pub retention: Duration,
     /// The most messages kept per channel (and, for per-user messages, per channel and
-    /// user); the oldest go first (default 1 000). A replay sends what it finds at once,
-    /// into the session's queue, so keep this below `max_queue`.
+    /// user); the oldest go first (default 1 000). A replay queues what it finds at once
+    /// into the session's queue, and a history that does not fit there is refused
+    /// (`409`), so keep this below `max_queue`.
     pub max_per_channel: usize,
 }
 
@@ -196,21 +197,44 @@ impl Replay {
                         )));
                     }
                 }
-                let added = subscribe().map_err(JoinError::Subscribe)?;
-                let mut history: Vec<(u64, Bytes)> = Vec::new();
-                for (pattern, from) in requests {
+                // The history of every pattern asked, before subscribing: a history the
+                // session's queue cannot hold is refused rather than cut.
+                let mut history: Vec<(u64, Bytes, usize)> = Vec::new();
+                for (i, (pattern, from)) in requests.iter().enumerate() {
                     let after = match *from {
                         ReplayFrom::New => continue,
                         ReplayFrom::All => None,
                         ReplayFrom::After(id) => Some(id.max(0) as u64),
                     };
-                    if added.contains(pattern) {
-                        log.history(pattern, user, after, &mut history);
+                    let mut found = Vec::new();
+                    log.history(pattern, user, after, &mut found);
+                    history.extend(found.into_iter().map(|(id, m)| (id, m, i)));
+                }
+                history.sort_by_key(|(id, _, _)| *id);
+                let mut all: Vec<Bytes> = Vec::with_capacity(history.len());
+                let mut previous = None;
+                for (id, m, _) in &history {
+                    if previous != Some(*id) {
+                        all.push(m.clone());
+                        previous = Some(*id);
                     }
                 }
-                history.sort_unstable_by_key(|(id, _)| *id);
-                history.dedup_by_key(|(id, _)| *id);
-                for (_, message) in &history {
+                if !session.fits(&all) {
+                    let channel = requests.first().map_or("", |(p, _)| p.as_str());
+                    return Err(JoinError::Refused(BayeuxError::limit(
+                        channel,
+                        format!(
+                            "Replay of {} messages does not fit this session's queue (maxQueue, maxQueueBytes): replay from a later replayId",
+                            all.len()
+                        ),
+                    )));
+                }
+                let added = subscribe().map_err(JoinError::Subscribe)?;
+                // A pattern the session already had replays nothing: its messages
+                // reached the session live. Each message once, in id order.
+                history.retain(|(_, _, i)| added.contains(&requests[*i].0));
+                history.dedup_by_key(|(id, _, _)| *id);
+                for (_, message, _) in &history {
                     session.deliver(message);
                 }
                 Ok(Joined {
