@@ -651,6 +651,15 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             tracing::info!("cleartext HTTP/2 accepted from clients with prior knowledge");
         }
     }
+    if let Some(replay) = &settings.config.replay {
+        let patterns: Vec<&str> = replay.patterns.iter().map(|p| p.as_str()).collect();
+        tracing::info!(
+            "replay: {} durable, in memory on this node, each channel keeping {} messages for {}",
+            patterns.join(", "),
+            replay.max_per_channel,
+            show_duration(replay.retention)
+        );
+    }
     let metrics = if settings.no_metrics {
         ""
     } else {

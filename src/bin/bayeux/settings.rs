@@ -489,6 +489,21 @@ mod tests {
     }
 
     #[test]
+    fn a_file_takes_replay_patterns_one_or_many() {
+        let s = FileSettings::parse(
+            "replay = \"/v2/**\"\nreplay-retention = \"1h\"\nreplay-max = 50\n",
+        )
+        .unwrap();
+        assert_eq!(s.replay, Some(vec!["/v2/**".to_string()]));
+        assert_eq!(s.replay_retention, Some(Dur(Duration::from_secs(3600))));
+        assert_eq!(s.replay_max, Some(50));
+        let s = FileSettings::parse("replay = [\"/a\", \"/b/*\"]\n").unwrap();
+        assert_eq!(s.replay, Some(vec!["/a".to_string(), "/b/*".to_string()]));
+        let e = FileSettings::parse("replay = 3\n").unwrap_err();
+        assert!(e.contains("a channel pattern or a list of patterns"), "{e}");
+    }
+
+    #[test]
     fn file_errors_name_the_line_and_the_key() {
         let e = FileSettings::parse("path = \"/c\"\nmax_queue = 3\n").unwrap_err();
         assert_eq!(
