@@ -12,8 +12,15 @@
 //! `/meta/subscribe` handler hands a subscribe with `ext.replay` to [`Replay::join`],
 //! which subscribes the session and queues its history in one step. The storage is a
 //! [`Store`]: today the single-node [`memory`] log, whose ids are assigned when the
-//! message is routed; a cluster-wide store (assigning ids when its log acknowledges the
-//! message, delivering in log order) is another variant behind the same two calls.
+//! message is routed; a cluster-wide store is another variant behind the same two calls.
+//! Nothing outside this module assumes that ids are known before a message is encoded:
+//! a store whose log assigns the id when it acknowledges the message (a JetStream
+//! stream's sequence) keeps the message without it and puts it in
+//! ([`inject_replay_id`](crate::protocol::replay::inject_replay_id)) when its consumer
+//! hands the message to this node's sessions, in sequence order; its `join` reads the
+//! history from the log and joins the consumer's position. What a store must answer:
+//! the latest id, the retained messages after an id for a pattern and a user (broadcasts
+//! and that user's own), and whether everything after an id is still retained.
 
 mod memory;
 
