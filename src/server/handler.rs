@@ -636,32 +636,35 @@ async fn subscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) 
                 return reply.fail(&e.to_bayeux());
             }
         };
-        if let Some(froms) = froms {
-            let requests: Vec<(ChannelName, ReplayFrom)> =
-                channels.iter().cloned().zip(froms).collect();
-            return match replay.join(session, &requests, add).await {
-                Ok(joined) => {
-                    // Where the subscription joined the log, per channel: an addition to
-                    // Salesforce's format that lets a client resume exactly even when
-                    // it received nothing before losing its session.
-                    let positions: serde_json::Map<String, serde_json::Value> = names
-                        .iter()
-                        .map(|n| (n.to_string(), joined.position.into()))
-                        .collect();
-                    let mut reply = reply.succeed();
-                    reply
-                        .ext
-                        .get_or_insert_with(Default::default)
-                        .insert(crate::protocol::replay::REPLAY_EXT.into(), positions.into());
-                    reply
-                }
-                Err(JoinError::Refused(e)) => {
-                    denied(session, "subscribe", "", "replayId not replayable");
-                    reply.fail(&e)
-                }
-                Err(JoinError::Subscribe(e)) => subscribe_failed(inner, session, reply, e),
-            };
-        }
+        // Without the extension, new messages only; but through the log all the
+        // same, so that the session knows where each pattern joined it.
+        let asked = froms.is_some();
+        let froms = froms.unwrap_or_else(|| vec![ReplayFrom::New; channels.len()]);
+        let requests: Vec<(ChannelName, ReplayFrom)> =
+            channels.iter().cloned().zip(froms).collect();
+        return match replay.join(session, &requests, add).await {
+            Ok(_) if !asked => reply.succeed(),
+            Ok(joined) => {
+                // Where the subscription joined the log, per channel: an addition to
+                // Salesforce's format that lets a client resume exactly even when
+                // it received nothing before losing its session.
+                let positions: serde_json::Map<String, serde_json::Value> = names
+                    .iter()
+                    .map(|n| (n.to_string(), joined.position.into()))
+                    .collect();
+                let mut reply = reply.succeed();
+                reply
+                    .ext
+                    .get_or_insert_with(Default::default)
+                    .insert(crate::protocol::replay::REPLAY_EXT.into(), positions.into());
+                reply
+            }
+            Err(JoinError::Refused(e)) => {
+                denied(session, "subscribe", "", "replayId not replayable");
+                reply.fail(&e)
+            }
+            Err(JoinError::Subscribe(e)) => subscribe_failed(inner, session, reply, e),
+        };
     }
     match add() {
         Ok(_) => reply.succeed(),
@@ -1230,6 +1233,65 @@ mod tests {
         assert_eq!(
             taken(&s).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
             vec![4, 5]
+        );
+    }
+
+    /// Found by the fuzzer: a message that reached the session through one pattern
+    /// (live or replayed) is not replayed again through another that matches it.
+    #[tokio::test]
+    async fn overlapping_patterns_replay_each_message_once() {
+        let server = Server::new(ServerConfig {
+            replay: Some(crate::server::ReplayConfig::new(vec![
+                ChannelName::parse("/a/**").unwrap(),
+            ])),
+            ..ServerConfig::default()
+        });
+        let inner = server.inner().clone();
+        server.publish("/a/b", json!({"n": 0})).await.unwrap();
+        // Replayed through `/a/*`, then asked again through `/a/b`.
+        let s = open(&inner, None);
+        assert!(
+            subscribe(&inner, &s, &replay_subscribe(&s, "/a/*", -2))
+                .await
+                .is_successful()
+        );
+        assert!(
+            subscribe(&inner, &s, &replay_subscribe(&s, "/a/b", -2))
+                .await
+                .is_successful()
+        );
+        assert_eq!(
+            taken(&s).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![0]
+        );
+        // Live through `/a/b` (plain), then `/a/**` from everything: only what `/a/b`
+        // could not have delivered (the older message, and `/a/c`).
+        let t = open(&inner, None);
+        assert!(
+            subscribe(&inner, &t, &subscribe_message(&t, "/a/b"))
+                .await
+                .is_successful()
+        );
+        server.publish("/a/b", json!({"n": 1})).await.unwrap();
+        server.publish("/a/c", json!({"n": 2})).await.unwrap();
+        assert_eq!(
+            taken(&t).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert!(
+            subscribe(&inner, &t, &replay_subscribe(&t, "/a/**", -2))
+                .await
+                .is_successful()
+        );
+        assert_eq!(
+            taken(&t).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![0, 2]
+        );
+        // Both patterns deliver live from now on, once.
+        server.publish("/a/b", json!({"n": 3})).await.unwrap();
+        assert_eq!(
+            taken(&t).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![3]
         );
     }
 }

@@ -167,7 +167,7 @@ impl MemoryLog {
         &'a self,
         pattern: &'a ChannelName,
         user: Option<&'a str>,
-    ) -> impl Iterator<Item = &'a Stream> + 'a {
+    ) -> impl Iterator<Item = (&'a ChannelName, &'a Stream)> + 'a {
         let broadcasts = self.streams.get(&None);
         let own = user.and_then(|u| self.streams.get(&Some(u.to_string())));
         broadcasts
@@ -175,7 +175,6 @@ impl MemoryLog {
             .chain(own)
             .flat_map(|streams| streams.iter())
             .filter(move |(channel, _)| pattern.matches(channel))
-            .map(|(_, s)| s)
     }
 
     /// Whether everything after `after` that a session of `user` subscribed to
@@ -189,30 +188,30 @@ impl MemoryLog {
         if after > self.latest {
             return Err(Refusal::Unknown);
         }
-        if after < self.floor || self.visible(pattern, user).any(|s| s.floor > after) {
+        if after < self.floor || self.visible(pattern, user).any(|(_, s)| s.floor > after) {
             return Err(Refusal::NotRetained);
         }
         Ok(())
     }
 
     /// The retained messages after `after` (all of them for `None`) that a session of
-    /// `user` subscribed to `pattern` receives, as (id, message), unsorted.
+    /// `user` subscribed to `pattern` receives, as (id, channel, message), unsorted.
     pub fn history(
         &self,
         pattern: &ChannelName,
         user: Option<&str>,
         after: Option<u64>,
-        out: &mut Vec<(u64, Bytes)>,
+        out: &mut Vec<(u64, ChannelName, Bytes)>,
     ) {
         let after = after.unwrap_or(0);
-        for stream in self.visible(pattern, user) {
+        for (channel, stream) in self.visible(pattern, user) {
             // Entries are in id order: skip the old ones from the front.
             let start = stream.entries.partition_point(|e| e.id <= after);
             out.extend(
                 stream
                     .entries
                     .range(start..)
-                    .map(|e| (e.id, e.message.clone())),
+                    .map(|e| (e.id, channel.clone(), e.message.clone())),
             );
         }
     }
@@ -239,7 +238,7 @@ mod tests {
     fn ids(log: &MemoryLog, pattern: &str, user: Option<&str>, after: Option<u64>) -> Vec<u64> {
         let mut out = Vec::new();
         log.history(&ch(pattern), user, after, &mut out);
-        let mut ids: Vec<u64> = out.into_iter().map(|(id, _)| id).collect();
+        let mut ids: Vec<u64> = out.into_iter().map(|(id, _, _)| id).collect();
         ids.sort_unstable();
         ids
     }

@@ -176,12 +176,14 @@ impl Replay {
         routing.await
     }
 
-    /// Subscribes a session with replay: checks every `After` id, runs `subscribe`
+    /// Subscribes a session, with replay: checks every `After` id, runs `subscribe`
     /// (which adds the session's new patterns to the index), and queues into the session
     /// the retained messages after each requested point for the patterns it added, in id
     /// order and each once: all under the log's lock, so that no message published
-    /// meanwhile is missed or sent twice. A pattern the session already had replays
-    /// nothing (its messages already reached the session live).
+    /// meanwhile is missed or sent twice. Every subscribe of a server with replay comes
+    /// here (a plain one asks [`ReplayFrom::New`] for each pattern), so that the session
+    /// knows where each of its patterns joined the log: a message that already reached
+    /// it live through another pattern is not replayed.
     pub async fn join(
         &self,
         session: &SessionRef,
@@ -204,39 +206,60 @@ impl Replay {
                         )));
                     }
                 }
-                // The history of every pattern asked, before subscribing: a history the
-                // session's queue cannot hold is refused rather than cut.
+                // The history of every pattern asked, less what the session's current
+                // patterns already delivered (replayed or live, after their start).
+                let before = session.replay_positions();
                 let mut history: Vec<(u64, Bytes, usize)> = Vec::new();
+                let mut found = Vec::new();
                 for (i, (pattern, from)) in requests.iter().enumerate() {
                     let after = match *from {
                         ReplayFrom::New => continue,
                         ReplayFrom::All => None,
                         ReplayFrom::After(id) => Some(id.max(0) as u64),
                     };
-                    let mut found = Vec::new();
+                    found.clear();
                     log.history(pattern, user, after, &mut found);
-                    history.extend(found.into_iter().map(|(id, m)| (id, m, i)));
+                    history.extend(found.drain(..).filter_map(|(id, channel, m)| {
+                        let delivered = before
+                            .iter()
+                            .any(|(p, joined)| *joined < id && p.matches(&channel));
+                        (!delivered).then_some((id, m, i))
+                    }));
                 }
                 history.sort_by_key(|(id, _, _)| *id);
-                let mut all: Vec<Bytes> = Vec::with_capacity(history.len());
+                // Checked before subscribing: a history the session's queue cannot
+                // hold is refused rather than cut.
+                let mut distinct: Vec<Bytes> = Vec::with_capacity(history.len());
                 let mut previous = None;
                 for (id, m, _) in &history {
                     if previous != Some(*id) {
-                        all.push(m.clone());
+                        distinct.push(m.clone());
                         previous = Some(*id);
                     }
                 }
-                if !session.fits(&all) {
+                if !session.fits(&distinct) {
                     let channel = requests.first().map_or("", |(p, _)| p.as_str());
                     return Err(JoinError::Refused(BayeuxError::limit(
                         channel,
                         format!(
                             "Replay of {} messages does not fit this session's queue (maxQueue, maxQueueBytes): replay from a later replayId",
-                            all.len()
+                            distinct.len()
                         ),
                     )));
                 }
                 let added = subscribe().map_err(JoinError::Subscribe)?;
+                // Where each new pattern delivers from: what it replays, then live.
+                let latest = log.latest();
+                session.replay_joined(requests.iter().filter(|(p, _)| added.contains(p)).map(
+                    |(p, from)| {
+                        let start = match *from {
+                            ReplayFrom::New => latest,
+                            ReplayFrom::All => 0,
+                            ReplayFrom::After(id) => id.max(0) as u64,
+                        };
+                        (p.clone(), start)
+                    },
+                ));
                 // A pattern the session already had replays nothing: its messages
                 // reached the session live. Each message once, in id order.
                 history.retain(|(_, _, i)| added.contains(&requests[*i].0));
