@@ -25,6 +25,31 @@ fn server() -> Server {
     })
 }
 
+/// [`server`] with every channel durable (replay on), so that publishes go through the
+/// replay log and subscribes read `ext.replay`.
+fn replaying_server() -> Server {
+    let all = vec![bayeux::protocol::ChannelName::parse("/**").unwrap()];
+    Server::new(ServerConfig {
+        replay: Some(bayeux::server::ReplayConfig::new(all)),
+        ..server().config().clone()
+    })
+}
+
+/// An `ext.replay` of a subscribe: channels to ids (or to anything).
+fn replay_map() -> BoxedStrategy<Value> {
+    prop::collection::btree_map(
+        channel(),
+        prop_oneof![
+            (-3i64..3).prop_map(|n| json!(n)),
+            any::<i64>().prop_map(|n| json!(n)),
+            json_value(),
+        ],
+        0..3,
+    )
+    .prop_map(|m| Value::Object(m.into_iter().collect()))
+    .boxed()
+}
+
 /// The messages of `body` if it is a batch (one message object or a non-empty array),
 /// else `None`: the rules of `Batch::parse`, written out independently.
 fn batch_of(body: &[u8]) -> Option<Vec<Value>> {
@@ -336,8 +361,8 @@ fn field_value(field: &'static str) -> BoxedStrategy<Value> {
         "clientId" | "error" | "timestamp" => "[ -~]{0,12}".prop_map(Value::String).boxed(),
         "data" => json_value(),
         "ext" => prop::collection::btree_map(
-            prop::sample::select(vec!["ack", "userId", "x"]).prop_map(str::to_string),
-            json_value(),
+            prop::sample::select(vec!["ack", "userId", "x", "replay"]).prop_map(str::to_string),
+            prop_oneof![3 => json_value(), 1 => Just(json!(true)), 1 => replay_map()],
             0..3,
         )
         .prop_map(|m| Value::Object(m.into_iter().collect()))
@@ -445,6 +470,14 @@ fn request() -> impl Strategy<Value = Value> {
         1 => (pattern(), id.clone()).prop_map(|(c, id)| {
             json!({"channel": "/meta/unsubscribe", "subscription": c, "id": id})
         }),
+        // Replaying subscribes (ignored by a server without replay).
+        2 => (pattern(), id.clone(), prop_oneof![Just(-2i64), Just(-1), -3i64..3, any::<i64>()])
+            .prop_map(|(c, id, from)| {
+                let mut entries = Map::new();
+                entries.insert(c.clone(), json!(from));
+                json!({"channel": "/meta/subscribe", "subscription": c, "id": id,
+                       "ext": {"replay": entries}})
+            }),
         4 => (target, json_value(), id.clone())
             .prop_map(|(c, data, id)| json!({"channel": c, "data": data, "id": id})),
         2 => id.clone().prop_map(|id| {
@@ -518,9 +551,9 @@ proptest! {
     }
 
     #[test]
-    fn messages_with_a_live_client_id_never_panic(batch in prop::collection::vec(request(), 1..8)) {
+    fn messages_with_a_live_client_id_never_panic(batch in prop::collection::vec(request(), 1..8), replay in any::<bool>()) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
-        let s = rt.block_on(async { server() });
+        let s = rt.block_on(async { if replay { replaying_server() } else { server() } });
         let client_id = rt.block_on(async {
             let req = http::Request::post("/cometd").body(Full::new(Bytes::from_static(br#"{"channel":"/meta/handshake","version":"1.0"}"#))).unwrap();
             let body = s.handle(req).await.into_body().collect().await.unwrap().to_bytes();

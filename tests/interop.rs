@@ -104,6 +104,35 @@ const COMETD_STEPS: &[&str] = &[
     "disconnect",
 ];
 
+/// The steps of the CometD JavaScript client with a replay extension written from
+/// Salesforce's wire format (`cometd_replay_client.mjs`), in order.
+const COMETD_REPLAY_STEPS: &[&str] = &[
+    "replay handshake",
+    "replay -2: history in order with replay ids",
+    "replay -2: then live",
+    "extension tracked the last replay id",
+    "replay after an id",
+    "no replay extension: live only",
+    "unknown replay id refused",
+    "disconnect",
+];
+
+/// The demo app with its `/v2/**` channels durable (replay on), trusting `ext.userId`
+/// (the CometD client's WebSocket transport cannot send an `Authorization` header).
+async fn our_replaying_server() -> (DemoApp, Listening) {
+    let config = ServerConfig {
+        timeout: Duration::from_secs(5),
+        replay: Some(bayeux::server::ReplayConfig::new(vec![
+            bayeux::protocol::ChannelName::parse("/v2/**").unwrap(),
+        ])),
+        ..ServerConfig::default()
+    };
+    let access = Access::demo().trusting_ext_user_id();
+    let app = DemoApp::new(config, access, WorkbinConfig::default(), "/cometd");
+    let listening = app.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (app, listening)
+}
+
 /// The steps Faye's Node client script reports over WebSocket, in order: the socket,
 /// then the transport in use after the handshake and at the end, and what went over the
 /// wire (handshake over long-polling, everything after it over the socket).
@@ -334,6 +363,32 @@ async fn cometd_javascript_client_long_polling() {
         &app,
     )
     .await;
+}
+
+/// Salesforce's replay extension, as a client other than ours speaks it: the CometD
+/// JavaScript client with a replay extension written in the test from the wire format,
+/// over long-polling and over its default transports (WebSocket).
+#[tokio::test]
+async fn cometd_javascript_client_with_a_replay_extension() {
+    for (mode, peer) in [
+        ("long-polling", "cometd-js replay (long-polling)"),
+        ("default", "cometd-js replay (default transports)"),
+    ] {
+        let (app, l) = our_replaying_server().await;
+        run_steps(
+            "node",
+            &[
+                "cometd_replay_client.mjs",
+                &l.url("/cometd"),
+                &l.url(""),
+                mode,
+            ],
+            peer,
+            COMETD_REPLAY_STEPS,
+            &app,
+        )
+        .await;
+    }
 }
 
 /// The client's default transports: WebSocket first, which our server offers.

@@ -21,10 +21,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::transport::Lane;
-use super::{ConnectionState, Error, ErrorKind, Shared, merge_advice};
-use crate::protocol::{
-    Advice, ChannelName, META_CONNECT, META_SUBSCRIBE, Message, Reconnect, Subscription,
-};
+use super::{ConnectionState, Error, ErrorKind, ReplayTrack, Shared, merge_advice};
+use crate::protocol::{Advice, ChannelName, META_CONNECT, Message, Reconnect, ReplayFrom};
 
 /// Capped exponential backoff with "equal jitter": the n-th delay is drawn uniformly
 /// from `[c/2, c]`, where the ceiling `c` starts at `initial` and doubles up to `max`.
@@ -319,7 +317,10 @@ fn lost_reason(reply: &Message) -> String {
 }
 
 /// Subscribes the new session to every pattern that still has a local listener, in one
-/// batch. A pattern the server now refuses ends its streams.
+/// batch, each replaying pattern after the last replay id it saw. A pattern the server
+/// now refuses ends its streams, except a replaying one whose id the server cannot
+/// replay after any more (retention exceeded, a server that lost its log): its streams
+/// count a gap, and it subscribes again with everything the server still has.
 async fn resubscribe(shared: &Shared) -> Result<(), Error> {
     let patterns: Vec<ChannelName> = {
         let st = shared.state();
@@ -331,24 +332,63 @@ async fn resubscribe(shared: &Shared) -> Result<(), Error> {
     if patterns.is_empty() {
         return Ok(());
     }
+    let mut retry = Vec::new();
+    subscribe_all(shared, patterns, &mut retry).await?;
+    if retry.is_empty() {
+        return Ok(());
+    }
+    {
+        let mut st = shared.state();
+        for pattern in &retry {
+            event!(
+                shared,
+                pattern = pattern.as_str(),
+                "bayeux client: the server cannot replay after the last replayId seen; messages may be missing; replaying everything it retains"
+            );
+            for l in st.listeners.iter().filter(|l| &l.pattern == pattern) {
+                l.gaps.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            if let Some(track) = st.replay.get_mut(pattern) {
+                *track = ReplayTrack {
+                    from: ReplayFrom::All,
+                    last: None,
+                };
+            }
+        }
+    }
+    subscribe_all(shared, retry, &mut Vec::new()).await
+}
+
+/// Subscribes `patterns` in one batch; the replaying ones whose replay id was refused go
+/// to `refused_replay` (their listeners stay), the other refused ones lose their
+/// listeners.
+async fn subscribe_all(
+    shared: &Shared,
+    patterns: Vec<ChannelName>,
+    refused_replay: &mut Vec<ChannelName>,
+) -> Result<(), Error> {
     let requests: Vec<Message> = patterns
         .iter()
-        .map(|p| {
-            let mut m = shared.message(META_SUBSCRIBE);
-            m.subscription = Some(Subscription::One(p.to_string()));
-            m
-        })
+        .map(|p| shared.subscribe_message(p))
         .collect();
     let replies = shared
         .exchange(Lane::Requests, requests, shared.config.request_timeout)
         .await?;
-    let mut st = shared.state();
     for (pattern, reply) in patterns.into_iter().zip(replies) {
         match reply {
-            Some(r) if r.is_successful() => {
-                st.confirmed.insert(pattern);
+            Some(r) if r.is_successful() => shared.confirmed(&pattern, &r),
+            Some(r) => {
+                let mut st = shared.state();
+                let replay_refused = st.replay.contains_key(&pattern)
+                    && r.bayeux_error()
+                        .is_some_and(|e| crate::protocol::replay::is_invalid_replay_id(&e));
+                if replay_refused {
+                    refused_replay.push(pattern);
+                } else {
+                    st.listeners.retain(|l| l.pattern != pattern);
+                    st.replay.remove(&pattern);
+                }
             }
-            Some(_) => st.listeners.retain(|l| l.pattern != pattern),
             None => return Err(Error::protocol("no reply to a re-subscribe")),
         }
     }

@@ -54,6 +54,7 @@ use serde_json::{Map, Value};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 
+pub use crate::protocol::ReplayFrom;
 pub use error::{Error, ErrorKind, TlsFailure};
 pub use subscription::Subscription;
 
@@ -158,6 +159,9 @@ pub(crate) struct ClientConfig {
     pub subscription_capacity: usize,
     /// The grammar `subscribe` checks channel names with before asking the server.
     pub channel_grammar: ChannelGrammar,
+    /// Ask for Salesforce's replay extension at every handshake, even before any
+    /// [`Client::subscribe_from`].
+    pub replay: bool,
 }
 
 impl fmt::Debug for ClientConfig {
@@ -174,6 +178,7 @@ impl fmt::Debug for ClientConfig {
             .field("ack", &self.ack)
             .field("subscription_capacity", &self.subscription_capacity)
             .field("channel_grammar", &self.channel_grammar)
+            .field("replay", &self.replay)
             .finish()
     }
 }
@@ -276,6 +281,15 @@ impl ClientBuilder {
     /// and the other subscriptions are never held up.
     pub fn subscription_capacity(mut self, capacity: usize) -> Self {
         self.config.subscription_capacity = capacity.max(1);
+        self
+    }
+
+    /// Asks for Salesforce's replay extension (`ext: {"replay": true}`) at every
+    /// handshake, from the first one on (default: off; the client asks anyway once a
+    /// [`Client::subscribe_from`] or [`Client::restore_replay_ids`] was made). Servers
+    /// without the extension ignore the request.
+    pub fn replay(mut self, enabled: bool) -> Self {
+        self.config.replay = enabled;
         self
     }
 
@@ -536,6 +550,26 @@ pub(crate) struct Listener {
     pub gaps: Arc<AtomicU64>,
 }
 
+/// A pattern subscribed with replay: where it started, and the last replay id seen on it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ReplayTrack {
+    /// What was asked first.
+    pub from: ReplayFrom,
+    /// The highest replay id delivered on the pattern (or where the server said a
+    /// `New` subscription joined): the next subscribe resumes after it.
+    pub last: Option<i64>,
+}
+
+impl ReplayTrack {
+    /// What a (re-)subscribe asks for: after the last id seen, else what was asked.
+    pub fn resume(&self) -> ReplayFrom {
+        match self.last {
+            Some(id) => ReplayFrom::After(id),
+            None => self.from,
+        }
+    }
+}
+
 #[derive(Default)]
 pub(crate) struct State {
     pub client_id: Option<String>,
@@ -547,6 +581,12 @@ pub(crate) struct State {
     /// server does not acknowledge.
     pub ack_batch: Option<u64>,
     pub stopped: bool,
+    /// The patterns subscribed with replay ([`Client::subscribe_from`]).
+    pub replay: HashMap<ChannelName, ReplayTrack>,
+    /// Replay ids the application restored, by pattern, not yet subscribed.
+    pub restored: HashMap<String, i64>,
+    /// The current session's server answered `ext.replay: true` at handshake.
+    pub server_replays: bool,
 }
 
 /// A request waiting for its reply.
@@ -747,6 +787,13 @@ impl Shared {
             return;
         };
         let mut st = self.state();
+        if let Some(id) = crate::protocol::replay::replay_id_of(message.data.as_ref()) {
+            for (pattern, track) in st.replay.iter_mut() {
+                if pattern.matches(&channel) {
+                    track.last = Some(track.last.map_or(id, |last| last.max(id)));
+                }
+            }
+        }
         st.listeners.retain(|l| !l.tx.is_closed());
         for l in st.listeners.iter().filter(|l| l.pattern.matches(&channel)) {
             if let Err(mpsc::error::TrySendError::Full(_)) = l.tx.try_send(message.clone()) {
@@ -758,11 +805,17 @@ impl Shared {
 
     /// Records that the server ended the session (`reason`, its Bayeux error): says so
     /// through the state watch and counts a gap on every live subscription.
+    /// A subscription that replays on a server that replays resumes where it was: no
+    /// gap (unless the server refuses its replay id then, see `connect_loop`).
     pub fn session_lost(&self, reason: String) {
         self.sessions_lost.fetch_add(1, Ordering::Relaxed);
-        for l in &self.state().listeners {
-            l.gaps.fetch_add(1, Ordering::Relaxed);
+        let st = self.state();
+        for l in &st.listeners {
+            if !(st.server_replays && st.replay.contains_key(&l.pattern)) {
+                l.gaps.fetch_add(1, Ordering::Relaxed);
+            }
         }
+        drop(st);
         self.set_status(ConnectionState::SessionLost(reason));
     }
 
@@ -828,6 +881,16 @@ impl Shared {
                 .get_or_insert_with(Map::new)
                 .insert("ack".into(), Value::Bool(true));
         }
+        let wants_replay = self.config.replay || {
+            let st = self.state();
+            !st.replay.is_empty() || !st.restored.is_empty()
+        };
+        if wants_replay {
+            m.ext.get_or_insert_with(Map::new).insert(
+                crate::protocol::replay::REPLAY_EXT.into(),
+                Value::Bool(true),
+            );
+        }
         let reply = self.request_on(transport, m).await?;
         if !reply.is_successful() {
             let err = Error::refused(
@@ -869,8 +932,10 @@ impl Shared {
             .and_then(|a| a.get("batch"))
             .and_then(Value::as_u64)
             .unwrap_or(0);
+        let server_replays = crate::protocol::replay::handshake_asks(reply.ext.as_ref());
         let mut st = self.state();
         st.client_id = Some(client_id);
+        st.server_replays = server_replays;
         st.confirmed.clear();
         st.ack_batch = server_acks.then_some(start_batch);
         if let Some(advice) = reply.advice {
@@ -884,11 +949,10 @@ impl Shared {
         if self.client_id().is_none() {
             return Err(Error::not_connected());
         }
-        let mut m = self.message(META_SUBSCRIBE);
-        m.subscription = Some(crate::protocol::Subscription::One(pattern.to_string()));
+        let m = self.subscribe_message(pattern);
         let reply = self.request(m).await?;
         if reply.is_successful() {
-            self.state().confirmed.insert(pattern.clone());
+            self.confirmed(pattern, &reply);
             Ok(())
         } else {
             Err(Error::refused(
@@ -900,6 +964,46 @@ impl Shared {
         }
     }
 
+    /// A `/meta/subscribe` for `pattern`, with `ext.replay` when it replays.
+    pub fn subscribe_message(&self, pattern: &ChannelName) -> Message {
+        let resume = self.state().replay.get(pattern).map(ReplayTrack::resume);
+        let mut m = self.message(META_SUBSCRIBE);
+        m.subscription = Some(crate::protocol::Subscription::One(pattern.to_string()));
+        if let Some(from) = resume {
+            let mut entries = Map::new();
+            entries.insert(pattern.to_string(), from.to_wire().into());
+            m.ext.get_or_insert_with(Map::new).insert(
+                crate::protocol::replay::REPLAY_EXT.into(),
+                Value::Object(entries),
+            );
+        }
+        m
+    }
+
+    /// Records the server's confirmation of a subscribe to `pattern`. A replaying
+    /// subscription that asked for new messages only learns where it joined the log
+    /// (`ext.replay` of this crate's server), so that it resumes from there even if it
+    /// receives nothing before losing its session.
+    pub fn confirmed(&self, pattern: &ChannelName, reply: &Message) {
+        let position = reply
+            .ext
+            .as_ref()
+            .and_then(|e| e.get(crate::protocol::replay::REPLAY_EXT))
+            .and_then(|r| r.get(pattern.as_str()))
+            .and_then(Value::as_i64);
+        let mut st = self.state();
+        st.confirmed.insert(pattern.clone());
+        if position.is_some() && st.replay.contains_key(pattern) {
+            // The server replays, even if the handshake did not ask.
+            st.server_replays = true;
+        }
+        if let (Some(track), Some(position)) = (st.replay.get_mut(pattern), position)
+            && track.resume() == ReplayFrom::New
+        {
+            track.last = Some(position);
+        }
+    }
+
     /// Removes a local listener; when it was the last one on its pattern, tells the server.
     pub async fn remove_listener(&self, id: u64) -> Result<(), Error> {
         let pattern = {
@@ -908,7 +1012,11 @@ impl Shared {
                 return Ok(());
             };
             let pattern = st.listeners.remove(pos).pattern;
-            if st.listeners.iter().any(|l| l.pattern == pattern) || !st.confirmed.remove(&pattern) {
+            if st.listeners.iter().any(|l| l.pattern == pattern) {
+                return Ok(());
+            }
+            st.replay.remove(&pattern);
+            if !st.confirmed.remove(&pattern) {
                 return Ok(());
             }
             pattern
@@ -1040,6 +1148,7 @@ impl Client {
                 ack: true,
                 subscription_capacity: DEFAULT_SUBSCRIPTION_CAPACITY,
                 channel_grammar: ChannelGrammar::Strict,
+                replay: false,
             },
             extensions: Vec::new(),
             long_polling: None,
@@ -1127,6 +1236,59 @@ impl Client {
     /// same channel each receive every message. Subscriptions are renewed by themselves
     /// after a re-handshake.
     pub async fn subscribe(&self, channel: &str) -> Result<Subscription, Error> {
+        self.subscribe_with(channel, None).await
+    }
+
+    /// Subscribes to `channel` with Salesforce's replay extension: the server first
+    /// sends what its durable channel retained after `from`
+    /// ([`ReplayFrom::All`]: everything; [`ReplayFrom::New`]: nothing), then the new
+    /// messages. A replay id the server cannot replay after is refused with its `400`
+    /// ([`ErrorKind::Refused`]).
+    ///
+    /// The client then tracks the last replay id delivered on the pattern
+    /// (`data.event.replayId`) and, after a re-handshake (an expired session, a
+    /// restarted server, another node), re-subscribes after it by itself, so the stream
+    /// receives every message once, in order, with no [gap](Subscription::gaps). When
+    /// the server no longer has that point (retention exceeded, a server that lost its
+    /// log), the stream counts a gap and re-subscribes with [`ReplayFrom::All`].
+    ///
+    /// When [`Client::restore_replay_ids`] gave an id for `channel`, it wins over `from`
+    /// (resume where the previous process stopped). The replay applies when the
+    /// pattern is first subscribed by this client: a second subscription to a pattern
+    /// already subscribed shares the first's stream position and receives new messages.
+    pub async fn subscribe_from(
+        &self,
+        channel: &str,
+        from: ReplayFrom,
+    ) -> Result<Subscription, Error> {
+        self.subscribe_with(channel, Some(from)).await
+    }
+
+    /// The last replay id seen per replaying pattern (the pattern as given to
+    /// [`Client::subscribe_from`]), with the restored ones not yet subscribed: what to
+    /// save to resume after a restart of the application.
+    pub fn replay_ids(&self) -> HashMap<String, i64> {
+        let st = self.shared.state();
+        let mut ids = st.restored.clone();
+        for (pattern, track) in &st.replay {
+            if let Some(last) = track.last {
+                ids.insert(pattern.to_string(), last);
+            }
+        }
+        ids
+    }
+
+    /// Gives back ids saved from [`Client::replay_ids`]: the next
+    /// [`Client::subscribe_from`] of each pattern resumes after its id.
+    pub fn restore_replay_ids(&self, ids: impl IntoIterator<Item = (String, i64)>) {
+        self.shared.state().restored.extend(ids);
+    }
+
+    async fn subscribe_with(
+        &self,
+        channel: &str,
+        from: Option<ReplayFrom>,
+    ) -> Result<Subscription, Error> {
         let pattern = ChannelName::parse_with(channel, self.shared.config.channel_grammar)
             .map_err(|e| Error::invalid_channel(channel, e))?;
         let (tx, rx) = mpsc::channel(self.shared.config.subscription_capacity);
@@ -1139,6 +1301,13 @@ impl Client {
             let mut st = self.shared.state();
             if st.stopped {
                 return Err(Error::closed("the client was stopped"));
+            }
+            if let Some(from) = from
+                && !st.replay.contains_key(&pattern)
+            {
+                let last = st.restored.remove(pattern.as_str());
+                st.replay
+                    .insert(pattern.clone(), ReplayTrack { from, last });
             }
             st.listeners.push(Listener {
                 id,
@@ -1159,7 +1328,12 @@ impl Client {
         );
         if !already && let Err(e) = self.shared.subscribe_remote(&pattern).await {
             // Forget the listener without telling the server (it refused).
-            self.shared.state().listeners.retain(|l| l.id != id);
+            let mut st = self.shared.state();
+            st.listeners.retain(|l| l.id != id);
+            if !st.listeners.iter().any(|l| l.pattern == pattern) {
+                st.replay.remove(&pattern);
+            }
+            drop(st);
             subscription.forget();
             return Err(e);
         }

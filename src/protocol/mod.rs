@@ -8,11 +8,13 @@ pub mod advice;
 pub mod channel;
 pub mod error;
 pub mod message;
+pub mod replay;
 
 pub use advice::{Advice, Reconnect};
 pub use channel::{ChannelError, ChannelGrammar, ChannelKind, ChannelName, Wildcard};
 pub use error::{BayeuxError, ErrorCode};
 pub use message::{BAYEUX_VERSION, Batch, Message, MessageId, ParseError, Subscription};
+pub use replay::ReplayFrom;
 
 /// The channel on which a client opens a session.
 pub const META_HANDSHAKE: &str = "/meta/handshake";

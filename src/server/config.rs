@@ -140,6 +140,10 @@ pub struct ServerConfig {
     /// default): this process is alone, in memory.
     #[cfg(feature = "nats")]
     pub nats: Option<super::NatsConfig>,
+    /// Durable channels, replayed to clients that ask with Salesforce's replay
+    /// extension (see [`ReplayConfig`](super::ReplayConfig)); `None` (the default): off,
+    /// and `ext.replay` is ignored.
+    pub replay: Option<super::ReplayConfig>,
 }
 
 impl Default for ServerConfig {
@@ -175,6 +179,7 @@ impl Default for ServerConfig {
             http2_prior_knowledge: false,
             #[cfg(feature = "nats")]
             nats: None,
+            replay: None,
         }
     }
 }

@@ -14,6 +14,7 @@ use super::broker::Destination;
 use super::index::Recipient;
 use super::policy::{Decision, HandshakeDecision, HandshakeRequest, SessionInfo};
 use super::registry::Insert;
+use super::replay::JoinError;
 use super::session::{CloseReason, Outbound, Session, SessionRef, SubscribeError, new_client_id};
 use super::stats::HandshakeOutcome;
 use super::transport::ConnectionType;
@@ -21,6 +22,7 @@ use crate::protocol::message::{InvalidMessage, encode_array};
 use crate::protocol::{
     Advice, BAYEUX_VERSION, Batch, BayeuxError, ChannelName, ErrorCode, META_CONNECT,
     META_DISCONNECT, META_HANDSHAKE, META_SUBSCRIBE, META_UNSUBSCRIBE, Message, Reconnect,
+    ReplayFrom,
 };
 
 /// What the transport knows about the request, for the policy.
@@ -203,7 +205,7 @@ pub(crate) async fn process(
                 message.reply()
             }
             META_SUBSCRIBE => {
-                let reply = in_span(&session, || subscribe(inner, &session, &message));
+                let reply = instrument(&session, subscribe(inner, &session, &message)).await;
                 // A message published on another node after this reply must reach the
                 // session: the broker's new interest is in force first.
                 if reply.successful == Some(true) {
@@ -398,6 +400,13 @@ fn handshake(
             .ext
             .get_or_insert_with(Default::default)
             .insert("ack".into(), true.into());
+    }
+    // Salesforce's replay extension, when the client asks and durable channels exist.
+    if inner.replay.is_some() && crate::protocol::replay::handshake_asks(request.ext.as_ref()) {
+        reply
+            .ext
+            .get_or_insert_with(Default::default)
+            .insert(crate::protocol::replay::REPLAY_EXT.into(), true.into());
     }
     let ack = session.has_ack();
     match inner.insert_session(session) {
@@ -599,7 +608,7 @@ fn with_subscription(inner: &Inner, reply: Message, request: &Message) -> Messag
     }
 }
 
-fn subscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) -> Message {
+async fn subscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) -> Message {
     let reply = with_subscription(inner, message.reply(), message);
     let channels = match subscription_channels(inner, message) {
         Ok(c) => c,
@@ -618,18 +627,72 @@ fn subscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) -> Mes
     // A session may subscribe to a service channel (CometD allows it), but service
     // messages are never broadcast, so only broadcast patterns enter the index.
     let recipient: Arc<dyn Recipient> = session.clone();
-    let added = session.subscribe(&channels, inner.config.max_subscriptions, |c| {
-        if !c.is_service() {
-            inner.subscribe_recipient(c, recipient.clone());
-        }
-    });
-    match added {
+    let add = || {
+        session.subscribe(&channels, inner.config.max_subscriptions, |c| {
+            if !c.is_service() {
+                inner.subscribe_recipient(c, recipient.clone());
+            }
+        })
+    };
+    // Salesforce's replay extension: history first, then live, in one step.
+    if let Some(replay) = &inner.replay {
+        let names: Vec<&str> = channels.iter().map(ChannelName::as_str).collect();
+        let froms = match crate::protocol::replay::subscribe_request(message.ext.as_ref(), &names) {
+            Ok(froms) => froms,
+            Err(e) => {
+                denied(session, "subscribe", "", "malformed ext.replay");
+                return reply.fail(&e.to_bayeux());
+            }
+        };
+        // Without the extension, new messages only; but through the log all the
+        // same, so that the session knows where each pattern joined it.
+        let asked = froms.is_some();
+        let froms = froms.unwrap_or_else(|| vec![ReplayFrom::New; channels.len()]);
+        let requests: Vec<(ChannelName, ReplayFrom)> =
+            channels.iter().cloned().zip(froms).collect();
+        return match replay.join(session, &requests, add).await {
+            Ok(_) if !asked => reply.succeed(),
+            Ok(joined) => {
+                // Where the subscription joined the log, per channel: an addition to
+                // Salesforce's format that lets a client resume exactly even when
+                // it received nothing before losing its session.
+                let positions: serde_json::Map<String, serde_json::Value> = names
+                    .iter()
+                    .map(|n| (n.to_string(), joined.position.into()))
+                    .collect();
+                let mut reply = reply.succeed();
+                reply
+                    .ext
+                    .get_or_insert_with(Default::default)
+                    .insert(crate::protocol::replay::REPLAY_EXT.into(), positions.into());
+                reply
+            }
+            Err(JoinError::Refused(e)) => {
+                denied(session, "subscribe", "", "replayId not replayable");
+                reply.fail(&e)
+            }
+            Err(JoinError::Subscribe(e)) => subscribe_failed(inner, session, reply, e),
+        };
+    }
+    match add() {
         Ok(_) => reply.succeed(),
+        Err(e) => subscribe_failed(inner, session, reply, e),
+    }
+}
+
+/// The reply to a subscribe the session refused.
+fn subscribe_failed(
+    inner: &Inner,
+    session: &Session,
+    reply: Message,
+    error: SubscribeError,
+) -> Message {
+    match error {
         // Ended while this request was on its way (disconnect, expiry, shutdown).
-        Err(SubscribeError::Closed) => reply
+        SubscribeError::Closed => reply
             .fail(&BayeuxError::unknown_client())
             .with_advice(Advice::handshake()),
-        Err(SubscribeError::TooMany) => {
+        SubscribeError::TooMany => {
             denied(session, "subscribe", "", "over maxSubscriptions");
             reply.fail(&BayeuxError::limit(
                 "maxSubscriptions",
@@ -820,7 +883,7 @@ mod tests {
         ] {
             let session = open(&inner, None);
             inner.remove_session(&session, reason);
-            let reply = subscribe(&inner, &session, &subscribe_message(&session, "/race"));
+            let reply = subscribe(&inner, &session, &subscribe_message(&session, "/race")).await;
             assert!(is_unknown_client(&reply), "{reason:?}: {reply:?}");
             let receipt = server.publish("/race", json!(1)).await.unwrap();
             assert_eq!(receipt.local_recipients, 0, "{reason:?}");
@@ -833,7 +896,7 @@ mod tests {
         let server = Server::new(ServerConfig::default());
         let inner = server.inner().clone();
         let session = open(&inner, None);
-        let reply = subscribe(&inner, &session, &subscribe_message(&session, "/a/**"));
+        let reply = subscribe(&inner, &session, &subscribe_message(&session, "/a/**")).await;
         assert!(reply.is_successful());
         assert_eq!(
             server
@@ -863,7 +926,7 @@ mod tests {
             let (i, s) = (inner.clone(), session.clone());
             let subscriber = tokio::spawn(async move {
                 for n in 0..5 {
-                    subscribe(&i, &s, &subscribe_message(&s, &format!("/r/{n}")));
+                    subscribe(&i, &s, &subscribe_message(&s, &format!("/r/{n}"))).await;
                 }
             });
             let (i, s) = (inner.clone(), session.clone());
@@ -902,7 +965,9 @@ mod tests {
         let inner = server.inner().clone();
         let session = open(&inner, Some("agent"));
         assert!(
-            subscribe(&inner, &session, &subscribe_message(&session, "/v2/me/*")).is_successful()
+            subscribe(&inner, &session, &subscribe_message(&session, "/v2/me/*"))
+                .await
+                .is_successful()
         );
         let to_user = server
             .deliver_to_user("agent", "/v2/me/emails", json!(1))
@@ -927,7 +992,9 @@ mod tests {
         let session = open(&inner, None);
         session.enable_ack();
         assert!(
-            subscribe(&inner, &session, &subscribe_message(&session, "/acked")).is_successful()
+            subscribe(&inner, &session, &subscribe_message(&session, "/acked"))
+                .await
+                .is_successful()
         );
         server.publish("/acked", json!(1)).await.unwrap();
         assert_eq!(session.take().messages.len(), 1);
@@ -982,5 +1049,257 @@ mod tests {
             Some(crate::protocol::Reconnect::Handshake)
         );
         assert!(advice.interval.unwrap() >= 1_000);
+    }
+
+    fn replay_subscribe(session: &Session, channel: &str, from: i64) -> Message {
+        message(
+            json!({"channel": "/meta/subscribe", "clientId": session.id(),
+                       "subscription": channel, "ext": {"replay": {channel: from}}}),
+        )
+    }
+
+    /// The `n` of each message taken from the session, with its replay id.
+    fn taken(session: &Session) -> Vec<(i64, i64)> {
+        session
+            .take()
+            .messages
+            .iter()
+            .map(|b| {
+                let m: serde_json::Value = serde_json::from_slice(b).unwrap();
+                let id = crate::protocol::replay::replay_id_of(m.get("data")).unwrap();
+                (m["data"]["n"].as_i64().unwrap(), id)
+            })
+            .collect()
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn retention_is_measured_on_the_clock_and_refuses_what_it_dropped() {
+        let replay = crate::server::ReplayConfig {
+            retention: Duration::from_secs(10),
+            ..crate::server::ReplayConfig::new(vec![ChannelName::parse("/r").unwrap()])
+        };
+        let server = Server::new(ServerConfig {
+            replay: Some(replay),
+            ..ServerConfig::default()
+        });
+        let inner = server.inner().clone();
+        let watcher = open(&inner, None);
+        assert!(
+            subscribe(&inner, &watcher, &subscribe_message(&watcher, "/r"))
+                .await
+                .is_successful()
+        );
+        server.publish("/r", json!({"n": 1})).await.unwrap();
+        server.publish("/r", json!({"n": 2})).await.unwrap();
+        tokio::time::advance(Duration::from_secs(6)).await;
+        server.publish("/r", json!({"n": 3})).await.unwrap();
+        let ids = taken(&watcher);
+        assert_eq!(
+            ids.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![1, 2, 3]
+        );
+        // Ten seconds: all three are kept.
+        tokio::time::advance(Duration::from_secs(4)).await;
+        let s = open(&inner, None);
+        let reply = subscribe(&inner, &s, &replay_subscribe(&s, "/r", -2)).await;
+        assert!(reply.is_successful(), "{reply:?}");
+        assert_eq!(taken(&s).len(), 3);
+        // A second more: the first two are past the retention.
+        tokio::time::advance(Duration::from_secs(1)).await;
+        let s = open(&inner, None);
+        let reply = subscribe(&inner, &s, &replay_subscribe(&s, "/r", ids[0].1)).await;
+        let error = reply.bayeux_error().unwrap();
+        assert!(
+            crate::protocol::replay::is_invalid_replay_id(&error),
+            "{error}"
+        );
+        assert!(error.message.contains("no longer retained"), "{error}");
+        // After the last one dropped: nothing missed.
+        let reply = subscribe(&inner, &s, &replay_subscribe(&s, "/r", ids[1].1)).await;
+        assert!(reply.is_successful(), "{reply:?}");
+        assert_eq!(taken(&s), vec![ids[2]]);
+        // Everything retained is the third only.
+        let s = open(&inner, None);
+        assert!(
+            subscribe(&inner, &s, &replay_subscribe(&s, "/r", -2))
+                .await
+                .is_successful()
+        );
+        assert_eq!(taken(&s), vec![ids[2]]);
+    }
+
+    #[tokio::test]
+    async fn per_session_deliveries_are_never_durable_and_per_user_ones_are_per_user() {
+        let all = vec![ChannelName::parse("/**").unwrap()];
+        let server = Server::new(ServerConfig {
+            replay: Some(crate::server::ReplayConfig::new(all)),
+            ..ServerConfig::default()
+        });
+        let inner = server.inner().clone();
+        let agent = open(&inner, Some("agent1"));
+        assert!(
+            subscribe(&inner, &agent, &subscribe_message(&agent, "/v2/me/*"))
+                .await
+                .is_successful()
+        );
+        server
+            .deliver(agent.id(), "/direct", json!({"n": 0}))
+            .await
+            .unwrap();
+        let direct: serde_json::Value = serde_json::from_slice(&agent.take().messages[0]).unwrap();
+        assert_eq!(direct["data"], json!({"n": 0}), "no replay id");
+        server
+            .deliver_to_user("agent1", "/v2/me/emails", json!({"n": 1}))
+            .await
+            .unwrap();
+        server
+            .deliver_to_user("agent2", "/v2/me/emails", json!({"n": 2}))
+            .await
+            .unwrap();
+        server
+            .publish("/v2/me/emails", json!({"n": 3}))
+            .await
+            .unwrap();
+        assert_eq!(
+            taken(&agent).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        // Replaying everything: its own user's, the broadcast, never agent2's, nor the
+        // per-session one.
+        let again = open(&inner, Some("agent1"));
+        assert!(
+            subscribe(&inner, &again, &replay_subscribe(&again, "/**", -2))
+                .await
+                .is_successful()
+        );
+        assert_eq!(
+            taken(&again).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        let anonymous = open(&inner, None);
+        assert!(
+            subscribe(&inner, &anonymous, &replay_subscribe(&anonymous, "/**", -2))
+                .await
+                .is_successful()
+        );
+        assert_eq!(
+            taken(&anonymous)
+                .iter()
+                .map(|(n, _)| *n)
+                .collect::<Vec<_>>(),
+            vec![3]
+        );
+    }
+
+    #[tokio::test]
+    async fn a_history_the_queue_cannot_hold_is_refused_not_cut() {
+        let server = Server::new(ServerConfig {
+            max_queue: 3,
+            replay: Some(crate::server::ReplayConfig::new(vec![
+                ChannelName::parse("/r").unwrap(),
+            ])),
+            ..ServerConfig::default()
+        });
+        let inner = server.inner().clone();
+        let watcher = open(&inner, None);
+        assert!(
+            subscribe(&inner, &watcher, &subscribe_message(&watcher, "/r"))
+                .await
+                .is_successful()
+        );
+        for n in 0..5 {
+            server.publish("/r", json!({"n": n})).await.unwrap();
+            if n == 2 {
+                // Keep the watcher's queue under its bound.
+                let _ = watcher.take();
+            }
+        }
+        let ids = taken(&watcher);
+        let s = open(&inner, None);
+        let reply = subscribe(&inner, &s, &replay_subscribe(&s, "/r", -2)).await;
+        let error = reply.bayeux_error().unwrap();
+        assert_eq!(error.code, 409, "{error}");
+        assert!(
+            error
+                .message
+                .starts_with("Replay of 5 messages does not fit"),
+            "{error}"
+        );
+        // Nothing was subscribed.
+        assert_eq!(
+            server
+                .publish("/r", json!({"n": 5}))
+                .await
+                .unwrap()
+                .local_recipients,
+            1
+        );
+        let _ = watcher.take();
+        // From a later id, it fits.
+        let reply = subscribe(&inner, &s, &replay_subscribe(&s, "/r", ids[0].1)).await;
+        assert!(reply.is_successful(), "{reply:?}");
+        assert_eq!(
+            taken(&s).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![4, 5]
+        );
+    }
+
+    /// Found by the fuzzer: a message that reached the session through one pattern
+    /// (live or replayed) is not replayed again through another that matches it.
+    #[tokio::test]
+    async fn overlapping_patterns_replay_each_message_once() {
+        let server = Server::new(ServerConfig {
+            replay: Some(crate::server::ReplayConfig::new(vec![
+                ChannelName::parse("/a/**").unwrap(),
+            ])),
+            ..ServerConfig::default()
+        });
+        let inner = server.inner().clone();
+        server.publish("/a/b", json!({"n": 0})).await.unwrap();
+        // Replayed through `/a/*`, then asked again through `/a/b`.
+        let s = open(&inner, None);
+        assert!(
+            subscribe(&inner, &s, &replay_subscribe(&s, "/a/*", -2))
+                .await
+                .is_successful()
+        );
+        assert!(
+            subscribe(&inner, &s, &replay_subscribe(&s, "/a/b", -2))
+                .await
+                .is_successful()
+        );
+        assert_eq!(
+            taken(&s).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![0]
+        );
+        // Live through `/a/b` (plain), then `/a/**` from everything: only what `/a/b`
+        // could not have delivered (the older message, and `/a/c`).
+        let t = open(&inner, None);
+        assert!(
+            subscribe(&inner, &t, &subscribe_message(&t, "/a/b"))
+                .await
+                .is_successful()
+        );
+        server.publish("/a/b", json!({"n": 1})).await.unwrap();
+        server.publish("/a/c", json!({"n": 2})).await.unwrap();
+        assert_eq!(
+            taken(&t).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![1]
+        );
+        assert!(
+            subscribe(&inner, &t, &replay_subscribe(&t, "/a/**", -2))
+                .await
+                .is_successful()
+        );
+        assert_eq!(
+            taken(&t).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![0, 2]
+        );
+        // Both patterns deliver live from now on, once.
+        server.publish("/a/b", json!({"n": 3})).await.unwrap();
+        assert_eq!(
+            taken(&t).iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            vec![3]
+        );
     }
 }

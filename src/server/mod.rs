@@ -19,6 +19,7 @@ pub mod metrics;
 mod ops;
 mod policy;
 mod registry;
+mod replay;
 mod session;
 mod stats;
 #[cfg(feature = "tls")]
@@ -50,6 +51,7 @@ pub use ops::{HEALTH_PATH, METRICS_PATH, OpsService, READY_PATH};
 pub use policy::{
     AllowAll, Decision, Extension, HandshakeDecision, HandshakeRequest, SecurityPolicy, SessionInfo,
 };
+pub use replay::ReplayConfig;
 pub use stats::ServerStats;
 #[cfg(feature = "tls")]
 pub use tls::{ClientAuth, TlsConfig, TlsError};
@@ -68,6 +70,8 @@ pub(crate) struct Inner {
     index: Arc<ChannelIndex>,
     /// Server-side listeners of `/service/**` channels: local to this node, never routed.
     services: ChannelIndex,
+    /// The durable channels' log, when `ServerConfig::replay` is set.
+    pub(crate) replay: Option<replay::Replay>,
     pub policy: Arc<dyn SecurityPolicy>,
     pub extensions: Vec<Arc<dyn Extension>>,
     /// The connection types offered at handshake: those of the transports this server runs.
@@ -232,18 +236,29 @@ impl Inner {
         mut message: Message,
     ) -> Result<Receipt, BrokerError> {
         self.outgoing(None, &mut message);
+        stats::add(&self.stats.published, 1);
+        if let Some(replay) = &self.replay
+            && replay.is_durable(&channel, &destination)
+        {
+            // Durable: the replay log assigns the id, retains and routes.
+            return replay
+                .route(&*self.broker, destination, channel, message)
+                .await;
+        }
         let envelope = Envelope {
             channel,
             destination,
             message: message.to_bytes(),
         };
-        stats::add(&self.stats.published, 1);
         self.broker.route(envelope).await
     }
 
     /// Removes sessions that have had no transport attached for longer than
     /// `interval + maxInterval` (CometD's rule).
     fn sweep(&self, now: tokio::time::Instant) -> usize {
+        if let Some(replay) = &self.replay {
+            replay.prune(now);
+        }
         let limit = self.config.interval + self.config.max_interval;
         let stale = self.sessions.filter(|s| s.is_idle_longer_than(limit, now));
         for s in &stale {
@@ -381,12 +396,14 @@ impl ServerBuilder {
             Box::new(move |user: &str, interested: bool| broker.user_interest(user, interested))
         }));
         broker.attach(LocalDelivery::new(index.clone(), sessions.clone()));
+        let replay = self.config.replay.clone().map(replay::Replay::in_memory);
         let inner = Arc::new(Inner {
             connection_types: transport::offered(&self.config),
             config: self.config,
             broker,
             index,
             services: ChannelIndex::new(),
+            replay,
             policy: self.policy,
             extensions: self.extensions,
             sessions,

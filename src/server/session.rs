@@ -6,7 +6,7 @@
 //! replaces it, or the end of the session) and [`take`](Session::take)s the next batch.
 //! Long-polling does that once per `/meta/connect`; a socket does it in a loop.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -190,6 +190,10 @@ pub(crate) struct Session {
     /// "subscribed in the index" and "session alive" always agree: [`Session::close`]
     /// takes it too. Lock order: `subscriptions`, then the index, then `state`.
     subscriptions: Mutex<HashSet<ChannelName>>,
+    /// With replay on: for each pattern subscribed, the replay id after which it has
+    /// delivered every message (replayed, then live), so that a later replaying subscribe
+    /// does not send them again.
+    replay_joined: Mutex<HashMap<ChannelName, u64>>,
     state: Mutex<State>,
     /// Wakes the attached transport: a message queued into an empty queue, a newer
     /// attachment, or the session ending.
@@ -217,6 +221,7 @@ impl Session {
             stats,
             browser,
             subscriptions: Mutex::new(HashSet::new()),
+            replay_joined: Mutex::new(HashMap::new()),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 held_bytes: 0,
@@ -335,6 +340,21 @@ impl Session {
             index(pattern);
         }
         removed
+    }
+
+    /// The session's patterns, each with the replay id after which it delivered every
+    /// message (0 when not recorded).
+    pub fn replay_positions(&self) -> Vec<(ChannelName, u64)> {
+        let subs = lock(&self.subscriptions);
+        let joined = lock(&self.replay_joined);
+        subs.iter()
+            .map(|p| (p.clone(), joined.get(p).copied().unwrap_or(0)))
+            .collect()
+    }
+
+    /// Records, for each pattern, the replay id after which it delivers every message.
+    pub fn replay_joined(&self, starts: impl IntoIterator<Item = (ChannelName, u64)>) {
+        lock(&self.replay_joined).extend(starts);
     }
 
     /// Whether one of the session's patterns matches the plain channel `channel`.
@@ -519,6 +539,17 @@ impl Session {
             closed: st.closed,
             ack_batch,
         }
+    }
+
+    /// Whether `messages`, queued now, would all fit within the queue's bounds (a replay
+    /// checks its history before queueing it, so that none of it is dropped).
+    pub fn fits(&self, messages: &[Bytes]) -> bool {
+        let st = self.state();
+        let held = st.queue.len() + st.ack.as_ref().map_or(0, |a| a.unacked.len());
+        let bytes: usize = messages.iter().map(charge).sum();
+        (held == 0 && messages.len() <= 1)
+            || (held + messages.len() <= self.limits.max_messages
+                && st.held_bytes + bytes <= self.limits.max_bytes)
     }
 
     /// Queues an already-encoded message for the client. Never blocks: it runs inside

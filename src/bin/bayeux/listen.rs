@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bayeux::client::tls::TlsOptions;
-use bayeux::client::{Client, ConnectionState, ErrorKind, TransportChoice};
+use bayeux::client::{Client, ConnectionState, ErrorKind, ReplayFrom, TransportChoice};
 use futures::StreamExt;
 use futures::stream::SelectAll;
 
@@ -78,7 +78,19 @@ impl ClientArgs {
         url: &str,
         backoff: Option<(Duration, Duration)>,
     ) -> Result<Client, Box<dyn std::error::Error>> {
+        self.client_with_replay(url, backoff, false)
+    }
+
+    /// [`ClientArgs::client`], asking for the replay extension at handshake when
+    /// `replay` is true.
+    pub fn client_with_replay(
+        &self,
+        url: &str,
+        backoff: Option<(Duration, Duration)>,
+        replay: bool,
+    ) -> Result<Client, Box<dyn std::error::Error>> {
         let mut builder = Client::builder(url)
+            .replay(replay)
             .transport(self.transport.into())
             .request_timeout(self.timeout.0)
             .tls(self.tls.options()?);
@@ -110,6 +122,12 @@ pub struct ListenArgs {
     /// once subscribed, to check that the server takes the subscriptions).
     #[arg(long)]
     count: Option<usize>,
+    /// Subscribe with Salesforce's replay extension: `new` (new messages only), `all`
+    /// (everything the server retained, then new ones) or a replay id (what came after
+    /// it). The client then resumes after the last replay id it printed whenever its
+    /// session is lost.
+    #[arg(long, value_name = "new|all|ID", allow_hyphen_values = true)]
+    replay_from: Option<ReplayFrom>,
     #[command(flatten)]
     client: ClientArgs,
 }
@@ -163,9 +181,11 @@ pub fn worth_retrying(error: &bayeux::client::Error) -> bool {
 pub async fn run(args: ListenArgs) -> Result<(), Box<dyn std::error::Error>> {
     let mut signals = Signals::new()?;
     let (first_delay, max_delay) = (Duration::from_millis(500), Duration::from_secs(10));
-    let client = args
-        .client
-        .client(&args.url, Some((first_delay, max_delay)))?;
+    let client = args.client.client_with_replay(
+        &args.url,
+        Some((first_delay, max_delay)),
+        args.replay_from.is_some(),
+    )?;
     let mut told: Option<String> = None;
     let mut delay = first_delay;
     loop {
@@ -190,7 +210,11 @@ pub async fn run(args: ListenArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let mut streams = SelectAll::new();
     for channel in &args.channels {
-        let subscription = client.subscribe(channel).await.map_err(|e| {
+        let subscribed = match args.replay_from {
+            Some(from) => client.subscribe_from(channel, from).await,
+            None => client.subscribe(channel).await,
+        };
+        let subscription = subscribed.map_err(|e| {
             format!(
                 "subscribing to {channel}: {}",
                 errors::client(&args.url, &e)

@@ -30,6 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the Bayeux server and the workbin demo API (at http://127.0.0.1:8080/cometd).
+    // Boxed: its many options would make every other variant as large.
     Serve(Box<serve::ServeArgs>),
     /// Subscribe to channels and print each message as one JSON line.
     Listen(listen::ListenArgs),

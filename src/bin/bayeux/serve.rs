@@ -4,8 +4,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use bayeux::protocol::ChannelGrammar;
-use bayeux::server::{ClientAuth, NatsConfig, OpsService, ServerConfig, TlsConfig, TlsError};
+use bayeux::protocol::{ChannelGrammar, ChannelName};
+use bayeux::server::{
+    ClientAuth, NatsConfig, OpsService, ReplayConfig, ServerConfig, TlsConfig, TlsError,
+};
 use bayeux::workbin::{Access, DemoApp, UserDirectory, WorkbinConfig};
 
 use crate::settings::{FileSettings, Millis, Overflow, Picker, Secs, UsageError, show_duration};
@@ -165,6 +167,17 @@ pub struct ServeArgs {
     /// applications can share one NATS.
     #[arg(long, value_name = "PREFIX")]
     nats_prefix: Option<String>,
+    /// Make the channels matching this pattern durable (`/v2/**`; repeat for several):
+    /// their messages are kept and replayed to clients that ask with Salesforce's replay
+    /// extension (`ext.replay`), each with its id in `data.event.replayId`.
+    #[arg(long = "replay", value_name = "PATTERN")]
+    replay: Vec<String>,
+    /// How long a durable channel keeps its messages.
+    #[arg(long, value_name = "DURATION")]
+    replay_retention: Option<Millis>,
+    /// Messages kept per durable channel (and per user, for per-user messages) at most.
+    #[arg(long, value_name = "N")]
+    replay_max: Option<usize>,
 }
 
 /// The value of `--channel-grammar`.
@@ -202,6 +215,8 @@ fn show_default(arg: clap::Arg) -> clap::Arg {
         "http2_prior_knowledge" => d.http2_prior_knowledge.to_string(),
         "shutdown_grace" => show_duration(DEFAULT_SHUTDOWN_GRACE),
         "nats_prefix" => NatsConfig::new("").subject_prefix,
+        "replay_retention" => show_duration(ReplayConfig::DEFAULT_RETENTION),
+        "replay_max" => ReplayConfig::DEFAULT_MAX_PER_CHANNEL.to_string(),
         _ => return arg,
     };
     let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
@@ -247,7 +262,7 @@ impl ServeArgs {
         let d = ServerConfig::default();
         let ms = |v: Option<Millis>| v.map(|m| m.0);
         let cors_flags = (!self.cors_origins.is_empty()).then(|| self.cors_origins.clone());
-        let config = ServerConfig {
+        let mut config = ServerConfig {
             timeout: p.pick("timeout", ms(self.timeout), ms(file.timeout), d.timeout),
             interval: p.pick("interval", ms(self.interval), ms(file.interval), d.interval),
             max_interval: p.pick(
@@ -350,7 +365,14 @@ impl ServeArgs {
             ),
             // Set from `Settings::nats` once its files are checked.
             nats: None,
+            replay: None,
         };
+        let replay_file = (
+            file.replay,
+            file.replay_retention.map(|m| m.0),
+            file.replay_max,
+        );
+        config.replay = self.replay_config(&mut p, replay_file, config.channel_grammar)?;
         let settings = Settings {
             listen: p.pick("listen", self.listen, file.listen, DEFAULT_LISTEN.parse()?),
             path: p.pick(
@@ -431,6 +453,74 @@ impl ServeArgs {
         };
         let warnings = settings.check()?;
         Ok((settings, warnings))
+    }
+}
+
+impl ServeArgs {
+    /// The durable channels of `replay`, `replay-retention` and `replay-max`; `None`
+    /// without a pattern.
+    fn replay_config(
+        &self,
+        p: &mut Picker,
+        (file_patterns, file_retention, file_max): (
+            Option<Vec<String>>,
+            Option<Duration>,
+            Option<usize>,
+        ),
+        grammar: ChannelGrammar,
+    ) -> Result<Option<ReplayConfig>, UsageError> {
+        let flags = (!self.replay.is_empty()).then(|| self.replay.clone());
+        let texts = p.pick("replay", flags, file_patterns, Vec::new());
+        let retention = p.maybe(
+            "replay-retention",
+            self.replay_retention.map(|m| m.0),
+            file_retention,
+        );
+        let max = p.maybe("replay-max", self.replay_max, file_max);
+        if texts.is_empty() {
+            if let Some(r) = retention {
+                return Err(p.refuse(
+                    "replay-retention",
+                    show_duration(r),
+                    "applies to durable channels: add --replay PATTERN",
+                ));
+            }
+            if let Some(m) = max {
+                return Err(p.refuse(
+                    "replay-max",
+                    m,
+                    "applies to durable channels: add --replay PATTERN",
+                ));
+            }
+            return Ok(None);
+        }
+        let mut patterns = Vec::with_capacity(texts.len());
+        for text in &texts {
+            let pattern = ChannelName::parse_with(text, grammar)
+                .map_err(|e| p.refuse("replay", text, &format!("not a channel pattern: {e}")))?;
+            if pattern.is_meta() || pattern.is_service() {
+                return Err(p.refuse(
+                    "replay",
+                    text,
+                    "/meta and /service channels are never durable",
+                ));
+            }
+            patterns.push(pattern);
+        }
+        let mut config = ReplayConfig::new(patterns);
+        if let Some(r) = retention {
+            if r.is_zero() {
+                return Err(p.refuse("replay-retention", "0", "must be more than 0"));
+            }
+            config.retention = r;
+        }
+        if let Some(m) = max {
+            if m == 0 {
+                return Err(p.refuse("replay-max", 0, "must be at least 1"));
+            }
+            config.max_per_channel = m;
+        }
+        Ok(Some(config))
     }
 }
 
@@ -634,6 +724,15 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             "sharing channels with the other nodes through NATS at {} (subjects under {}.*); this node's sessions stay here",
             nats.servers.join(","),
             nats.subject_prefix
+        );
+    }
+    if let Some(replay) = &settings.config.replay {
+        let patterns: Vec<&str> = replay.patterns.iter().map(|p| p.as_str()).collect();
+        tracing::info!(
+            "replay: {} durable, in memory on this node, each channel keeping {} messages for {}",
+            patterns.join(", "),
+            replay.max_per_channel,
+            show_duration(replay.retention)
         );
     }
     let metrics = if settings.no_metrics {

@@ -257,6 +257,27 @@ pub struct FileSettings {
     pub nats_client_key: Option<PathBuf>,
     /// `nats-prefix`.
     pub nats_prefix: Option<String>,
+    /// `replay`: one durable channel pattern or a list.
+    #[serde(default, deserialize_with = "one_or_many_patterns")]
+    pub replay: Option<Vec<String>>,
+    /// `replay-retention`.
+    pub replay_retention: Option<Millis>,
+    /// `replay-max`.
+    pub replay_max: Option<usize>,
+}
+
+/// A channel pattern or a list of them.
+fn one_or_many_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged, expecting = "a channel pattern or a list of patterns")]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<String>),
+    }
+    Ok(Some(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(one) => vec![one],
+        OneOrMany::Many(many) => many,
+    }))
 }
 
 /// A string or a list of strings.
@@ -481,6 +502,21 @@ mod tests {
         assert_eq!(s.no_ack, Some(true));
         assert_eq!(s.stats_every, Some(Dur(Duration::from_secs(2))));
         assert_eq!(s.path, None);
+    }
+
+    #[test]
+    fn a_file_takes_replay_patterns_one_or_many() {
+        let s = FileSettings::parse(
+            "replay = \"/v2/**\"\nreplay-retention = \"1h\"\nreplay-max = 50\n",
+        )
+        .unwrap();
+        assert_eq!(s.replay, Some(vec!["/v2/**".to_string()]));
+        assert_eq!(s.replay_retention, Some(Dur(Duration::from_secs(3600))));
+        assert_eq!(s.replay_max, Some(50));
+        let s = FileSettings::parse("replay = [\"/a\", \"/b/*\"]\n").unwrap();
+        assert_eq!(s.replay, Some(vec!["/a".to_string(), "/b/*".to_string()]));
+        let e = FileSettings::parse("replay = 3\n").unwrap_err();
+        assert!(e.contains("a channel pattern or a list of patterns"), "{e}");
     }
 
     #[test]

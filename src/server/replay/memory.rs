@@ -1,0 +1,335 @@
+//! The in-memory replay log of a single node: one id sequence for the server, and a
+//! bounded queue of entries per (channel, user). Synchronous and free of I/O; the caller
+//! holds it under a lock and supplies the clock.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use tokio::time::Instant;
+
+use crate::protocol::ChannelName;
+
+/// The streams of one audience, by channel.
+type Streams = HashMap<ChannelName, Stream>;
+
+/// One retained message.
+struct Entry {
+    id: u64,
+    at: Instant,
+    message: Bytes,
+}
+
+/// The entries of one (channel, user).
+#[derive(Default)]
+struct Stream {
+    entries: VecDeque<Entry>,
+    /// The highest id dropped from this stream (0: none): a replay after an id below
+    /// it would miss messages.
+    floor: u64,
+}
+
+/// Why a replay after an id cannot be served.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Refusal {
+    /// Messages after the id were dropped (retention or the per-channel bound), or the
+    /// id is from before this log began (another run of the server).
+    NotRetained,
+    /// The id was never assigned: it is after the latest.
+    Unknown,
+}
+
+impl Refusal {
+    /// The reason in the error message.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Refusal::NotRetained => "the messages after it are no longer retained",
+            Refusal::Unknown => "no message has this replayId",
+        }
+    }
+}
+
+/// The log. Ids are unique across the server and increase with each message, so they
+/// also increase per channel (with gaps, as Salesforce's do); a replay over a wildcard
+/// sorts by them.
+pub(crate) struct MemoryLog {
+    latest: u64,
+    /// Ids at or below it are not replayable: the ids before this log began, and the
+    /// floors of streams removed once empty.
+    floor: u64,
+    /// By audience: `None` for broadcasts (everyone may replay them), a user's name for
+    /// per-user deliveries (that user's sessions only). A replay looks at two audiences,
+    /// however many users there are.
+    streams: HashMap<Option<String>, Streams>,
+    retention: Duration,
+    max_per_stream: usize,
+}
+
+/// The first id of a log made now, less one: the microseconds since 1970, so that a
+/// restarted server's ids are above every id of its previous run (while it published
+/// fewer than a million messages a second on average), and a client's id from before
+/// the restart is answered "not retained" rather than taken for another message. Below
+/// 2^53 until the year 2255, so JavaScript clients read the ids exactly.
+fn initial_floor() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+impl MemoryLog {
+    /// An empty log keeping each stream's messages for `retention`, at most
+    /// `max_per_stream` of them.
+    pub fn new(retention: Duration, max_per_stream: usize) -> Self {
+        Self::starting_after(initial_floor(), retention, max_per_stream)
+    }
+
+    /// An empty log whose first id is `floor + 1`.
+    pub fn starting_after(floor: u64, retention: Duration, max_per_stream: usize) -> Self {
+        MemoryLog {
+            latest: floor,
+            floor,
+            streams: HashMap::new(),
+            retention,
+            max_per_stream: max_per_stream.max(1),
+        }
+    }
+
+    /// The id of the latest message (the floor when there is none yet).
+    pub fn latest(&self) -> u64 {
+        self.latest
+    }
+
+    /// The id the next message will have.
+    pub fn next_id(&self) -> u64 {
+        self.latest + 1
+    }
+
+    /// Retains `message` (already carrying `id`, which must be [`MemoryLog::next_id`]),
+    /// for `user` only or for everyone; the stream's oldest entry goes when it is full.
+    pub fn append(
+        &mut self,
+        channel: &ChannelName,
+        user: Option<&str>,
+        id: u64,
+        message: Bytes,
+        now: Instant,
+    ) {
+        debug_assert_eq!(id, self.next_id());
+        self.latest = id;
+        let stream = self
+            .streams
+            .entry(user.map(str::to_string))
+            .or_default()
+            .entry(channel.clone())
+            .or_default();
+        if stream.entries.len() >= self.max_per_stream
+            && let Some(old) = stream.entries.pop_front()
+        {
+            stream.floor = old.id;
+        }
+        stream.entries.push_back(Entry {
+            id,
+            at: now,
+            message,
+        });
+    }
+
+    /// Drops the entries older than the retention; a stream left empty is forgotten
+    /// (its floor moves to the log's).
+    pub fn prune(&mut self, now: Instant) {
+        let retention = self.retention;
+        let mut floor = self.floor;
+        self.streams.retain(|_, streams| {
+            streams.retain(|_, stream| {
+                while stream
+                    .entries
+                    .front()
+                    .is_some_and(|e| now.saturating_duration_since(e.at) > retention)
+                {
+                    if let Some(old) = stream.entries.pop_front() {
+                        stream.floor = old.id;
+                    }
+                }
+                if stream.entries.is_empty() {
+                    floor = floor.max(stream.floor);
+                    return false;
+                }
+                true
+            });
+            !streams.is_empty()
+        });
+        self.floor = floor;
+    }
+
+    /// The streams a session of `user` subscribed to `pattern` replays: the broadcast
+    /// ones and its user's own.
+    fn visible<'a>(
+        &'a self,
+        pattern: &'a ChannelName,
+        user: Option<&'a str>,
+    ) -> impl Iterator<Item = (&'a ChannelName, &'a Stream)> + 'a {
+        let broadcasts = self.streams.get(&None);
+        let own = user.and_then(|u| self.streams.get(&Some(u.to_string())));
+        broadcasts
+            .into_iter()
+            .chain(own)
+            .flat_map(|streams| streams.iter())
+            .filter(move |(channel, _)| pattern.matches(channel))
+    }
+
+    /// Whether everything after `after` that a session of `user` subscribed to
+    /// `pattern` would have received is still here.
+    pub fn check(
+        &self,
+        pattern: &ChannelName,
+        user: Option<&str>,
+        after: u64,
+    ) -> Result<(), Refusal> {
+        if after > self.latest {
+            return Err(Refusal::Unknown);
+        }
+        if after < self.floor || self.visible(pattern, user).any(|(_, s)| s.floor > after) {
+            return Err(Refusal::NotRetained);
+        }
+        Ok(())
+    }
+
+    /// The retained messages after `after` (all of them for `None`) that a session of
+    /// `user` subscribed to `pattern` receives, as (id, channel, message), unsorted.
+    pub fn history(
+        &self,
+        pattern: &ChannelName,
+        user: Option<&str>,
+        after: Option<u64>,
+        out: &mut Vec<(u64, ChannelName, Bytes)>,
+    ) {
+        let after = after.unwrap_or(0);
+        for (channel, stream) in self.visible(pattern, user) {
+            // Entries are in id order: skip the old ones from the front.
+            let start = stream.entries.partition_point(|e| e.id <= after);
+            out.extend(
+                stream
+                    .entries
+                    .range(start..)
+                    .map(|e| (e.id, channel.clone(), e.message.clone())),
+            );
+        }
+    }
+
+    /// How many messages are retained, for tests and monitoring.
+    #[cfg_attr(not(test), allow(dead_code))]
+    pub fn len(&self) -> usize {
+        self.streams
+            .values()
+            .flat_map(|streams| streams.values())
+            .map(|s| s.entries.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ch(s: &str) -> ChannelName {
+        ChannelName::parse(s).unwrap()
+    }
+
+    fn ids(log: &MemoryLog, pattern: &str, user: Option<&str>, after: Option<u64>) -> Vec<u64> {
+        let mut out = Vec::new();
+        log.history(&ch(pattern), user, after, &mut out);
+        let mut ids: Vec<u64> = out.into_iter().map(|(id, _, _)| id).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    fn add(log: &mut MemoryLog, channel: &str, user: Option<&str>, now: Instant) -> u64 {
+        let id = log.next_id();
+        log.append(&ch(channel), user, id, Bytes::from(id.to_string()), now);
+        id
+    }
+
+    #[test]
+    fn ids_are_unique_and_increasing_across_channels() {
+        let mut log = MemoryLog::starting_after(100, Duration::from_secs(60), 10);
+        let now = Instant::now();
+        assert_eq!(add(&mut log, "/a", None, now), 101);
+        assert_eq!(add(&mut log, "/b", None, now), 102);
+        assert_eq!(add(&mut log, "/a", None, now), 103);
+        assert_eq!(log.latest(), 103);
+        assert_eq!(ids(&log, "/a", None, None), vec![101, 103]);
+        assert_eq!(ids(&log, "/*", None, None), vec![101, 102, 103]);
+        assert_eq!(ids(&log, "/*", None, Some(101)), vec![102, 103]);
+        assert_eq!(ids(&log, "/c", None, None), Vec::<u64>::new());
+    }
+
+    #[test]
+    fn a_user_replays_its_own_entries_and_broadcasts_only() {
+        let mut log = MemoryLog::starting_after(0, Duration::from_secs(60), 10);
+        let now = Instant::now();
+        let a = add(&mut log, "/v2/me/emails", Some("agent1"), now);
+        let b = add(&mut log, "/v2/me/emails", Some("agent2"), now);
+        let all = add(&mut log, "/v2/me/emails", None, now);
+        assert_eq!(ids(&log, "/v2/me/*", Some("agent1"), None), vec![a, all]);
+        assert_eq!(ids(&log, "/v2/**", Some("agent2"), None), vec![b, all]);
+        assert_eq!(ids(&log, "/**", None, None), vec![all]);
+    }
+
+    #[test]
+    fn the_bound_per_stream_drops_the_oldest_and_raises_the_floor() {
+        let mut log = MemoryLog::starting_after(0, Duration::from_secs(60), 3);
+        let now = Instant::now();
+        let first: Vec<u64> = (0..5).map(|_| add(&mut log, "/a", None, now)).collect();
+        let other = add(&mut log, "/b", None, now);
+        assert_eq!(ids(&log, "/a", None, None), first[2..].to_vec());
+        // After the last id dropped: nothing missed.
+        assert_eq!(log.check(&ch("/a"), None, first[1]), Ok(()));
+        assert_eq!(
+            log.check(&ch("/a"), None, first[0]),
+            Err(Refusal::NotRetained)
+        );
+        // Another channel's bound does not concern `/b`...
+        assert_eq!(log.check(&ch("/b"), None, 0), Ok(()));
+        // ...but a wildcard over both does.
+        assert_eq!(log.check(&ch("/*"), None, 0), Err(Refusal::NotRetained));
+        // The latest id: nothing missed. After it: never assigned.
+        assert_eq!(log.check(&ch("/a"), None, other), Ok(()));
+        assert_eq!(log.check(&ch("/a"), None, other + 1), Err(Refusal::Unknown));
+        assert_eq!(log.len(), 4);
+    }
+
+    #[test]
+    fn ids_from_before_the_log_began_are_not_retained() {
+        let log = MemoryLog::starting_after(1_000, Duration::from_secs(60), 3);
+        assert_eq!(log.check(&ch("/a"), None, 1_000), Ok(()));
+        assert_eq!(log.check(&ch("/a"), None, 999), Err(Refusal::NotRetained));
+        assert_eq!(log.check(&ch("/a"), None, 1_001), Err(Refusal::Unknown));
+        assert!(MemoryLog::new(Duration::from_secs(1), 1).latest() > 1_700_000_000_000_000);
+    }
+
+    #[test]
+    fn retention_drops_old_entries_and_forgets_empty_streams() {
+        let mut log = MemoryLog::starting_after(0, Duration::from_secs(10), 100);
+        let t0 = Instant::now();
+        let old = add(&mut log, "/a", None, t0);
+        let gone = add(&mut log, "/b", None, t0);
+        let young = add(&mut log, "/a", None, t0 + Duration::from_secs(8));
+        log.prune(t0 + Duration::from_secs(10));
+        assert_eq!(log.len(), 3, "exactly the retention: still kept");
+        log.prune(t0 + Duration::from_secs(11));
+        assert_eq!(ids(&log, "/**", None, None), vec![young]);
+        assert_eq!(
+            log.check(&ch("/a"), None, old - 1),
+            Err(Refusal::NotRetained)
+        );
+        // `/b` was forgotten; its floor became the log's, which also refuses the ids
+        // before it on `/a` (they are no longer retained either, as Salesforce says).
+        assert_eq!(log.check(&ch("/a"), None, old), Err(Refusal::NotRetained));
+        assert_eq!(
+            log.check(&ch("/b"), None, gone - 1),
+            Err(Refusal::NotRetained)
+        );
+        assert_eq!(log.check(&ch("/b"), None, gone), Ok(()));
+        assert_eq!(log.check(&ch("/a"), None, gone), Ok(()));
+    }
+}
