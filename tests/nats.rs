@@ -12,7 +12,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bayeux::client::{Client, ConnectionState, Subscription};
+use bayeux::client::{Client, ConnectionState, ReplayFrom, Subscription};
 use bayeux::server::{NatsBroker, NatsConfig, Server, ServerConfig};
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -105,8 +105,26 @@ impl Nats {
     }
 
     async fn start_on(port: u16) -> Nats {
+        Nats::launch(port, None).await
+    }
+
+    /// With JetStream, its files in `store` (kept across a restart on the same store).
+    async fn start_with_jetstream(port: u16, store: &std::path::Path) -> Nats {
+        Nats::launch(port, Some(store)).await
+    }
+
+    async fn launch(port: u16, store: Option<&std::path::Path>) -> Nats {
+        let mut args = vec![
+            "-a".to_string(),
+            "127.0.0.1".into(),
+            "-p".into(),
+            port.to_string(),
+        ];
+        if let Some(store) = store {
+            args.extend(["-js".into(), "-sd".into(), store.display().to_string()]);
+        }
         let mut child = Command::new("nats-server")
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .args(&args)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .kill_on_drop(true)
@@ -146,8 +164,14 @@ impl Node {
     }
 
     async fn start_with(nats_url: &str, extra: &[&str]) -> Node {
+        Node::start_at(nats_url, 0, extra).await
+    }
+
+    /// On a given port (0: any), so that a restarted node is found where it was.
+    async fn start_at(nats_url: &str, port: u16, extra: &[&str]) -> Node {
+        let listen = format!("127.0.0.1:{port}");
         let mut child = Command::new(env!("CARGO_BIN_EXE_bayeux"))
-            .args(["serve", "--listen", "127.0.0.1:0", "--timeout", "5s"])
+            .args(["serve", "--listen", &listen, "--timeout", "5s"])
             .args(["--nats", nats_url])
             .args(extra)
             .env("NO_COLOR", "1")
@@ -765,6 +789,151 @@ async fn a_killed_nodes_clients_recover_on_another_node() {
                 .map(|d| d.get("probe").is_some()),
             Some(true)
         );
+    })
+    .await
+    .unwrap();
+}
+
+/// A temporary directory for nats-server's JetStream files, removed at the end.
+struct StoreDir(PathBuf);
+
+impl StoreDir {
+    fn new(tag: &str) -> StoreDir {
+        let dir = std::env::temp_dir().join(format!(
+            "bayeux-nats-{tag}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        StoreDir(dir)
+    }
+}
+
+impl Drop for StoreDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+const REPLAY: &[&str] = &["--replay", "/v2/**"];
+
+/// The email ids of the next `count` messages of an agent's `/v2/me/emails` stream,
+/// with their replay ids.
+async fn emails(feed: &mut Subscription, count: usize, what: &str) -> Vec<(String, i64)> {
+    let mut got = Vec::new();
+    while got.len() < count {
+        let data = next_data(feed, Duration::from_secs(20))
+            .await
+            .unwrap_or_else(|| panic!("{what}: {} of {count} arrived: {got:?}", got.len()));
+        got.push((
+            data["email"]["id"].as_str().unwrap().to_string(),
+            data["event"]["replayId"].as_i64().unwrap(),
+        ));
+    }
+    got
+}
+
+/// Checks that `got` is exactly `N0..N{count}` (each once, in order) with increasing
+/// replay ids.
+fn assert_assignments(got: &[(String, i64)], count: usize) {
+    let ids: Vec<&str> = got.iter().map(|(id, _)| id.as_str()).collect();
+    let expected: Vec<String> = (0..count).map(|i| format!("N{i}")).collect();
+    assert_eq!(ids, expected, "each assignment once, in order");
+    assert!(
+        got.windows(2).all(|w| w[0].1 < w[1].1),
+        "replay ids increase"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_across_a_restart_of_the_node() {
+    timeout(LIMIT, async {
+        let store = StoreDir::new("restart");
+        let nats = Nats::start_with_jetstream(free_port(), &store.0).await;
+        let port = free_port();
+        let a = Node::start_at(&nats.url(), port, REPLAY)
+            .await
+            .joined()
+            .await;
+        let b = Node::start_with(&nats.url(), REPLAY).await.joined().await;
+
+        let agent1 = client(&a.url, Some("agent1")).await;
+        let mut feed = agent1
+            .subscribe_from("/v2/me/emails", ReplayFrom::New)
+            .await
+            .unwrap();
+        let agent2 = client(&b.url, Some("agent2")).await;
+        let mut other = agent2
+            .subscribe_from("/v2/me/emails", ReplayFrom::New)
+            .await
+            .unwrap();
+        assign(&b, "agent1", "wb1", ".../FIRST").await;
+        assert_eq!(emails(&mut feed, 1, "before").await[0].0, "FIRST");
+
+        let mut a = a;
+        a.child.kill().await.unwrap();
+        for i in 0..100 {
+            assert_eq!(
+                assign(&b, "agent1", "wb1", &format!(".../N{i}")).await["statusCode"],
+                0
+            );
+            if i % 25 == 0 {
+                assign(&b, "agent2", "wb1", &format!(".../OTHER{i}")).await;
+            }
+        }
+        // The node comes back on its port, with nothing in memory: the log is in NATS.
+        let _a = Node::start_at(&nats.url(), port, REPLAY)
+            .await
+            .joined()
+            .await;
+        let got = emails(&mut feed, 100, "after the restart").await;
+        assert_assignments(&got, 100);
+        assign(&b, "agent1", "wb1", ".../LAST").await;
+        assert_eq!(emails(&mut feed, 1, "live again").await[0].0, "LAST");
+        // agent2 got its own four, live, and never agent1's.
+        let theirs = emails(&mut other, 4, "agent2").await;
+        assert!(
+            theirs.iter().all(|(id, _)| id.starts_with("OTHER")),
+            "{theirs:?}"
+        );
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_follows_a_client_that_moves_to_another_node() {
+    timeout(LIMIT, async {
+        let store = StoreDir::new("move");
+        let nats = Nats::start_with_jetstream(free_port(), &store.0).await;
+        let mut a = Node::start_with(&nats.url(), REPLAY).await.joined().await;
+        let b = Node::start_with(&nats.url(), REPLAY).await.joined().await;
+        let c = Node::start_with(&nats.url(), REPLAY).await.joined().await;
+        let host = |n: &Node| n.base.trim_start_matches("http://").to_string();
+        let front = balancer(vec![host(&a), host(&b)]).await;
+
+        let agent1 = client(&front, Some("agent1")).await;
+        let mut feed = agent1
+            .subscribe_from("/v2/me/emails", ReplayFrom::New)
+            .await
+            .unwrap();
+        assign(&c, "agent1", "wb1", ".../FIRST").await;
+        assert_eq!(emails(&mut feed, 1, "on A").await[0].0, "FIRST");
+
+        a.child.kill().await.unwrap();
+        for i in 0..100 {
+            assign(&c, "agent1", "wb1", &format!(".../N{i}")).await;
+            if i % 25 == 0 {
+                assign(&c, "agent2", "wb1", &format!(".../OTHER{i}")).await;
+            }
+        }
+        // The client reconnects through the balancer, lands on B, handshakes and
+        // replays after the last id it saw: everything it missed, once, in order.
+        let got = emails(&mut feed, 100, "after the move").await;
+        assert_assignments(&got, 100);
+        assign(&c, "agent1", "wb1", ".../LAST").await;
+        assert_eq!(emails(&mut feed, 1, "live on B").await[0].0, "LAST");
+        assert!(agent1.sessions_lost() >= 1);
     })
     .await
     .unwrap();

@@ -378,12 +378,17 @@ impl ServerBuilder {
     /// that cannot work (a bad NATS URL, an unreadable credentials file) as an error.
     pub fn try_build(self) -> Result<Server, BrokerError> {
         #[cfg(feature = "nats")]
-        let broker = match (self.broker, &self.config.nats) {
+        let mut nats_link = None;
+        #[cfg(feature = "nats")]
+        let broker: Arc<dyn Broker> = match (self.broker, &self.config.nats) {
             (Some(broker), _) => broker,
-            (None, Some(nats)) => Arc::new(
-                NatsBroker::connect(nats.clone())
-                    .map_err(|e| BrokerError::with_source("cannot use NATS", e))?,
-            ),
+            (None, Some(nats)) => {
+                let broker = NatsBroker::connect(nats.clone())
+                    .map_err(|e| BrokerError::with_source("cannot use NATS", e))?;
+                // Durable channels then live in a JetStream stream on the same NATS.
+                nats_link = Some(broker.link());
+                Arc::new(broker)
+            }
             (None, None) => Arc::new(InMemoryBroker::new()),
         };
         #[cfg(not(feature = "nats"))]
@@ -396,7 +401,15 @@ impl ServerBuilder {
             Box::new(move |user: &str, interested: bool| broker.user_interest(user, interested))
         }));
         broker.attach(LocalDelivery::new(index.clone(), sessions.clone()));
-        let replay = self.config.replay.clone().map(replay::Replay::in_memory);
+        let replay = self
+            .config
+            .replay
+            .clone()
+            .map(|config| match nats_link.take() {
+                #[cfg(feature = "nats")]
+                Some(link) => replay::Replay::jetstream(config, link),
+                _ => replay::Replay::in_memory(config),
+            });
         let inner = Arc::new(Inner {
             connection_types: transport::offered(&self.config),
             config: self.config,

@@ -728,8 +728,13 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     if let Some(replay) = &settings.config.replay {
         let patterns: Vec<&str> = replay.patterns.iter().map(|p| p.as_str()).collect();
+        let store = if settings.nats.is_some() {
+            "in a JetStream stream on NATS, shared by the nodes"
+        } else {
+            "in memory on this node"
+        };
         tracing::info!(
-            "replay: {} durable, in memory on this node, each channel keeping {} messages for {}",
+            "replay: {} durable, {store}, each channel keeping {} messages for {}",
             patterns.join(", "),
             replay.max_per_channel,
             show_duration(replay.retention)

@@ -26,6 +26,8 @@ use crate::protocol::ChannelName;
 
 pub use memory::InMemoryBroker;
 #[cfg(feature = "nats")]
+pub(crate) use nats::NatsLink;
+#[cfg(feature = "nats")]
 pub use nats::{NatsBroker, NatsConfig, NatsError};
 
 pub(crate) use super::local_delivery::LocalDelivery;

@@ -216,7 +216,6 @@ pub struct NatsBroker {
 }
 
 /// A NATS broker's link, for the JetStream replay log that shares it.
-#[allow(dead_code)]
 pub(crate) struct NatsLink {
     /// The client, `None` until the broker's connecting task made it.
     pub client: watch::Receiver<Option<async_nats::Client>>,
@@ -340,7 +339,6 @@ impl NatsBroker {
 
     /// What a durable log on the same NATS needs: the client (once made), this node's
     /// deliveries, the subject prefix.
-    #[allow(dead_code)]
     pub(crate) fn link(&self) -> NatsLink {
         NatsLink {
             client: self.shared.client.subscribe(),
