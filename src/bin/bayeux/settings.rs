@@ -214,6 +214,15 @@ pub struct FileSettings {
     pub body_timeout: Option<Millis>,
     /// `bind-browser-cookie`.
     pub bind_browser_cookie: Option<bool>,
+    /// `max-sessions-per-browser`, `maxSessionsPerBrowser` (-1: no limit).
+    #[serde(alias = "maxSessionsPerBrowser")]
+    pub max_sessions_per_browser: Option<i64>,
+    /// `http2-max-sessions-per-browser`, `http2MaxSessionsPerBrowser` (-1: no limit).
+    #[serde(alias = "http2MaxSessionsPerBrowser")]
+    pub http2_max_sessions_per_browser: Option<i64>,
+    /// `multi-session-interval`, `multiSessionInterval`.
+    #[serde(alias = "multiSessionInterval")]
+    pub multi_session_interval: Option<Millis>,
     /// `cors-origin`: one origin or a list.
     #[serde(rename = "cors-origin", default, deserialize_with = "one_or_many")]
     pub cors_origins: Option<Vec<String>>,
