@@ -931,7 +931,10 @@ async fn a_second_session_of_one_browser_is_told_to_poll() {
         .await;
         // Tab 2's connect is not held: answered at once, with the advice and with the
         // message queued for it.
-        t.server.deliver(&tab2, "/direct", json!("first")).await.unwrap();
+        t.server
+            .deliver(&tab2, "/direct", json!("first"))
+            .await
+            .unwrap();
         let (replies, _) = post_from_browser(&t, Some(&browser), connect(&tab2)).await;
         let (messages, reply) = split_connect(replies);
         assert_eq!(reply["successful"], true, "{reply}");
