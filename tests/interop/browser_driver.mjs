@@ -245,18 +245,22 @@ async function tabsScenario() {
 /** The README's picture: the page with a few items, and the live view running. */
 async function screenshotScenario() {
   const base = await startServer();
-  const context = await browser.newContext({ viewport: { width: 1280, height: 760 }, deviceScaleFactor: 1 });
+  const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: 1 });
   // A few more desktops, so the live view has sessions to count.
   for (const user of ['agent2', 'agent3', 'agent4']) {
     await appPage(context, base, `?view=agent&user=${user}&transport=long-polling`);
   }
   const page = await appPage(context, base, '?view=all&user=agent1');
   await waitConnection(page, 'connected');
-  for (const op of ['AddEmail', 'AddChat', 'AddWorkitem', 'AddEmail']) {
+  // One assignment every other second or so, so that the chart shows the deliveries.
+  const polls = () => page.evaluate(() => Number(document.body.dataset.statsPolls ?? 0));
+  for (const op of ['AddEmail', 'AddChat', 'AddWorkitem', 'AddEmail', 'AddChat']) {
     const reply = await assign(page, 'agent1', op);
     await row(page, reply.referenceId);
+    const now = await polls();
+    await page.waitForFunction((n) => Number(document.body.dataset.statsPolls) >= n + 2, now);
   }
-  await page.waitForFunction(() => Number(document.body.dataset.statsPolls) >= 12, null, { timeout: 30000 });
+  await page.waitForFunction(() => Number(document.body.dataset.statsPolls) >= 14, null, { timeout: 30000 });
   await page.evaluate(() => document.activeElement?.blur());
   await page.screenshot({ path: screenshotPath, fullPage: false });
   step('screenshot written', fs.existsSync(screenshotPath), screenshotPath);

@@ -249,7 +249,7 @@ function drawChart() {
   const canvas = $("chart");
   const ratio = window.devicePixelRatio || 1;
   const width = canvas.clientWidth || 640;
-  const height = canvas.clientHeight || 180;
+  const height = canvas.clientHeight || 150;
   if (canvas.width !== Math.round(width * ratio)) {
     canvas.width = Math.round(width * ratio);
     canvas.height = Math.round(height * ratio);
