@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the Bayeux server and the workbin demo API (at http://127.0.0.1:8080/cometd).
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Subscribe to channels and print each message as one JSON line.
     Listen(listen::ListenArgs),
     /// Publish one message (JSON) on a channel and exit.
@@ -94,7 +94,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(*args).await,
             Command::Listen(args) => listen::run(args).await,
             Command::Publish(args) => publish::run(args).await,
             Command::Assign(args) => assign::run(args).await,
