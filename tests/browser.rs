@@ -8,7 +8,12 @@
 //!   allowed by `cors_origins`, over WebSocket and long-polling (and refused from an
 //!   origin that is not allowed);
 //! - two tabs of one browser long-polling: the multiple-clients advice, and both keep
-//!   receiving.
+//!   receiving;
+//! - across sites under TLS: a page of `http://page.test` (mapped to 127.0.0.1 inside
+//!   Chromium) and our server at `https://127.0.0.1`: the cookie is `Secure;
+//!   SameSite=None; Partitioned`, and the browser sends it back: sessions bound to it
+//!   keep working, and the second long-polling client of that page gets the
+//!   multiple-clients advice (with the HTTP/2 limit at 1: Chromium speaks HTTP/2 there).
 //!
 //! Run with `cargo test --features browser --test browser` after `npm ci` in
 //! tests/interop (`.ci/run` does both). `BAYEUX_CHROMIUM` names another Chromium than
@@ -16,12 +21,14 @@
 //! `cargo test --features browser --test browser -- --ignored screenshot`.
 #![cfg(feature = "browser")]
 
+mod common;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Duration;
 
-use bayeux::server::{Listening, ServerConfig};
+use bayeux::server::{Listening, ServerConfig, TlsConfig};
 use bayeux::workbin::{Access, DemoApp, UserDirectory, WorkbinConfig};
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
@@ -52,15 +59,28 @@ enum Mode {
 const USERS: &str = "boss:boss-pw:supervisor\nagent1:agent1-pw:agent\nagent2:agent2-pw:agent\n";
 
 /// Starts the demo app on `addr` (port 0 the first time, the same port after a
-/// restart), allowing `origin` by CORS.
-async fn start(mode: Mode, addr: SocketAddr, origin: Option<&str>) -> (DemoApp, Listening) {
+/// restart), allowing `origin` by CORS, over TLS with `tls`.
+async fn start(
+    mode: Mode,
+    addr: SocketAddr,
+    origin: Option<&str>,
+    tls: Option<TlsConfig>,
+) -> (DemoApp, Listening) {
     let access = match mode {
         Mode::Demo => Access::demo(),
         Mode::Users => Access::checked(UserDirectory::parse(USERS).unwrap()),
     };
+    // Under TLS Chromium speaks HTTP/2, where long polls are not limited per browser
+    // by default (as in CometD): limit them to one, so that the multiple-clients
+    // advice shows the cookie came back; and bind sessions to the cookie, so that a
+    // browser that did not send it back would be answered 402.
+    let tls_scenario = tls.is_some();
     let config = ServerConfig {
         timeout: Duration::from_secs(10),
         cors_origins: origin.map(|o| vec![o.to_string()]).unwrap_or_default(),
+        tls,
+        bind_browser_cookie: tls_scenario,
+        http2_max_sessions_per_browser: if tls_scenario { Some(1) } else { None },
         ..ServerConfig::default()
     };
     let app = DemoApp::new(config, access, WorkbinConfig::default(), "/cometd");
@@ -80,9 +100,11 @@ async fn start(mode: Mode, addr: SocketAddr, origin: Option<&str>) -> (DemoApp, 
     (app, listening)
 }
 
-/// Runs the driver's `scenario` against a server in `mode`, serving its requests to
-/// start and stop the server, and returns the steps that failed (empty: all passed).
-async fn run(scenario: &str, mode: Mode, extra: &[&str]) -> Vec<String> {
+/// Runs the driver's `scenario` against a server in `mode` (over TLS with a
+/// certificate for 127.0.0.1 when `tls`; Chromium is told to accept it), serving its
+/// requests to start and stop the server, and returns the steps that failed (empty:
+/// all passed).
+async fn run(scenario: &str, mode: Mode, tls: bool, extra: &[&str]) -> Vec<String> {
     let _one = ONE_AT_A_TIME.lock().await;
     let chromium = std::env::var("BAYEUX_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
@@ -138,7 +160,12 @@ async fn run(scenario: &str, mode: Mode, extra: &[&str]) -> Vec<String> {
                     if let Some(o) = value["origin"].as_str() {
                         origin = Some(o.to_string());
                     }
-                    let (app, listening) = start(mode, addr, origin.as_deref()).await;
+                    let tls = tls.then(|| {
+                        let pki = common::certs::TestPki::new();
+                        TlsConfig::from_pem(pki.server.cert.as_bytes(), pki.server.key.as_bytes())
+                            .unwrap()
+                    });
+                    let (app, listening) = start(mode, addr, origin.as_deref(), tls).await;
                     addr = listening.local_addr();
                     let answer = format!("started {}\n", listening.url(""));
                     server = Some((app, listening));
@@ -177,19 +204,25 @@ async fn run(scenario: &str, mode: Mode, extra: &[&str]) -> Vec<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_assigns_shows_and_recovers_from_a_restart() {
-    let failed = run("page", Mode::Users, &[]).await;
+    let failed = run("page", Mode::Users, false, &[]).await;
     assert!(failed.is_empty(), "failed steps:\n{}", failed.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cometd_client_in_chromium_from_another_origin() {
-    let failed = run("cometd", Mode::Demo, &[]).await;
+    let failed = run("cometd", Mode::Demo, false, &[]).await;
     assert!(failed.is_empty(), "failed steps:\n{}", failed.join("\n"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tabs_get_the_multiple_clients_advice_and_keep_receiving() {
-    let failed = run("tabs", Mode::Demo, &[]).await;
+    let failed = run("tabs", Mode::Demo, false, &[]).await;
+    assert!(failed.is_empty(), "failed steps:\n{}", failed.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn across_sites_under_tls_the_cookie_is_secure_and_sent_back() {
+    let failed = run("cross-site", Mode::Demo, true, &[]).await;
     assert!(failed.is_empty(), "failed steps:\n{}", failed.join("\n"));
 }
 
@@ -200,6 +233,6 @@ async fn two_tabs_get_the_multiple_clients_advice_and_keep_receiving() {
 async fn screenshot() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/demo.png");
     std::fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let failed = run("screenshot", Mode::Demo, &[path.to_str().unwrap()]).await;
+    let failed = run("screenshot", Mode::Demo, false, &[path.to_str().unwrap()]).await;
     assert!(failed.is_empty(), "failed steps:\n{}", failed.join("\n"));
 }

@@ -148,14 +148,15 @@ mod tests {
         assert_eq!(cookie(&plain, None), lax);
         assert_eq!(cookie(&cors, None), lax);
         assert_eq!(cookie(&cors, Some("http")), lax);
-        // Behind a TLS proxy: Secure; and None when pages of other sites may call.
+        // Behind a TLS proxy: Secure; and None when pages of other sites may call,
+        // partitioned so that browsers blocking third-party cookies keep it.
         assert_eq!(
             cookie(&plain, Some("https")),
             "BAYEUX_BROWSER=abc; Path=/; HttpOnly; Secure; SameSite=Lax"
         );
         assert_eq!(
             cookie(&cors, Some("HTTPS")),
-            "BAYEUX_BROWSER=abc; Path=/; HttpOnly; Secure; SameSite=None"
+            "BAYEUX_BROWSER=abc; Path=/; HttpOnly; Secure; SameSite=None; Partitioned"
         );
     }
 }

@@ -261,9 +261,11 @@ pub const BROWSER_COOKIE: &str = "BAYEUX_BROWSER";
 /// `HttpOnly`, as CometD sets it, and the attributes a browser needs to send it back:
 ///
 /// - over TLS (the server's own, or a proxy's that says `X-Forwarded-Proto: https`),
-///   `Secure`; and with CORS origins configured, `SameSite=None`, so that a page of
-///   another site (which `--cors-origin` allows) has it sent with its credentialed
-///   requests (browsers accept `SameSite=None` only with `Secure`);
+///   `Secure`; and with CORS origins configured, `SameSite=None; Partitioned`, so that
+///   a page of another site (which `--cors-origin` allows) has it sent with its
+///   credentialed requests: browsers accept `SameSite=None` only with `Secure`, and
+///   those that block third-party cookies (Chromium does) still keep a `Partitioned`
+///   one, for that top-level site (CometD's `browserCookiePartitioned`);
 /// - otherwise `SameSite=Lax`, what browsers assume anyway: sent by pages of the same
 ///   site, which includes every port of the same host (`http://127.0.0.1:8000` and
 ///   `http://127.0.0.1:8080` are two origins but one site).
@@ -277,7 +279,7 @@ pub(crate) fn browser_cookie_header(
     } else if config.cors_origins.is_empty() {
         "Secure; SameSite=Lax"
     } else {
-        "Secure; SameSite=None"
+        "Secure; SameSite=None; Partitioned"
     };
     format!("{BROWSER_COOKIE}={browser}; Path=/; HttpOnly; {same_site}")
         .parse()

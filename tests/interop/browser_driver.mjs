@@ -2,7 +2,7 @@
 // browser suite (tests/browser.rs, `cargo test --features browser --test browser`).
 //
 // Usage: node browser_driver.mjs SCENARIO [SCREENSHOT_PATH]
-// SCENARIO: page | cometd | tabs | screenshot.
+// SCENARIO: page | cometd | tabs | cross-site | screenshot.
 //
 // The Rust test owns the server; the two talk in lines. This script writes JSON lines
 // on stdout: {"ask":"start","origin":ORIGIN} (start the server, allowing ORIGIN by
@@ -65,7 +65,9 @@ const executablePath = process.env.BAYEUX_CHROMIUM || '/usr/bin/chromium';
 const browser = await chromium.launch({
   executablePath,
   headless: true,
-  args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu'],
+  // page.test is another site on 127.0.0.1 (for the cross-site scenario).
+  args: ['--no-sandbox', '--disable-dev-shm-usage', '--disable-gpu',
+    '--host-resolver-rules=MAP page.test 127.0.0.1'],
   timeout: 30000,
 });
 const deadline = setTimeout(() => {
@@ -206,6 +208,36 @@ async function cometdScenario() {
   evil.server.close();
 }
 
+/** Another site (http://page.test) and our server under TLS (https://127.0.0.1, its
+ * certificate from a CA of the test's, accepted by the context): the BAYEUX_BROWSER
+ * cookie must be Secure and SameSite=None to be sent across sites, and Partitioned to
+ * be kept at all (Chromium blocks unpartitioned third-party cookies); the
+ * multiple-clients advice to the page's second client proves it was sent back. */
+async function crossSiteScenario() {
+  const site = await pageServer('page.test');
+  const base = await startServer(site.origin);
+  step('the server is on https', base.startsWith('https://127.0.0.1:'), base);
+  const context = await browser.newContext({ ignoreHTTPSErrors: true });
+  const page = await context.newPage();
+  page.setDefaultTimeout(WAIT);
+  page.on('pageerror', (e) => step('no script error (page.test)', false, e.message));
+  await page.goto(`${site.origin}/`);
+  await page.waitForFunction(() => typeof window.runTwo === 'function');
+  const result = await page.evaluate(([u]) => window.runTwo(u), [`${base}/cometd`]);
+  step('cometd-js, another site, TLS: two clients handshake', result.handshakes === 2, result);
+  const cookies = await context.cookies(base);
+  const cookie = cookies.find((c) => c.name === 'BAYEUX_BROWSER');
+  step('the cookie is Secure; SameSite=None; Partitioned (by the page\'s site); HttpOnly; Path=/',
+    cookie && cookie.secure && cookie.sameSite === 'None' && cookie.httpOnly && cookie.path === '/' &&
+      cookie.partitionKey === 'http://page.test',
+    cookie ?? cookies);
+  step('the browser sends it back across sites: one client gets multiple-clients',
+    result.multipleClients === 1, result);
+  step('both clients receive', result.received === 2, result);
+  await context.close();
+  site.server.close();
+}
+
 /** Two tabs of one browser long-polling: one gets the multiple-clients advice, both
  * keep receiving. */
 async function tabsScenario() {
@@ -297,11 +329,61 @@ window.runCometd = (url, transport, limit = 10000) => new Promise((resolve) => {
     } catch (e) { result.error = String(e); clearTimeout(timer); resolve(result); }
   });
 });
+// Two long-polling clients of this page, as two tabs would be: both subscribe; once
+// one of them is told multiple-clients, a publish must reach both.
+window.runTwo = (url) => new Promise((resolve) => {
+  const result = { handshakes: 0, multipleClients: 0, received: 0 };
+  const clients = [new CometD(), new CometD()];
+  const timer = setTimeout(() => finish('timed out'), 12000);
+  function finish(why) {
+    clearTimeout(timer);
+    if (why) result.error = why;
+    clients.forEach((c) => c.disconnect());
+    resolve(result);
+  }
+  let subscribed = 0;
+  let published = false;
+  const publishOnce = () => {
+    if (published || subscribed < 2 || result.multipleClients === 0) return;
+    published = true;
+    clients[0].publish('/browser/both', { text: 'to both' });
+  };
+  // One after the other, as tabs open: the second handshake carries the cookie the
+  // first one got (two at once would each get a cookie of their own).
+  const start = (i) => {
+    const c = clients[i];
+    c.unregisterTransports();
+    c.registerTransport('long-polling', new LongPollingTransport());
+    c.configure({ url, logLevel: 'warn', maxNetworkDelay: 5000 });
+    let advised = false;
+    c.addListener('/meta/connect', (m) => {
+      if (!advised && m.advice && m.advice['multiple-clients'] === true) {
+        advised = true;
+        result.multipleClients += 1;
+        publishOnce();
+      }
+    });
+    c.handshake((hs) => {
+      if (hs.successful !== true) return finish('handshake ' + i + ' failed: ' + (hs.error ?? 'no reply'));
+      result.handshakes += 1;
+      c.subscribe('/browser/both', () => {
+        result.received += 1;
+        if (result.received === 2) finish();
+      }, () => {
+        subscribed += 1;
+        if (i === 0) start(1);
+        publishOnce();
+      });
+    });
+  };
+  start(0);
+});
 `;
 
-/** A tiny static server on its own port: another origin, serving the CometD client
- * from tests/interop/node_modules (never shipped) and a page that runs it. */
-function pageServer() {
+/** A tiny static server on its own port: another origin (with `host`, another site),
+ * serving the CometD client from tests/interop/node_modules (never shipped) and a page
+ * that runs it. It listens on 127.0.0.1 whatever the host name. */
+function pageServer(host = '127.0.0.1') {
   const cometdDir = path.join(here, 'node_modules', 'cometd');
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
@@ -319,7 +401,7 @@ function pageServer() {
   });
   return new Promise((resolve) => {
     server.listen(0, '127.0.0.1', () => {
-      resolve({ server, origin: `http://127.0.0.1:${server.address().port}` });
+      resolve({ server, origin: `http://${host}:${server.address().port}` });
     });
   });
 }
@@ -330,6 +412,7 @@ const scenarios = {
   page: pageScenario,
   cometd: cometdScenario,
   tabs: tabsScenario,
+  'cross-site': crossSiteScenario,
   screenshot: screenshotScenario,
 };
 try {
