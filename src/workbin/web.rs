@@ -8,10 +8,10 @@
 
 use bytes::Bytes;
 use http::header::{
-    ALLOW, CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY,
-    X_CONTENT_TYPE_OPTIONS, X_FRAME_OPTIONS,
+    CACHE_CONTROL, CONTENT_SECURITY_POLICY, CONTENT_TYPE, REFERRER_POLICY, X_CONTENT_TYPE_OPTIONS,
+    X_FRAME_OPTIONS,
 };
-use http::{HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderValue, Method, Request, Response};
 use http_body_util::Full;
 
 use crate::server::{ResponseBody, Server};
@@ -34,32 +34,43 @@ const FAVICON: &str = include_str!("web/favicon.svg");
 /// The embedded files and the page's settings. Cheap to clone.
 #[derive(Clone, Debug)]
 pub(crate) struct WebApp {
-    /// `index.html` with the server's settings filled in.
-    index: Bytes,
+    /// `index.html` with the server's settings filled in; `None` when the Bayeux
+    /// endpoint is mounted at `/` and so takes every path.
+    index: Option<Bytes>,
 }
 
 impl WebApp {
     /// The app for a server whose Bayeux endpoint is at `bayeux_path`; `demo`: any
-    /// name may sign in (no users file).
+    /// name may sign in (no users file). With the endpoint at `/`, which takes every
+    /// path, the app serves nothing.
     pub fn new(bayeux_path: &str, demo: bool) -> Self {
-        let index = INDEX
-            .replace("{{BAYEUX_PATH}}", &escape_attribute(bayeux_path))
-            .replace("{{MODE}}", if demo { "demo" } else { "users" });
-        WebApp {
-            index: Bytes::from(index),
-        }
+        let path = bayeux_path.trim_end_matches('/');
+        let index = (!path.is_empty()).then(|| {
+            Bytes::from(
+                INDEX
+                    .replace("{{BAYEUX_PATH}}", &escape_attribute(path))
+                    .replace("{{MODE}}", if demo { "demo" } else { "users" }),
+            )
+        });
+        WebApp { index }
     }
 
-    /// Answers `request` if its path is one of the app's (`/`, its files, `/stats`),
-    /// `None` otherwise. The body is not read.
+    /// Answers a `GET` or `HEAD` request if its path is one of the app's (`/`, its
+    /// files, `/stats`), `None` otherwise (other methods and paths are the Bayeux
+    /// endpoint's or the workbin API's). The body is not read.
     pub fn respond<B>(
         &self,
         server: &Server,
         request: &Request<B>,
     ) -> Option<Response<ResponseBody>> {
+        let index = self.index.as_ref()?;
+        let method = request.method();
+        if method != Method::GET && method != Method::HEAD {
+            return None;
+        }
         let path = request.uri().path();
         let (body, content_type): (Bytes, &'static str) = match path {
-            "/" | "/index.html" => (self.index.clone(), "text/html;charset=UTF-8"),
+            "/" | "/index.html" => (index.clone(), "text/html;charset=UTF-8"),
             "/app.css" => (
                 Bytes::from_static(APP_CSS.as_bytes()),
                 "text/css;charset=UTF-8",
@@ -78,13 +89,6 @@ impl WebApp {
             STATS_PATH => (stats(server), "application/json"),
             _ => return None,
         };
-        let method = request.method();
-        if method != Method::GET && method != Method::HEAD {
-            let mut res = crate::server::http::text(StatusCode::METHOD_NOT_ALLOWED, "use GET");
-            res.headers_mut()
-                .insert(ALLOW, HeaderValue::from_static("GET, HEAD"));
-            return Some(res);
-        }
         let mut res = Response::new(if method == Method::HEAD {
             ResponseBody::default()
         } else {
@@ -142,6 +146,7 @@ fn escape_attribute(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::StatusCode;
 
     fn get(
         app: &WebApp,
@@ -189,10 +194,18 @@ mod tests {
         }
         let head = get(&app, &server, Method::HEAD, "/app.js").unwrap();
         assert!(body(head).await.is_empty());
-        let post = get(&app, &server, Method::POST, "/").unwrap();
-        assert_eq!(post.status(), StatusCode::METHOD_NOT_ALLOWED);
+        // Other methods are not the app's (a POST / may be Bayeux's, say).
+        assert!(get(&app, &server, Method::POST, "/").is_none());
         assert!(get(&app, &server, Method::GET, "/nothing.js").is_none());
         assert!(get(&app, &server, Method::GET, "/api/v2").is_none());
+    }
+
+    #[tokio::test]
+    async fn nothing_is_served_when_bayeux_takes_every_path() {
+        let server = Server::new(Default::default());
+        let app = WebApp::new("/", true);
+        assert!(get(&app, &server, Method::GET, "/").is_none());
+        assert!(get(&app, &server, Method::GET, "/stats").is_none());
     }
 
     #[tokio::test]

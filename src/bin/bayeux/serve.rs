@@ -628,6 +628,11 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             None
         }
     };
+    if settings.path.trim_end_matches('/').is_empty() {
+        tracing::info!("no web demo: the Bayeux endpoint takes every path (--path /)");
+    } else {
+        tracing::info!("the web demo (supervisor console, agent desktops, live stats) at {base}/");
+    }
     if demo {
         tracing::warn!(
             "DEMO MODE: any user name is accepted with any password (use --users FILE to check credentials)"
