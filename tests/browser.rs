@@ -2,7 +2,8 @@
 //! from tests/interop/node_modules) against our server, on 127.0.0.1 only.
 //!
 //! - the web page with `--users`: a supervisor assigns, the agent's desktop shows the
-//!   item, another agent's does not, an agent may not assign; the server restarts and
+//!   item, another agent's does not, an agent may not assign, a desktop whose WebSocket
+//!   is dropped falls back to long-polling; the server restarts and
 //!   the desktop shows "reconnecting", then recovers and shows the next assignment;
 //! - the official CometD JavaScript client inside Chromium, on a page of another origin
 //!   allowed by `cors_origins`, over WebSocket and long-polling (and refused from an

@@ -132,6 +132,15 @@ async function pageScenario() {
   await signIn(a2, 'agent2', 'agent2-pw');
   await expectStep('agent desktops connected', Promise.all([waitConnection(a1, 'connected'), waitConnection(a2, 'connected')]).then(() => true));
   await expectStep('the transport in use is shown', a1.textContent('#transport').then((t) => t === 'websocket' || t));
+  // A network where WebSocket does not get through (the upgrade is taken, then the
+  // socket dropped): the desktop falls back to long-polling, and says so.
+  const noWs = await (await browser.newContext()).newPage();
+  noWs.setDefaultTimeout(WAIT);
+  await noWs.routeWebSocket(/\/cometd/, (ws) => ws.close({ code: 1011, reason: 'blocked by the test' }));
+  await noWs.goto(`${base}/?view=agent`);
+  await signIn(noWs, 'agent2', 'agent2-pw');
+  await expectStep('without WebSocket, the desktop falls back to long-polling',
+    waitConnection(noWs, 'connected').then(async () => (await noWs.textContent('#transport')) === 'long-polling' || await noWs.textContent('#transport')));
   const bad = await appPage(await browser.newContext(), base, '?view=agent');
   await signIn(bad, 'agent1', 'wrong');
   await expectStep('a wrong password is refused, and the desktop says so', waitConnection(bad, 'offline').then(async () => {

@@ -242,7 +242,10 @@ export class BayeuxClient extends EventTarget {
   /** Opens the socket for this session, subscribes `channels`, starts connecting. */
   #openSocket(epoch, channels) {
     const wsUrl = this.url.replace(/^http/, "ws");
-    let opened = false;
+    // Whether the server answered over this socket: a socket that closes before that
+    // on the first try (a proxy that takes the upgrade and drops it, say) is no better
+    // than one that never opened.
+    let answered = false;
     let socket;
     try {
       socket = new WebSocket(wsUrl);
@@ -253,8 +256,6 @@ export class BayeuxClient extends EventTarget {
     this.socket = socket;
     socket.onopen = () => {
       if (epoch !== this.epoch) return socket.close(1000);
-      opened = true;
-      this.backoff = 0;
       const batch = [];
       if (channels.length > 0) {
         const id = String(this.nextId++);
@@ -265,6 +266,8 @@ export class BayeuxClient extends EventTarget {
     };
     socket.onmessage = (event) => {
       if (epoch !== this.epoch) return;
+      answered = true;
+      this.backoff = 0;
       let messages;
       try {
         messages = JSON.parse(event.data);
@@ -284,8 +287,8 @@ export class BayeuxClient extends EventTarget {
       if (this.socket !== socket || epoch !== this.epoch) return;
       this.socket = null;
       this.#failPending("the WebSocket closed");
-      if (!opened && this.state === State.CONNECTING) {
-        // It never opened on the first try: a proxy or a policy in the way.
+      if (!answered && this.state === State.CONNECTING) {
+        // It never worked on the first try: a proxy or a policy in the way.
         this.#socketFailed(epoch, channels);
         return;
       }
