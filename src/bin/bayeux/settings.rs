@@ -477,6 +477,21 @@ mod tests {
     }
 
     #[test]
+    fn the_per_browser_keys_take_cometd_names_and_minus_one() {
+        let s = FileSettings::parse(
+            "maxSessionsPerBrowser = -1\nhttp2-max-sessions-per-browser = 2\n\
+             multiSessionInterval = 500\n",
+        )
+        .unwrap();
+        assert_eq!(s.max_sessions_per_browser, Some(-1));
+        assert_eq!(s.http2_max_sessions_per_browser, Some(2));
+        assert_eq!(
+            s.multi_session_interval,
+            Some(Dur(Duration::from_millis(500)))
+        );
+    }
+
+    #[test]
     fn file_errors_name_the_line_and_the_key() {
         let e = FileSettings::parse("path = \"/c\"\nmax_queue = 3\n").unwrap_err();
         assert_eq!(
