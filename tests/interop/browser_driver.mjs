@@ -132,6 +132,7 @@ async function pageScenario() {
   await signIn(a2, 'agent2', 'agent2-pw');
   await expectStep('agent desktops connected', Promise.all([waitConnection(a1, 'connected'), waitConnection(a2, 'connected')]).then(() => true));
   await expectStep('the transport in use is shown', a1.textContent('#transport').then((t) => t === 'websocket' || t));
+  await expectStep('the ack extension is on', a1.evaluate(() => document.body.dataset.ack).then((a) => a === 'true' || a));
   // A network where WebSocket does not get through (the upgrade is taken, then the
   // socket dropped): the desktop falls back to long-polling, and says so.
   const noWs = await (await browser.newContext()).newPage();

@@ -92,6 +92,9 @@ function startDesktop() {
   client.addEventListener("state", (e) => showState(e.detail.state, e.detail.reason));
   client.addEventListener("transport", (e) => showTransport(e.detail.transport));
   client.addEventListener("advice", (e) => showAdvice(e.detail.advice));
+  client.addEventListener("handshake", (e) => {
+    document.body.dataset.ack = String(e.detail.ack);
+  });
   // /v2/me/* : the workbin changes and every media channel, for this session's user
   // only (the server delivers them per user, never broadcast).
   client.subscribe("/v2/me/*", (message) => showNotification(message));

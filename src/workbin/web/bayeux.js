@@ -60,6 +60,8 @@ const BACKOFF_MAX = 5000;
 
 /**
  * A Bayeux client. Events (it is an EventTarget):
+ * - "handshake": detail {clientId, ack} after each successful handshake (ack: the
+ *   server acknowledges deliveries);
  * - "state": detail {state, reason} when the connection state changes;
  * - "transport": detail {transport} when it connects over another transport;
  * - "advice": detail {advice} for each connect reply's advice ("multiple-clients"...);
@@ -200,6 +202,9 @@ export class BayeuxClient extends EventTarget {
     this.clientId = reply.clientId;
     this.ackEnabled = reply.ext?.ack === true;
     this.#takeAdvice(reply.advice);
+    this.dispatchEvent(
+      new CustomEvent("handshake", { detail: { clientId: this.clientId, ack: this.ackEnabled } }),
+    );
     const offered = reply.supportedConnectionTypes ?? ["long-polling"];
     const useSocket =
       !this.webSocketFailed &&
