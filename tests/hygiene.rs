@@ -424,7 +424,8 @@ async fn a_404_outside_the_workbin_api_is_plain() {
             let body = res.into_body().collect().await.unwrap().to_bytes();
             (status, kind, String::from_utf8_lossy(&body).into_owned())
         };
-        for path in ["/", "/favicon.ico", "/cometdx", "/apix"] {
+        // "/" and "/favicon.ico" are the web demo's (tests/workbin.rs).
+        for path in ["/index.htm", "/favicon.png", "/cometdx", "/apix"] {
             let (status, kind, body) = get(path).await;
             assert_eq!(status, 404, "{path}");
             assert!(kind.starts_with("text/plain"), "{path}: {kind}");

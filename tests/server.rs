@@ -850,3 +850,187 @@ async fn a_broadcast_carries_no_reply_fields_of_its_publisher() {
     .await
     .unwrap();
 }
+
+/// POSTs `body` with the `BAYEUX_BROWSER` cookie `browser` (as a browser's tabs do)
+/// over HTTP/1.1; returns the reply array and the `Set-Cookie` header, if any.
+async fn post_from_browser(
+    t: &TestServer,
+    browser: Option<&str>,
+    body: Value,
+) -> (Vec<Value>, Option<String>) {
+    use http_body_util::BodyExt;
+    let mut req = http::Request::builder()
+        .method("POST")
+        .uri(t.url())
+        .header("content-type", "application/json");
+    if let Some(b) = browser {
+        req = req.header("cookie", format!("BAYEUX_BROWSER={b}"));
+    }
+    let req = req
+        .body(http_body_util::Full::new(bytes::Bytes::from(
+            serde_json::to_vec(&body).unwrap(),
+        )))
+        .unwrap();
+    let res = t.http.request(req).await.unwrap();
+    assert_eq!(res.status(), 200);
+    let cookie = res
+        .headers()
+        .get("set-cookie")
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = res.into_body().collect().await.unwrap().to_bytes();
+    (serde_json::from_slice(&bytes).unwrap(), cookie)
+}
+
+/// Two tabs of one browser (one `BAYEUX_BROWSER` cookie), each with its own session:
+/// only one may hold a long poll (`maxSessionsPerBrowser` 1, CometD's default); the
+/// other's connect is answered at once with CometD's `multiple-clients` advice, and
+/// still carries what was queued for it. Once the first lets go, the second is held.
+#[tokio::test]
+async fn a_second_session_of_one_browser_is_told_to_poll() {
+    timeout(LIMIT, async {
+        let mut config = fast_config();
+        config.timeout = Duration::from_secs(30);
+        config.multi_session_interval = Duration::from_millis(1_500);
+        let t = std::sync::Arc::new(TestServer::with_config(config).await);
+        let handshake = json!({"channel": "/meta/handshake", "version": "1.0",
+                               "supportedConnectionTypes": ["long-polling"]});
+        let (replies, cookie) = post_from_browser(&t, None, handshake.clone()).await;
+        let cookie = cookie.expect("a handshake without the cookie sets it");
+        assert!(
+            cookie.contains("; Path=/; HttpOnly; SameSite=Lax"),
+            "{cookie}"
+        );
+        let browser = cookie
+            .strip_prefix("BAYEUX_BROWSER=")
+            .and_then(|c| c.split(';').next())
+            .unwrap()
+            .to_string();
+        let tab1 = replies[0]["clientId"].as_str().unwrap().to_string();
+        let (replies, cookie) = post_from_browser(&t, Some(&browser), handshake).await;
+        assert_eq!(cookie, None, "the browser has its cookie already");
+        let tab2 = replies[0]["clientId"].as_str().unwrap().to_string();
+        for id in [&tab1, &tab2] {
+            t.subscribe(id, json!("/news")).await;
+        }
+        let connect = |id: &str| {
+            json!({"channel": "/meta/connect", "clientId": id,
+                   "connectionType": "long-polling"})
+        };
+        // First connects are answered at once (no advice check then).
+        for id in [&tab1, &tab2] {
+            post_from_browser(&t, Some(&browser), connect(id)).await;
+        }
+        // Tab 1 holds its long poll.
+        let held = tokio::spawn({
+            let (t, b, body) = (t.clone(), browser.clone(), connect(&tab1));
+            async move { post_from_browser(&t, Some(&b), body).await.0 }
+        });
+        eventually("tab 1's connect to be held", || {
+            t.server.is_connected(&tab1)
+        })
+        .await;
+        // Tab 2's connect is not held: answered at once, with the advice and with the
+        // message queued for it.
+        t.server
+            .deliver(&tab2, "/direct", json!("first"))
+            .await
+            .unwrap();
+        let (replies, _) = post_from_browser(&t, Some(&browser), connect(&tab2)).await;
+        let (messages, reply) = split_connect(replies);
+        assert_eq!(reply["successful"], true, "{reply}");
+        assert_eq!(
+            reply["advice"],
+            json!({"reconnect": "retry", "interval": 1500, "multiple-clients": true})
+        );
+        assert_eq!(messages.len(), 1, "{messages:?}");
+        assert_eq!(messages[0]["data"], "first");
+        // Tab 1 still holds its long poll, and receives through it.
+        assert!(t.server.is_connected(&tab1));
+        t.server.publish("/news", json!("news")).await.unwrap();
+        let (messages, reply) = split_connect(held.await.unwrap());
+        assert_eq!(messages[0]["data"], "news");
+        assert!(reply["advice"].get("multiple-clients").is_none(), "{reply}");
+        // Another browser is not limited by this one.
+        let other = t.handshake().await;
+        t.connect(&other).await;
+        // Tab 1 holds no long poll now: tab 2's connects are answered as usual, with no
+        // multiple-clients advice, and held when there is nothing to send.
+        let (replies, _) = post_from_browser(&t, Some(&browser), connect(&tab2)).await;
+        let (messages, reply) = split_connect(replies);
+        assert_eq!(messages[0]["data"], "news");
+        assert!(reply["advice"].get("multiple-clients").is_none(), "{reply}");
+        let pending = tokio::spawn({
+            let (t, b, body) = (t.clone(), browser.clone(), connect(&tab2));
+            async move { post_from_browser(&t, Some(&b), body).await.0 }
+        });
+        eventually("tab 2's connect to be held", || {
+            t.server.is_connected(&tab2)
+        })
+        .await;
+        t.server.publish("/news", json!("second")).await.unwrap();
+        let (messages, reply) = split_connect(pending.await.unwrap());
+        assert_eq!(messages[0]["data"], "second");
+        assert!(reply["advice"].get("multiple-clients").is_none(), "{reply}");
+    })
+    .await
+    .unwrap();
+}
+
+/// `maxSessionsPerBrowser` without a limit holds every session's long poll, and a
+/// zero `multiSessionInterval` makes the refused connect fail with `reconnect: none`,
+/// as CometD does.
+#[tokio::test]
+async fn the_per_browser_limit_is_configurable() {
+    timeout(LIMIT, async {
+        for (limit, interval) in [(None, 2_000), (Some(1), 0)] {
+            let mut config = fast_config();
+            config.timeout = Duration::from_secs(30);
+            config.max_sessions_per_browser = limit;
+            config.multi_session_interval = Duration::from_millis(interval);
+            let t = std::sync::Arc::new(TestServer::with_config(config).await);
+            let handshake = json!({"channel": "/meta/handshake", "version": "1.0",
+                                   "supportedConnectionTypes": ["long-polling"]});
+            let mut ids = Vec::new();
+            for _ in 0..2 {
+                let (replies, _) = post_from_browser(&t, Some("tabs"), handshake.clone()).await;
+                ids.push(replies[0]["clientId"].as_str().unwrap().to_string());
+            }
+            let connect = |id: &str| {
+                json!({"channel": "/meta/connect", "clientId": id,
+                       "connectionType": "long-polling"})
+            };
+            for id in &ids {
+                post_from_browser(&t, Some("tabs"), connect(id)).await;
+            }
+            let _held = tokio::spawn({
+                let (t, body) = (t.clone(), connect(&ids[0]));
+                async move { post_from_browser(&t, Some("tabs"), body).await }
+            });
+            eventually("the first connect to be held", || {
+                t.server.is_connected(&ids[0])
+            })
+            .await;
+            if limit.is_none() {
+                let _second = tokio::spawn({
+                    let (t, body) = (t.clone(), connect(&ids[1]));
+                    async move { post_from_browser(&t, Some("tabs"), body).await }
+                });
+                eventually("the second connect to be held too", || {
+                    t.server.is_connected(&ids[1])
+                })
+                .await;
+            } else {
+                let (replies, _) = post_from_browser(&t, Some("tabs"), connect(&ids[1])).await;
+                let (_, reply) = split_connect(replies);
+                assert_eq!(reply["successful"], false, "{reply}");
+                assert_eq!(
+                    reply["advice"],
+                    json!({"reconnect": "none", "multiple-clients": true})
+                );
+            }
+            t.server.shutdown();
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -497,3 +497,57 @@ async fn a_slow_body_gets_408_and_publishes_nothing() {
     .await
     .unwrap();
 }
+
+/// The web demo's files and stats beside the API: `/` is the page (with its policy),
+/// `/stats` JSON counters that follow the server, and an unknown path is still 404.
+#[tokio::test]
+async fn the_web_demo_is_served_beside_the_api() {
+    timeout(LIMIT, async {
+        let demo = Demo::start(Access::demo()).await;
+        let get = |path: &'static str| {
+            let req = http::Request::builder()
+                .uri(format!("{}{path}", demo.base()))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let http = demo.http.clone();
+            async move {
+                let res = http.request(req).await.unwrap();
+                let (parts, body) = res.into_parts();
+                let bytes = body.collect().await.unwrap().to_bytes();
+                (parts.status.as_u16(), parts.headers, bytes)
+            }
+        };
+        let (status, headers, page) = get("/").await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["content-type"], "text/html;charset=UTF-8");
+        let csp = headers["content-security-policy"].to_str().unwrap();
+        assert!(
+            csp.contains("script-src 'self'") && !csp.contains("unsafe"),
+            "{csp}"
+        );
+        let page = String::from_utf8(page.to_vec()).unwrap();
+        assert!(page.contains(r#"<meta name="bayeux-path" content="/cometd">"#));
+        let (status, headers, _) = get("/bayeux.js").await;
+        assert_eq!(status, 200);
+        assert_eq!(headers["content-type"], "text/javascript;charset=UTF-8");
+        let (_, _, stats) = get("/stats").await;
+        let before: Value = serde_json::from_slice(&stats).unwrap();
+        let (_agent, mut sub) = demo.agent("agent1", "/v2/me/*").await;
+        demo.assign("agent1", "AddEmail", ".../E1").await;
+        next(&mut sub).await;
+        next(&mut sub).await;
+        let (_, _, stats) = get("/stats").await;
+        let after: Value = serde_json::from_slice(&stats).unwrap();
+        assert_eq!(after["sessions"], 1);
+        assert!(
+            after["messagesDelivered"].as_u64() > before["messagesDelivered"].as_u64(),
+            "{before} then {after}"
+        );
+        for path in ["/index.htm", "/app.jsx", "/web/app.js"] {
+            let (status, _, _) = get(path).await;
+            assert_eq!(status, 404, "{path}");
+        }
+    })
+    .await
+    .unwrap();
+}

@@ -106,6 +106,22 @@ pub struct ServerConfig {
     /// that names the session from another (or no) cookie is answered `402`, as if the
     /// session did not exist. Off by default, as in CometD.
     pub bind_browser_cookie: bool,
+    /// `maxSessionsPerBrowser`: how many long polls (`long-polling`, `callback-polling`
+    /// over HTTP/1.x) the sessions of one browser (one `BAYEUX_BROWSER` cookie) may hold
+    /// at once. A connect of another session of that browser is then answered at once
+    /// with `advice: {"multiple-clients": true, "reconnect": "retry", "interval":
+    /// multi_session_interval}`, so that tabs of one page do not use up the browser's
+    /// connections per host. `None`: no limit. CometD's default: 1. WebSocket sessions
+    /// are not counted.
+    pub max_sessions_per_browser: Option<usize>,
+    /// `http2MaxSessionsPerBrowser`: the same over HTTP/2, where the long polls of a
+    /// browser share one connection. CometD's default: no limit (`None`).
+    pub http2_max_sessions_per_browser: Option<usize>,
+    /// `multiSessionInterval`: the `interval` advised to a session whose connect was
+    /// not held because its browser holds `max_sessions_per_browser` long polls already
+    /// (it polls instead). Zero: such a connect fails with `reconnect: none`, as in
+    /// CometD. CometD's default: 2 000 ms.
+    pub multi_session_interval: Duration,
     /// Origins allowed to call the endpoint from a browser (CORS); empty: CORS off,
     /// `*`: any origin.
     pub cors_origins: Vec<String>,
@@ -169,6 +185,9 @@ impl Default for ServerConfig {
             header_timeout: Duration::from_secs(30),
             body_timeout: Duration::from_secs(30),
             bind_browser_cookie: false,
+            max_sessions_per_browser: Some(1),
+            http2_max_sessions_per_browser: None,
+            multi_session_interval: Duration::from_millis(2_000),
             cors_origins: Vec::new(),
             callback_polling: false,
             #[cfg(feature = "tls")]

@@ -530,6 +530,34 @@ pub(crate) fn connect_reply(inner: &Inner, request: &Message, outbound: &Outboun
     reply
 }
 
+/// A connect reply turned into CometD's answer to a browser whose other session holds
+/// its long poll already: `advice: {"multiple-clients": true, "reconnect": "retry",
+/// "interval": multiSessionInterval}`, so the client polls at that pace instead of
+/// holding a connection; with a zero `multiSessionInterval`, a failure with
+/// `reconnect: none`, as CometD answers then.
+pub(crate) fn multiple_clients(inner: &Inner, reply: Message) -> Message {
+    let interval = inner.config.multi_session_interval;
+    let (reply, mut advice) = if interval.is_zero() {
+        let err = BayeuxError::new(
+            ErrorCode(409),
+            &["maxSessionsPerBrowser"],
+            "Too many sessions in this browser",
+        );
+        (reply.fail(&err), Advice::none())
+    } else {
+        let advice = Advice {
+            reconnect: Some(Reconnect::Retry),
+            interval: Some(millis(interval)),
+            ..Advice::default()
+        };
+        (reply, advice)
+    };
+    advice
+        .other
+        .insert("multiple-clients".into(), serde_json::Value::Bool(true));
+    reply.with_advice(advice)
+}
+
 /// How long a connect may wait for messages. As CometD does, a session's first connect
 /// is answered at once, to hand the client its advice: clients such as aiocometd wait
 /// for that reply before going on. Later connects wait up to `timeout`, or less if the

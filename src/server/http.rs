@@ -151,20 +151,24 @@ impl Server {
                 ),
             );
         }
+        let http2 = parts.version == http::Version::HTTP_2;
         let ctx = RequestContext {
             headers: &parts.headers,
             browser: browser_cookie(&parts.headers),
             transport: super::ConnectionType::LongPolling,
         };
         let mut processed = Box::pin(process(self.inner(), &ctx, batch)).await;
-        let set_browser = processed.set_browser.take();
+        let set_browser = processed
+            .set_browser
+            .take()
+            .and_then(|b| browser_cookie_header(config, &parts.headers, &b));
         // The request's headers and body are slices of hyper's read buffer: let go of
         // them before the long poll, or the connection needs a second buffer meanwhile.
         drop(parts);
         drop(bytes);
-        let body = long_polling::respond(self.inner(), processed).await;
+        let body = long_polling::respond(self.inner(), processed, http2).await;
         let mut res = json(body);
-        if let Some(cookie) = set_browser.as_deref().and_then(browser_cookie_header) {
+        if let Some(cookie) = set_browser {
             res.headers_mut().insert(SET_COOKIE, cookie);
         }
         res
@@ -253,11 +257,48 @@ fn form_batch(body: &[u8]) -> Result<Batch, String> {
 /// CometD's browser cookie name.
 pub const BROWSER_COOKIE: &str = "BAYEUX_BROWSER";
 
-/// The `Set-Cookie` value that gives a browser its `BAYEUX_BROWSER` id.
-pub(crate) fn browser_cookie_header(browser: &str) -> Option<http::HeaderValue> {
-    format!("{BROWSER_COOKIE}={browser}; Path=/; HttpOnly; SameSite=Lax")
+/// The `Set-Cookie` value that gives a browser its `BAYEUX_BROWSER` id: `Path=/` and
+/// `HttpOnly`, as CometD sets it, and the attributes a browser needs to send it back:
+///
+/// - over TLS (the server's own, or a proxy's that says `X-Forwarded-Proto: https`),
+///   `Secure`; and with CORS origins configured, `SameSite=None; Partitioned`, so that
+///   a page of another site (which `--cors-origin` allows) has it sent with its
+///   credentialed requests: browsers accept `SameSite=None` only with `Secure`, and
+///   those that block third-party cookies (Chromium does) still keep a `Partitioned`
+///   one, for that top-level site (CometD's `browserCookiePartitioned`);
+/// - otherwise `SameSite=Lax`, what browsers assume anyway: sent by pages of the same
+///   site, which includes every port of the same host (`http://127.0.0.1:8000` and
+///   `http://127.0.0.1:8080` are two origins but one site).
+pub(crate) fn browser_cookie_header(
+    config: &ServerConfig,
+    headers: &http::HeaderMap,
+    browser: &str,
+) -> Option<http::HeaderValue> {
+    let same_site = if !is_secure(config, headers) {
+        "SameSite=Lax"
+    } else if config.cors_origins.is_empty() {
+        "Secure; SameSite=Lax"
+    } else {
+        "Secure; SameSite=None; Partitioned"
+    };
+    format!("{BROWSER_COOKIE}={browser}; Path=/; HttpOnly; {same_site}")
         .parse()
         .ok()
+}
+
+/// Whether the browser reached the server over TLS: the server's own, or a proxy's
+/// (`X-Forwarded-Proto: https`).
+fn is_secure(config: &ServerConfig, headers: &http::HeaderMap) -> bool {
+    #[cfg(feature = "tls")]
+    if config.tls.is_some() {
+        return true;
+    }
+    #[cfg(not(feature = "tls"))]
+    let _ = config;
+    headers
+        .get("x-forwarded-proto")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("https"))
 }
 
 /// The value of the `BAYEUX_BROWSER` cookie, if the request has one.

@@ -6,6 +6,7 @@
 //! [`Server::deliver`] work without HTTP.
 
 mod broker;
+mod browsers;
 mod config;
 mod error;
 mod handler;
@@ -78,6 +79,8 @@ pub(crate) struct Inner {
     pub connection_types: Vec<ConnectionType>,
     sessions: Arc<Registry>,
     pub stats: Arc<stats::Stats>,
+    /// The long polls held per browser (CometD's multiple-clients detection).
+    pub browsers: Arc<browsers::Browsers>,
     next_recipient: AtomicU64,
     shutting_down: AtomicBool,
     /// Set by a handshake refused for `maxSessions`, cleared by one accepted: the
@@ -421,6 +424,7 @@ impl ServerBuilder {
             extensions: self.extensions,
             sessions,
             stats: Arc::default(),
+            browsers: Arc::default(),
             next_recipient: AtomicU64::new(1),
             shutting_down: AtomicBool::new(false),
             at_session_limit: AtomicBool::new(false),

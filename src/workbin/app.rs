@@ -11,6 +11,7 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::service::Service;
 
+use super::web::WebApp;
 use super::{Access, Workbin, WorkbinConfig};
 use crate::server::{BayeuxService, Listening, OpsService, ResponseBody, Server, ServerConfig};
 
@@ -22,13 +23,15 @@ type WorkbinRequests = prometheus_client::metrics::family::Family<
 >;
 
 /// Routes the operator's endpoints (`/health`, `/ready`, `/metrics`: see
-/// [`OpsService`]) to them, the Bayeux mount path to the Bayeux server, and everything
-/// else to the workbin API (which answers 404 for unknown paths). Cheap to clone.
+/// [`OpsService`]) to them, the web app (`/`, its files and `/stats`) to it, the Bayeux
+/// mount path to the Bayeux server, and everything else to the workbin API (which
+/// answers 404 for unknown paths). Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct DemoApp {
     bayeux: BayeuxService,
     workbin: Arc<Workbin>,
     ops: Option<OpsService>,
+    web: WebApp,
     #[cfg(feature = "metrics")]
     workbin_requests: WorkbinRequests,
 }
@@ -42,6 +45,7 @@ impl DemoApp {
         workbin: WorkbinConfig,
         bayeux_path: &str,
     ) -> Self {
+        let web = WebApp::new(bayeux_path, access.is_demo());
         let access = Arc::new(access);
         let server = Server::builder()
             .config(config)
@@ -63,6 +67,7 @@ impl DemoApp {
         };
         DemoApp {
             ops: Some(OpsService::new(server.clone())),
+            web,
             bayeux: server.service().mounted_at(bayeux_path),
             workbin: Arc::new(Workbin::new(server, access, workbin)),
             #[cfg(feature = "metrics")]
@@ -111,6 +116,9 @@ impl Service<Request<Incoming>> for DemoApp {
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
         if let Some(response) = self.ops.as_ref().and_then(|ops| ops.respond(&request)) {
+            return Box::pin(std::future::ready(Ok(response)));
+        }
+        if let Some(response) = self.web.respond(self.server(), &request) {
             return Box::pin(std::future::ready(Ok(response)));
         }
         if self.bayeux.matches(request.uri().path()) {

@@ -13,6 +13,7 @@ mod app;
 mod notification;
 mod request;
 mod users;
+mod web;
 
 use std::sync::{Arc, OnceLock};
 use std::time::SystemTime;
@@ -30,6 +31,7 @@ pub use users::{
     Access, Caller, Role, UserDirectory, UsersFileError, UsersFileWarning, basic_credentials,
     hash_password,
 };
+pub use web::STATS_PATH;
 
 use crate::server::http::{BodyError, read_body};
 use crate::server::{ResponseBody, Server};

@@ -92,6 +92,18 @@ pub struct ServeArgs {
     /// Bind sessions to the BAYEUX_BROWSER cookie of their handshake.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     bind_browser_cookie: Option<bool>,
+    /// `maxSessionsPerBrowser`: long polls the sessions of one browser (one
+    /// BAYEUX_BROWSER cookie) hold at once over HTTP/1.x; another session's connect is
+    /// answered at once with the `multiple-clients` advice. -1: no limit.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    max_sessions_per_browser: Option<i64>,
+    /// `http2MaxSessionsPerBrowser`: the same over HTTP/2. -1: no limit.
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    http2_max_sessions_per_browser: Option<i64>,
+    /// `multiSessionInterval`: the `interval` advised with `multiple-clients` (0: such a
+    /// connect fails with reconnect none).
+    #[arg(long, value_name = "DURATION")]
+    multi_session_interval: Option<Millis>,
     /// Allow this browser origin (CORS); repeat for several, `*` for any.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     cors_origins: Vec<String>,
@@ -185,6 +197,16 @@ fn parse_channel_grammar(name: &str) -> Result<ChannelGrammar, String> {
     ChannelGrammar::from_name(name).ok_or_else(|| format!("{name:?}: expected strict or cometd"))
 }
 
+/// A per-browser limit as the flags write it: -1 for none.
+fn per_browser(limit: Option<usize>) -> i64 {
+    limit.map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX))
+}
+
+/// A per-browser limit from the flags: a negative number is none.
+fn per_browser_limit(n: i64) -> Option<usize> {
+    usize::try_from(n).ok()
+}
+
 /// Appends its default to the help of each option that has one, from
 /// [`ServerConfig::default`] and the constants above: the numbers live there only.
 fn show_default(arg: clap::Arg) -> clap::Arg {
@@ -209,6 +231,11 @@ fn show_default(arg: clap::Arg) -> clap::Arg {
         "header_timeout" => show_duration(d.header_timeout),
         "body_timeout" => show_duration(d.body_timeout),
         "bind_browser_cookie" => d.bind_browser_cookie.to_string(),
+        "max_sessions_per_browser" => per_browser(d.max_sessions_per_browser).to_string(),
+        "http2_max_sessions_per_browser" => {
+            per_browser(d.http2_max_sessions_per_browser).to_string()
+        }
+        "multi_session_interval" => show_duration(d.multi_session_interval),
         "no_ack" => (!d.ack_extension).to_string(),
         "callback_polling" => d.callback_polling.to_string(),
         "tls_handshake_timeout" => show_duration(d.tls_handshake_timeout),
@@ -342,6 +369,24 @@ impl ServeArgs {
                 self.bind_browser_cookie,
                 file.bind_browser_cookie,
                 d.bind_browser_cookie,
+            ),
+            max_sessions_per_browser: per_browser_limit(p.pick(
+                "max-sessions-per-browser",
+                self.max_sessions_per_browser,
+                file.max_sessions_per_browser,
+                per_browser(d.max_sessions_per_browser),
+            )),
+            http2_max_sessions_per_browser: per_browser_limit(p.pick(
+                "http2-max-sessions-per-browser",
+                self.http2_max_sessions_per_browser,
+                file.http2_max_sessions_per_browser,
+                per_browser(d.http2_max_sessions_per_browser),
+            )),
+            multi_session_interval: p.pick(
+                "multi-session-interval",
+                ms(self.multi_session_interval),
+                ms(file.multi_session_interval),
+                d.multi_session_interval,
             ),
             cors_origins: p.pick("cors-origin", cors_flags, file.cors_origins, d.cors_origins),
             callback_polling: p.pick(
@@ -760,6 +805,11 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             None
         }
     };
+    if settings.path.trim_end_matches('/').is_empty() {
+        tracing::info!("no web demo: the Bayeux endpoint takes every path (--path /)");
+    } else {
+        tracing::info!("the web demo (supervisor console, agent desktops, live stats) at {base}/");
+    }
     if demo {
         tracing::warn!(
             "DEMO MODE: any user name is accepted with any password (use --users FILE to check credentials)"

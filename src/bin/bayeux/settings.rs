@@ -214,6 +214,15 @@ pub struct FileSettings {
     pub body_timeout: Option<Millis>,
     /// `bind-browser-cookie`.
     pub bind_browser_cookie: Option<bool>,
+    /// `max-sessions-per-browser`, `maxSessionsPerBrowser` (-1: no limit).
+    #[serde(alias = "maxSessionsPerBrowser")]
+    pub max_sessions_per_browser: Option<i64>,
+    /// `http2-max-sessions-per-browser`, `http2MaxSessionsPerBrowser` (-1: no limit).
+    #[serde(alias = "http2MaxSessionsPerBrowser")]
+    pub http2_max_sessions_per_browser: Option<i64>,
+    /// `multi-session-interval`, `multiSessionInterval`.
+    #[serde(alias = "multiSessionInterval")]
+    pub multi_session_interval: Option<Millis>,
     /// `cors-origin`: one origin or a list.
     #[serde(rename = "cors-origin", default, deserialize_with = "one_or_many")]
     pub cors_origins: Option<Vec<String>>,
@@ -517,6 +526,21 @@ mod tests {
         assert_eq!(s.replay, Some(vec!["/a".to_string(), "/b/*".to_string()]));
         let e = FileSettings::parse("replay = 3\n").unwrap_err();
         assert!(e.contains("a channel pattern or a list of patterns"), "{e}");
+    }
+
+    #[test]
+    fn the_per_browser_keys_take_cometd_names_and_minus_one() {
+        let s = FileSettings::parse(
+            "maxSessionsPerBrowser = -1\nhttp2-max-sessions-per-browser = 2\n\
+             multiSessionInterval = 500\n",
+        )
+        .unwrap();
+        assert_eq!(s.max_sessions_per_browser, Some(-1));
+        assert_eq!(s.http2_max_sessions_per_browser, Some(2));
+        assert_eq!(
+            s.multi_session_interval,
+            Some(Dur(Duration::from_millis(500)))
+        );
     }
 
     #[test]

@@ -114,8 +114,12 @@ pub(crate) async fn respond<B>(server: &Server, request: Request<B>) -> Response
         transport: crate::server::ConnectionType::CallbackPolling,
     };
     let mut processed = process(server.inner(), &ctx, batch).await;
-    let set_browser = processed.set_browser.take();
-    let json = long_polling::respond(server.inner(), processed).await;
+    let set_browser = processed
+        .set_browser
+        .take()
+        .and_then(|b| browser_cookie_header(config, headers, &b));
+    let http2 = request.version() == http::Version::HTTP_2;
+    let json = long_polling::respond(server.inner(), processed, http2).await;
     let mut body = BytesMut::with_capacity(callback.len() + json.len() + 3);
     body.put_slice(callback.as_bytes());
     body.put_u8(b'(');
@@ -129,7 +133,7 @@ pub(crate) async fn respond<B>(server: &Server, request: Request<B>) -> Response
     );
     h.insert(X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(cookie) = set_browser.as_deref().and_then(browser_cookie_header) {
+    if let Some(cookie) = set_browser {
         h.insert(SET_COOKIE, cookie);
     }
     res

@@ -123,6 +123,9 @@ pub(crate) fn upgrade<B>(server: &Server, mut request: Request<B>) -> Response<R
         Some(b) => (b.to_string(), false),
         None => (new_client_id(), true),
     };
+    let set_browser = new_browser
+        .then(|| browser_cookie_header(&inner.config, headers, &browser))
+        .flatten();
     // Copied, not cloned: a cloned value shares hyper's 8 KiB read buffer, which it
     // would then keep for as long as the socket lives.
     let upgrade_headers = owned_headers(headers);
@@ -135,7 +138,7 @@ pub(crate) fn upgrade<B>(server: &Server, mut request: Request<B>) -> Response<R
     if let Ok(v) = HeaderValue::from_str(&accept) {
         h.insert(SEC_WEBSOCKET_ACCEPT, v);
     }
-    if new_browser && let Some(cookie) = browser_cookie_header(&browser) {
+    if let Some(cookie) = set_browser {
         h.insert(SET_COOKIE, cookie);
     }
     let config = socket_config(&inner);
