@@ -22,6 +22,7 @@
 //! | `bayeux_websockets_open` | gauge | | open WebSocket connections |
 //! | `bayeux_http_requests_total` | counter | `status` | responses of the Bayeux endpoint |
 //! | `bayeux_publish_to_flush_seconds` | histogram | | per batch, the age of its oldest message when a transport took it |
+//! | `bayeux_replay_retained_messages` | gauge | | messages the replay log holds (only with replay on) |
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -279,6 +280,14 @@ impl Collector for ServerCollector {
                 "Open WebSocket connections.",
                 &ConstGauge::new(inner.sockets.load(Ordering::Relaxed) as i64),
             )?;
+            if let Some(replay) = &inner.replay {
+                single(
+                    &mut encoder,
+                    "bayeux_replay_retained_messages",
+                    "Messages the replay log of the durable channels holds.",
+                    &ConstGauge::new(i64::try_from(replay.retained()).unwrap_or(i64::MAX)),
+                )?;
+            }
         }
         labelled(
             &mut encoder,

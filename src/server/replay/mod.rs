@@ -274,6 +274,14 @@ impl Replay {
         }
     }
 
+    /// How many messages are retained (for the metrics).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub fn retained(&self) -> usize {
+        match &self.store {
+            Store::Memory(log) => Self::memory(log).len(),
+        }
+    }
+
     /// Drops what is past the retention (called by the session sweep).
     pub fn prune(&self, now: Instant) {
         match &self.store {
