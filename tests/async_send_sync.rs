@@ -35,6 +35,15 @@ fn server_types_are_send_and_sync() {
     is_error::<bayeux::protocol::BayeuxError>();
 }
 
+#[cfg(feature = "nats")]
+#[test]
+fn the_nats_broker_is_send_and_sync() {
+    is_send_sync::<bayeux::server::NatsBroker>();
+    is_send_sync::<bayeux::server::NatsConfig>();
+    is_send_sync::<bayeux::server::LinkStats>();
+    is_error::<bayeux::server::NatsError>();
+}
+
 /// Never called: it only has to compile.
 async fn server_futures_are_send(server: Server, data: Value) {
     send(&server.publish("/a", data.clone()));

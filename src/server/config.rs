@@ -134,6 +134,12 @@ pub struct ServerConfig {
     /// ALPN whatever this says (feature `http2`).
     #[cfg(feature = "http2")]
     pub http2_prior_knowledge: bool,
+    /// Share channels, users and sessions with other server processes through NATS
+    /// (feature `nats`): [`ServerBuilder::build`](super::ServerBuilder::build) makes a
+    /// [`NatsBroker`](super::NatsBroker) from it unless a broker was given. `None` (the
+    /// default): this process is alone, in memory.
+    #[cfg(feature = "nats")]
+    pub nats: Option<super::NatsConfig>,
     /// Durable channels, replayed to clients that ask with Salesforce's replay
     /// extension (see [`ReplayConfig`](super::ReplayConfig)); `None` (the default): off,
     /// and `ext.replay` is ignored.
@@ -171,6 +177,8 @@ impl Default for ServerConfig {
             tls_handshake_timeout: Duration::from_secs(10),
             #[cfg(feature = "http2")]
             http2_prior_knowledge: false,
+            #[cfg(feature = "nats")]
+            nats: None,
             replay: None,
         }
     }

@@ -204,7 +204,15 @@ pub(crate) async fn process(
                 });
                 message.reply()
             }
-            META_SUBSCRIBE => instrument(&session, subscribe(inner, &session, &message)).await,
+            META_SUBSCRIBE => {
+                let reply = instrument(&session, subscribe(inner, &session, &message)).await;
+                // A message published on another node after this reply must reach the
+                // session: the broker's new interest is in force first.
+                if reply.successful == Some(true) {
+                    inner.broker.interest_settled().await;
+                }
+                reply
+            }
             META_UNSUBSCRIBE => in_span(&session, || unsubscribe(inner, &session, &message)),
             META_DISCONNECT => in_span(&session, || {
                 inner.remove_session(&session, CloseReason::Disconnected);
@@ -372,7 +380,7 @@ fn handshake(
         }
     };
     let info = SessionInfo {
-        client_id: new_client_id(),
+        client_id: inner.new_client_id(),
         user,
     };
     let session = Arc::new(Session::new(

@@ -22,7 +22,19 @@
 //! | `bayeux_websockets_open` | gauge | | open WebSocket connections |
 //! | `bayeux_http_requests_total` | counter | `status` | responses of the Bayeux endpoint |
 //! | `bayeux_publish_to_flush_seconds` | histogram | | per batch, the age of its oldest message when a transport took it |
-//! | `bayeux_replay_retained_messages` | gauge | | messages the replay log holds (only with replay on) |
+//! | `bayeux_replay_retained_messages` | gauge | | messages the in-memory replay log holds (with replay on, without JetStream) |
+//!
+//! With a multi-node broker (NATS), its link too:
+//!
+//! | metric | type | meaning |
+//! |---|---|---|
+//! | `bayeux_broker_connected` | gauge | 1 while the link to the other nodes is up |
+//! | `bayeux_broker_messages_sent_total` | counter | messages handed to the link for the other nodes |
+//! | `bayeux_broker_messages_received_total` | counter | messages from the other nodes handed to this node's delivery |
+//! | `bayeux_broker_messages_dropped_total` | counter | messages for the other nodes the link could not carry (down, or queue full) |
+//! | `bayeux_broker_duplicates_total` | counter | copies brought by overlapping subscriptions, delivered once |
+//! | `bayeux_broker_rejected_total` | counter | messages received that named no valid destination |
+//! | `bayeux_broker_reconnects_total` | counter | times the link came back |
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -273,6 +285,48 @@ impl Collector for ServerCollector {
             "/meta/connect requests held right now (long polls and WebSocket heartbeats).",
             &ConstGauge::new(s.connects_pending.load(Ordering::Relaxed).max(0)),
         )?;
+        if let Some(link) = self.inner.upgrade().and_then(|i| i.broker.link_stats()) {
+            single(
+                &mut encoder,
+                "bayeux_broker_connected",
+                "1 while the broker's link to the other nodes is up.",
+                &ConstGauge::new(i64::from(link.connected)),
+            )?;
+            for (name, help, value) in [
+                (
+                    "bayeux_broker_messages_sent",
+                    "Messages handed to the broker's link for the other nodes.",
+                    link.sent,
+                ),
+                (
+                    "bayeux_broker_messages_received",
+                    "Messages from the other nodes handed to this node's delivery.",
+                    link.received,
+                ),
+                (
+                    "bayeux_broker_messages_dropped",
+                    "Messages for the other nodes that the link could not carry (it was down, or its queue was full); they reached this node's recipients only.",
+                    link.dropped,
+                ),
+                (
+                    "bayeux_broker_duplicates",
+                    "Copies of a message brought by overlapping subscriptions, delivered once.",
+                    link.duplicates,
+                ),
+                (
+                    "bayeux_broker_rejected",
+                    "Messages received from the link that named no valid destination.",
+                    link.rejected,
+                ),
+                (
+                    "bayeux_broker_reconnects",
+                    "Times the broker's link came back after being lost.",
+                    link.reconnects,
+                ),
+            ] {
+                single(&mut encoder, name, help, &ConstCounter::new(value))?;
+            }
+        }
         if let Some(inner) = self.inner.upgrade() {
             single(
                 &mut encoder,
@@ -280,12 +334,12 @@ impl Collector for ServerCollector {
                 "Open WebSocket connections.",
                 &ConstGauge::new(inner.sockets.load(Ordering::Relaxed) as i64),
             )?;
-            if let Some(replay) = &inner.replay {
+            if let Some(retained) = inner.replay.as_ref().and_then(|r| r.retained()) {
                 single(
                     &mut encoder,
                     "bayeux_replay_retained_messages",
-                    "Messages the replay log of the durable channels holds.",
-                    &ConstGauge::new(i64::try_from(replay.retained()).unwrap_or(i64::MAX)),
+                    "Messages the in-memory replay log of the durable channels holds.",
+                    &ConstGauge::new(i64::try_from(retained).unwrap_or(i64::MAX)),
                 )?;
             }
         }

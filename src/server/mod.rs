@@ -34,7 +34,11 @@ use std::time::Duration;
 
 use serde_json::Value;
 
-pub use broker::{Broker, BrokerError, Destination, Envelope, InMemoryBroker, Receipt, Routing};
+pub use broker::{
+    Broker, BrokerError, Destination, Envelope, InMemoryBroker, LinkStats, Receipt, Routing,
+};
+#[cfg(feature = "nats")]
+pub use broker::{NatsBroker, NatsConfig, NatsError};
 pub use config::{OverflowPolicy, ServerConfig};
 pub use error::PublishError;
 pub use http::{BayeuxService, HttpService, Listening, ResponseBody, serve, serve_with_config};
@@ -92,6 +96,20 @@ pub(crate) struct Inner {
 impl Inner {
     pub fn next_recipient_id(&self) -> RecipientId {
         self.next_recipient.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// A new `clientId`, starting with the broker's name for this node if it has one.
+    pub fn new_client_id(&self) -> String {
+        let id = session::new_client_id();
+        match self.broker.node_id() {
+            Some(node) => {
+                let mut tagged = String::with_capacity(node.len() + id.len());
+                tagged.push_str(node);
+                tagged.push_str(&id);
+                tagged
+            }
+            None => id,
+        }
     }
 
     pub fn session(&self, client_id: &str) -> Option<SessionRef> {
@@ -346,14 +364,52 @@ impl ServerBuilder {
     /// Builds the server, attaches it to its broker and starts its session-expiry task.
     /// Must be called inside a tokio runtime. The task stops when the last handle is
     /// dropped or on [`Server::shutdown`].
+    ///
+    /// Panics if [`ServerConfig::nats`] holds a setting that cannot work (see
+    /// [`ServerBuilder::try_build`], which returns it as an error instead).
     pub fn build(self) -> Server {
+        match self.try_build() {
+            Ok(server) => server,
+            Err(e) => panic!("cannot build the server: {e}"),
+        }
+    }
+
+    /// Builds the server as [`ServerBuilder::build`] does, but returns a broker setting
+    /// that cannot work (a bad NATS URL, an unreadable credentials file) as an error.
+    pub fn try_build(self) -> Result<Server, BrokerError> {
+        #[cfg(feature = "nats")]
+        let mut nats_link = None;
+        #[cfg(feature = "nats")]
+        let broker: Arc<dyn Broker> = match (self.broker, &self.config.nats) {
+            (Some(broker), _) => broker,
+            (None, Some(nats)) => {
+                let broker = NatsBroker::connect(nats.clone())
+                    .map_err(|e| BrokerError::with_source("cannot use NATS", e))?;
+                // Durable channels then live in a JetStream stream on the same NATS.
+                nats_link = Some(broker.link());
+                Arc::new(broker)
+            }
+            (None, None) => Arc::new(InMemoryBroker::new()),
+        };
+        #[cfg(not(feature = "nats"))]
         let broker = self
             .broker
             .unwrap_or_else(|| Arc::new(InMemoryBroker::new()));
         let index = Arc::new(ChannelIndex::new());
-        let sessions = Arc::new(Registry::default());
+        let sessions = Arc::new(Registry::with_user_interest({
+            let broker = broker.clone();
+            Box::new(move |user: &str, interested: bool| broker.user_interest(user, interested))
+        }));
         broker.attach(LocalDelivery::new(index.clone(), sessions.clone()));
-        let replay = self.config.replay.clone().map(replay::Replay::in_memory);
+        let replay = self
+            .config
+            .replay
+            .clone()
+            .map(|config| match nats_link.take() {
+                #[cfg(feature = "nats")]
+                Some(link) => replay::Replay::jetstream(config, link),
+                _ => replay::Replay::in_memory(config),
+            });
         let inner = Arc::new(Inner {
             connection_types: transport::offered(&self.config),
             config: self.config,
@@ -377,7 +433,7 @@ impl ServerBuilder {
         #[cfg(feature = "metrics")]
         inner.metrics.attach(&inner);
         tokio::spawn(expire_sessions(Arc::downgrade(&inner)));
-        Server { inner }
+        Ok(Server { inner })
     }
 }
 
@@ -461,7 +517,9 @@ impl Server {
     /// delivered and dropped, sessions ended by an overflow or expired), for monitoring;
     /// [`Server::metrics`] (feature `metrics`) has them all, in the Prometheus format.
     pub fn stats(&self) -> ServerStats {
-        self.inner.stats.snapshot(self.session_count())
+        let mut stats = self.inner.stats.snapshot(self.session_count());
+        stats.broker = self.inner.broker.link_stats();
+        stats
     }
 
     /// Messages a session lost because its queue was full (see [`OverflowPolicy`]), or

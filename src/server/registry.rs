@@ -25,10 +25,15 @@ pub(crate) enum Insert {
     Full,
 }
 
+/// Told when a user gains its first session or loses its last (the broker's
+/// `user_interest`), under the registry's lock so the changes arrive in order.
+pub(crate) type UserInterest = Box<dyn Fn(&str, bool) + Send + Sync>;
+
 /// Session lookup for the handlers (by `clientId`) and for per-user delivery.
 #[derive(Default)]
 pub(crate) struct Registry {
     maps: RwLock<Maps>,
+    user_interest: Option<UserInterest>,
 }
 
 impl Registry {
@@ -38,6 +43,14 @@ impl Registry {
 
     fn write(&self) -> std::sync::RwLockWriteGuard<'_, Maps> {
         self.maps.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A registry that reports each user's first and last session to `interest`.
+    pub fn with_user_interest(interest: UserInterest) -> Self {
+        Registry {
+            maps: RwLock::default(),
+            user_interest: Some(interest),
+        }
     }
 
     pub fn get(&self, client_id: &str) -> Option<SessionRef> {
@@ -57,10 +70,13 @@ impl Registry {
             return Insert::Full;
         }
         if let Some(user) = &session.info.user {
-            maps.by_user
-                .entry(user.clone())
-                .or_default()
-                .push(session.clone());
+            let sessions = maps.by_user.entry(user.clone()).or_default();
+            sessions.push(session.clone());
+            if sessions.len() == 1
+                && let Some(interest) = &self.user_interest
+            {
+                interest(user, true);
+            }
         }
         maps.by_id.insert(session.id().to_string(), session);
         Insert::Added
@@ -80,9 +96,15 @@ impl Registry {
         if let Some(user) = &session.info.user
             && let Some(list) = maps.by_user.get_mut(user)
         {
+            let before = list.len();
             list.retain(|s| !Arc::ptr_eq(s, session));
             if list.is_empty() {
                 maps.by_user.remove(user);
+                if before > 0
+                    && let Some(interest) = &self.user_interest
+                {
+                    interest(user, false);
+                }
             }
         }
         removed

@@ -171,6 +171,7 @@ impl Stats {
             messages_delivered: load(&self.delivered),
             sessions_expired: load(&self.closed[1]),
             connects_pending: self.connects_pending.load(Ordering::Relaxed).max(0) as u64,
+            broker: None,
         }
     }
 
@@ -271,4 +272,7 @@ pub struct ServerStats {
     pub sessions_expired: u64,
     /// `/meta/connect` requests held right now.
     pub connects_pending: u64,
+    /// The counters of the broker's link to the other nodes (a NATS broker), or `None`
+    /// for a broker with no link.
+    pub broker: Option<super::LinkStats>,
 }

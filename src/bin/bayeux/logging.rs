@@ -36,7 +36,11 @@ pub fn init(args: &LogArgs, default_level: &str) -> Result<(), String> {
     let filter = match &args.log_level {
         Some(directives) => EnvFilter::try_new(directives)
             .map_err(|e| format!("--log-level {directives:?}: {e}"))?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_level)),
+        // async-nats reports its connection events at info; the broker says them in
+        // its own words (joined, lost, back, with the node's name), so by default the
+        // client's own lines are kept to warnings.
+        None => EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new(format!("{default_level},async_nats=warn"))),
     };
     // A log line that cannot be written (stderr closed: the reader of a pipe went away)
     // is lost, quietly: by default tracing-subscriber would report it with `eprintln!`,

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bayeux::protocol::{ChannelGrammar, ChannelName};
-use bayeux::server::{ClientAuth, OpsService, ReplayConfig, ServerConfig, TlsConfig, TlsError};
+use bayeux::server::{
+    ClientAuth, NatsConfig, OpsService, ReplayConfig, ServerConfig, TlsConfig, TlsError,
+};
 use bayeux::workbin::{Access, DemoApp, UserDirectory, WorkbinConfig};
 
 use crate::settings::{FileSettings, Millis, Overflow, Picker, Secs, UsageError, show_duration};
@@ -144,6 +146,27 @@ pub struct ServeArgs {
     /// Do not serve GET /metrics (/health and /ready stay).
     #[arg(long)]
     no_metrics: bool,
+    /// Share channels with other `bayeux serve` processes through the NATS at this URL
+    /// (nats://host:4222; several, comma-separated, for a cluster). Without it the
+    /// server is alone, in memory.
+    #[arg(long, value_name = "URL")]
+    nats: Option<String>,
+    /// A NATS credentials file (user JWT and NKey seed), for a NATS that asks for one.
+    #[arg(long, value_name = "FILE")]
+    nats_creds: Option<PathBuf>,
+    /// A PEM file of CAs to trust for the NATS server's TLS certificate.
+    #[arg(long, value_name = "FILE")]
+    nats_ca_cert: Option<PathBuf>,
+    /// A PEM client certificate for a NATS that verifies clients; needs --nats-client-key.
+    #[arg(long, value_name = "FILE")]
+    nats_client_cert: Option<PathBuf>,
+    /// The PEM private key of --nats-client-cert.
+    #[arg(long, value_name = "FILE")]
+    nats_client_key: Option<PathBuf>,
+    /// The first token of every NATS subject this server uses, so that several
+    /// applications can share one NATS.
+    #[arg(long, value_name = "PREFIX")]
+    nats_prefix: Option<String>,
     /// Make the channels matching this pattern durable (`/v2/**`; repeat for several):
     /// their messages are kept and replayed to clients that ask with Salesforce's replay
     /// extension (`ext.replay`), each with its id in `data.event.replayId`.
@@ -191,6 +214,7 @@ fn show_default(arg: clap::Arg) -> clap::Arg {
         "tls_handshake_timeout" => show_duration(d.tls_handshake_timeout),
         "http2_prior_knowledge" => d.http2_prior_knowledge.to_string(),
         "shutdown_grace" => show_duration(DEFAULT_SHUTDOWN_GRACE),
+        "nats_prefix" => NatsConfig::new("").subject_prefix,
         "replay_retention" => show_duration(ReplayConfig::DEFAULT_RETENTION),
         "replay_max" => ReplayConfig::DEFAULT_MAX_PER_CHANNEL.to_string(),
         _ => return arg,
@@ -220,6 +244,8 @@ struct Settings {
     shutdown_grace: Duration,
     metrics_listen: Option<SocketAddr>,
     no_metrics: bool,
+    /// How to reach NATS (`--nats` and the options that go with it), if at all.
+    nats: Option<NatsConfig>,
     /// Where each setting came from, to name it in messages.
     picker: Picker,
 }
@@ -337,6 +363,8 @@ impl ServeArgs {
                 file.http2_prior_knowledge,
                 d.http2_prior_knowledge,
             ),
+            // Set from `Settings::nats` once its files are checked.
+            nats: None,
             replay: None,
         };
         let replay_file = (
@@ -384,6 +412,42 @@ impl ServeArgs {
                 file.no_metrics,
                 false,
             ),
+            nats: match p.maybe("nats", self.nats.clone(), file.nats) {
+                None => None,
+                Some(url) => {
+                    let mut nats = NatsConfig::new(&url);
+                    if let Some(prefix) =
+                        p.maybe("nats-prefix", self.nats_prefix.clone(), file.nats_prefix)
+                    {
+                        nats.subject_prefix = prefix;
+                    }
+                    nats.credentials_file =
+                        p.maybe("nats-creds", self.nats_creds.clone(), file.nats_creds);
+                    nats.ca_certificate =
+                        p.maybe("nats-ca-cert", self.nats_ca_cert.clone(), file.nats_ca_cert);
+                    let cert = p.maybe(
+                        "nats-client-cert",
+                        self.nats_client_cert.clone(),
+                        file.nats_client_cert,
+                    );
+                    let key = p.maybe(
+                        "nats-client-key",
+                        self.nats_client_key.clone(),
+                        file.nats_client_key,
+                    );
+                    match (cert, key) {
+                        (Some(cert), Some(key)) => nats.client_certificate = Some((cert, key)),
+                        (None, None) => {}
+                        _ => {
+                            return Err(UsageError(
+                                "--nats-client-cert and --nats-client-key go together".into(),
+                            )
+                            .into());
+                        }
+                    }
+                    Some(nats)
+                }
+            },
             config,
             picker: p,
         };
@@ -589,6 +653,10 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // else happens.
     let mut config = settings.config.clone();
     config.tls = settings.tls()?;
+    if let Some(nats) = &settings.nats {
+        nats.check()?;
+    }
+    config.nats = settings.nats.clone();
     let users = settings.users.as_deref().map(Users::read).transpose()?;
     for warning in warnings
         .iter()
@@ -651,10 +719,22 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
             tracing::info!("cleartext HTTP/2 accepted from clients with prior knowledge");
         }
     }
+    if let Some(nats) = &settings.nats {
+        tracing::info!(
+            "sharing channels with the other nodes through NATS at {} (subjects under {}.*); this node's sessions stay here",
+            nats.servers.join(","),
+            nats.subject_prefix
+        );
+    }
     if let Some(replay) = &settings.config.replay {
         let patterns: Vec<&str> = replay.patterns.iter().map(|p| p.as_str()).collect();
+        let store = if settings.nats.is_some() {
+            "in a JetStream stream on NATS, shared by the nodes"
+        } else {
+            "in memory on this node"
+        };
         tracing::info!(
-            "replay: {} durable, in memory on this node, each channel keeping {} messages for {}",
+            "replay: {} durable, {store}, each channel keeping {} messages for {}",
             patterns.join(", "),
             replay.max_per_channel,
             show_duration(replay.retention)

@@ -245,6 +245,18 @@ pub struct FileSettings {
     pub metrics_listen: Option<SocketAddr>,
     /// `no-metrics`.
     pub no_metrics: Option<bool>,
+    /// `nats`: the NATS URL (several, comma-separated).
+    pub nats: Option<String>,
+    /// `nats-creds`.
+    pub nats_creds: Option<PathBuf>,
+    /// `nats-ca-cert`.
+    pub nats_ca_cert: Option<PathBuf>,
+    /// `nats-client-cert`.
+    pub nats_client_cert: Option<PathBuf>,
+    /// `nats-client-key`.
+    pub nats_client_key: Option<PathBuf>,
+    /// `nats-prefix`.
+    pub nats_prefix: Option<String>,
     /// `replay`: one durable channel pattern or a list.
     #[serde(default, deserialize_with = "one_or_many_patterns")]
     pub replay: Option<Vec<String>>,
@@ -298,6 +310,10 @@ impl FileSettings {
             &mut settings.tls_cert,
             &mut settings.tls_key,
             &mut settings.tls_client_ca,
+            &mut settings.nats_creds,
+            &mut settings.nats_ca_cert,
+            &mut settings.nats_client_cert,
+            &mut settings.nats_client_key,
         ]
         .into_iter()
         .flatten()

@@ -10,6 +10,10 @@
 //! which broker runs.
 
 mod memory;
+#[cfg(feature = "nats")]
+mod nats;
+#[cfg(feature = "nats")]
+pub(crate) mod subject;
 
 use std::fmt;
 use std::future::Future;
@@ -21,6 +25,10 @@ use bytes::Bytes;
 use crate::protocol::ChannelName;
 
 pub use memory::InMemoryBroker;
+#[cfg(feature = "nats")]
+pub(crate) use nats::NatsLink;
+#[cfg(feature = "nats")]
+pub use nats::{NatsBroker, NatsConfig, NatsError};
 
 pub(crate) use super::local_delivery::LocalDelivery;
 
@@ -179,8 +187,63 @@ pub trait Broker: Send + Sync + 'static {
         let _ = (pattern, interested);
     }
 
+    /// This node gained its first session bound to `user` (`interested`), or lost its
+    /// last: a multi-node broker receives that user's per-user messages only while the
+    /// user has a session here. Called under the session registry's lock, so the calls
+    /// come in order: it must not block or call back into the server. The default
+    /// ignores it.
+    fn user_interest(&self, user: &str, interested: bool) {
+        let _ = (user, interested);
+    }
+
+    /// Completes once the interest changes reported so far are in force across the
+    /// nodes, so that a message published elsewhere after a subscribe reply reaches the
+    /// subscriber. A server awaits it before answering a successful `/meta/subscribe`.
+    /// A broker that cannot know (its link is down) completes at once. The default
+    /// completes at once.
+    fn interest_settled(&self) -> Pin<Box<dyn Future<Output = ()> + Send + 'static>> {
+        Box::pin(std::future::ready(()))
+    }
+
+    /// A multi-node broker's name for this node, `NODE_ID_LEN` (8) characters that the
+    /// server starts its `clientId`s with, so that a per-session message published on
+    /// any node reaches the node that holds the session. `None` (the default): the
+    /// `clientId`s carry no node.
+    fn node_id(&self) -> Option<&str> {
+        None
+    }
+
+    /// The counters of a multi-node broker's link (messages sent and received, drops,
+    /// reconnects), for the server's metrics and stats. `None` (the default) for a
+    /// broker with no link.
+    fn link_stats(&self) -> Option<LinkStats> {
+        None
+    }
+
     /// Routes `envelope` to its recipients on every node. The future completes when the
     /// message has been handed to this node's recipients and sent towards the others;
     /// an error says it may not have reached every node.
     fn route(&self, envelope: Envelope) -> Routing;
+}
+
+/// A snapshot of the counters of a broker's link to the other nodes (see
+/// [`Broker::link_stats`]). Counts are since the broker was made.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LinkStats {
+    /// Whether the link is up now.
+    pub connected: bool,
+    /// Messages handed to the link for the other nodes.
+    pub sent: u64,
+    /// Messages received from the other nodes and handed to this node's delivery.
+    pub received: u64,
+    /// Messages received more than once (overlapping subscriptions) and delivered once.
+    pub duplicates: u64,
+    /// Messages for the other nodes that the link could not carry (it was down, or its
+    /// queue was full): they reached this node's recipients only.
+    pub dropped: u64,
+    /// Messages received that named no valid destination (a foreign publisher's).
+    pub rejected: u64,
+    /// Times the link came back after being lost.
+    pub reconnects: u64,
 }

@@ -22,6 +22,8 @@
 //! the latest id, the retained messages after an id for a pattern and a user (broadcasts
 //! and that user's own), and whether everything after an id is still retained.
 
+#[cfg(feature = "nats")]
+mod jetstream;
 mod memory;
 
 use std::sync::{Mutex, MutexGuard};
@@ -92,6 +94,10 @@ impl ReplayConfig {
 enum Store {
     /// This node's memory: lost with the process, not shared with other nodes.
     Memory(Mutex<MemoryLog>),
+    /// A JetStream stream on the NATS the nodes share: ids are its sequence numbers,
+    /// cluster-wide, and the log survives a node's restart.
+    #[cfg(feature = "nats")]
+    JetStream(jetstream::JetStreamLog),
 }
 
 /// A replaying subscribe that went through.
@@ -124,6 +130,17 @@ impl Replay {
         Replay {
             config,
             store: Store::Memory(Mutex::new(log)),
+        }
+    }
+
+    /// A cluster-wide replay, in a JetStream stream on the NATS of `link` (the
+    /// server's [`NatsBroker`](super::NatsBroker)).
+    #[cfg(feature = "nats")]
+    pub fn jetstream(config: ReplayConfig, link: super::broker::NatsLink) -> Self {
+        let log = jetstream::JetStreamLog::start(link, &config);
+        Replay {
+            config,
+            store: Store::JetStream(log),
         }
     }
 
@@ -172,6 +189,28 @@ impl Replay {
                     message: bytes,
                 })
             }
+            #[cfg(feature = "nats")]
+            Store::JetStream(log) => {
+                let carries = message
+                    .data
+                    .as_ref()
+                    .is_some_and(crate::protocol::replay::can_carry_replay_id);
+                if carries {
+                    match log.append(&destination, &channel, &message).await {
+                        Ok(receipt) => return Ok(receipt),
+                        Err(_e) => {
+                            // Delivered live, without an id, rather than lost.
+                            #[cfg(feature = "tracing")]
+                            tracing::warn!(channel = channel.as_str(), error = %_e, "durable message not kept: the replay log is unavailable");
+                        }
+                    }
+                }
+                broker.route(Envelope {
+                    channel,
+                    destination,
+                    message: message.to_bytes(),
+                })
+            }
         };
         routing.await
     }
@@ -192,6 +231,8 @@ impl Replay {
     ) -> Result<Joined, JoinError> {
         let user = session.info.user.as_deref();
         match &self.store {
+            #[cfg(feature = "nats")]
+            Store::JetStream(log) => log.join(session, requests, subscribe).await,
             Store::Memory(log) => {
                 let mut log = Self::memory(log);
                 log.prune(Instant::now());
@@ -274,11 +315,14 @@ impl Replay {
         }
     }
 
-    /// How many messages are retained (for the metrics).
+    /// How many messages this node's log holds (for the metrics); `None` for a log kept
+    /// elsewhere (JetStream reports its own).
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub fn retained(&self) -> usize {
+    pub fn retained(&self) -> Option<usize> {
         match &self.store {
-            Store::Memory(log) => Self::memory(log).len(),
+            Store::Memory(log) => Some(Self::memory(log).len()),
+            #[cfg(feature = "nats")]
+            Store::JetStream(_) => None,
         }
     }
 
@@ -286,6 +330,9 @@ impl Replay {
     pub fn prune(&self, now: Instant) {
         match &self.store {
             Store::Memory(log) => Self::memory(log).prune(now),
+            // JetStream drops what is past the stream's max age itself.
+            #[cfg(feature = "nats")]
+            Store::JetStream(_) => {}
         }
     }
 }
