@@ -610,3 +610,23 @@ async fn the_command_line_replays_and_refuses_bad_replay_settings() {
     .await
     .unwrap();
 }
+
+/// The metrics say how much the log holds, with replay on only.
+#[cfg(feature = "metrics")]
+#[tokio::test]
+async fn the_metrics_count_the_retained_messages() {
+    let server = Server::new(replay_config(&["/r/*"], 3));
+    for n in 0..5 {
+        server.publish("/r/a", json!({"n": n})).await.unwrap();
+    }
+    server.publish("/r/b", json!({"n": 5})).await.unwrap();
+    server.publish("/other", json!({"n": 6})).await.unwrap();
+    let text = server.metrics();
+    assert!(
+        text.lines()
+            .any(|l| l == "bayeux_replay_retained_messages 4"),
+        "{text}"
+    );
+    let plain = Server::new(fast_config());
+    assert!(!plain.metrics().contains("bayeux_replay"));
+}

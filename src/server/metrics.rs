@@ -22,6 +22,7 @@
 //! | `bayeux_websockets_open` | gauge | | open WebSocket connections |
 //! | `bayeux_http_requests_total` | counter | `status` | responses of the Bayeux endpoint |
 //! | `bayeux_publish_to_flush_seconds` | histogram | | per batch, the age of its oldest message when a transport took it |
+//! | `bayeux_replay_retained_messages` | gauge | | messages the in-memory replay log holds (with replay on, without JetStream) |
 //!
 //! With a multi-node broker (NATS), its link too:
 //!
@@ -333,6 +334,14 @@ impl Collector for ServerCollector {
                 "Open WebSocket connections.",
                 &ConstGauge::new(inner.sockets.load(Ordering::Relaxed) as i64),
             )?;
+            if let Some(retained) = inner.replay.as_ref().and_then(|r| r.retained()) {
+                single(
+                    &mut encoder,
+                    "bayeux_replay_retained_messages",
+                    "Messages the in-memory replay log of the durable channels holds.",
+                    &ConstGauge::new(i64::try_from(retained).unwrap_or(i64::MAX)),
+                )?;
+            }
         }
         labelled(
             &mut encoder,

@@ -404,15 +404,13 @@ impl ServerBuilder {
             Box::new(move |user: &str, interested: bool| broker.user_interest(user, interested))
         }));
         broker.attach(LocalDelivery::new(index.clone(), sessions.clone()));
-        let replay = self
-            .config
-            .replay
-            .clone()
-            .map(|config| match nats_link.take() {
-                #[cfg(feature = "nats")]
-                Some(link) => replay::Replay::jetstream(config, link),
-                _ => replay::Replay::in_memory(config),
-            });
+        let replay = self.config.replay.clone().map(|config| {
+            #[cfg(feature = "nats")]
+            if let Some(link) = nats_link.take() {
+                return replay::Replay::jetstream(config, link);
+            }
+            replay::Replay::in_memory(config)
+        });
         let inner = Arc::new(Inner {
             connection_types: transport::offered(&self.config),
             config: self.config,

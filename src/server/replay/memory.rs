@@ -216,8 +216,8 @@ impl MemoryLog {
         }
     }
 
-    /// How many messages are retained, for tests and monitoring.
-    #[cfg_attr(not(test), allow(dead_code))]
+    /// How many messages are retained, for monitoring.
+    #[cfg_attr(not(any(test, feature = "metrics")), allow(dead_code))]
     pub fn len(&self) -> usize {
         self.streams
             .values()

@@ -315,6 +315,17 @@ impl Replay {
         }
     }
 
+    /// How many messages this node's log holds (for the metrics); `None` for a log kept
+    /// elsewhere (JetStream reports its own).
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+    pub fn retained(&self) -> Option<usize> {
+        match &self.store {
+            Store::Memory(log) => Some(Self::memory(log).len()),
+            #[cfg(feature = "nats")]
+            Store::JetStream(_) => None,
+        }
+    }
+
     /// Drops what is past the retention (called by the session sweep).
     pub fn prune(&self, now: Instant) {
         match &self.store {
