@@ -19,12 +19,11 @@ use bytes::Bytes;
 use futures::StreamExt;
 use tokio::sync::watch;
 
-use super::{JoinError, Joined, ReplayConfig};
+use super::{JoinError, Joined, ReplayConfig, complete_join, gather};
 use crate::protocol::replay::{inject_replay_id, invalid_replay_id};
 use crate::protocol::{BayeuxError, ChannelName, ErrorCode, Message, ReplayFrom};
 use crate::server::broker::subject::{escape_into, parse_subject};
 use crate::server::broker::{Destination, Envelope, LocalDelivery, NatsLink, Receipt};
-use crate::server::index::Recipient;
 use crate::server::session::{SessionRef, SubscribeError};
 
 /// How long a durable publish may wait for the stream's acknowledgement, and for this
@@ -218,7 +217,7 @@ impl JetStreamLog {
         // The history of every pattern asked, less what the session's current patterns
         // already delivered (replayed or live, after their start).
         let before = session.replay_positions();
-        let mut history: Vec<(u64, Bytes, usize)> = Vec::new();
+        let mut history = Vec::new();
         let mut found = Vec::new();
         for (i, (pattern, from)) in requests.iter().enumerate() {
             let start = match *from {
@@ -234,53 +233,12 @@ impl JetStreamLog {
                 fetch(&self.prefix, &ready, filter, start, latest, &mut found)
                     .await
                     .map_err(|e| JoinError::Refused(unavailable(&e)))?;
-                history.extend(found.drain(..).filter_map(|(id, channel, m)| {
-                    let delivered = before
-                        .iter()
-                        .any(|(p, joined)| *joined < id && p.matches(&channel));
-                    (!delivered).then_some((id, m, i))
-                }));
+                gather(&before, i, found.drain(..), &mut history);
             }
         }
-        history.sort_by_key(|(id, _, _)| *id);
-        let mut distinct: Vec<Bytes> = Vec::with_capacity(history.len());
-        let mut previous = None;
-        for (id, m, _) in &history {
-            if previous != Some(*id) {
-                distinct.push(m.clone());
-                previous = Some(*id);
-            }
-        }
-        if !session.fits(&distinct) {
-            let channel = requests.first().map_or("", |(p, _)| p.as_str());
-            return Err(JoinError::Refused(BayeuxError::limit(
-                channel,
-                format!(
-                    "Replay of {} messages does not fit this session's queue (maxQueue, maxQueueBytes): replay from a later replayId",
-                    distinct.len()
-                ),
-            )));
-        }
-        let added = subscribe().map_err(JoinError::Subscribe)?;
-        session.replay_joined(requests.iter().filter(|(p, _)| added.contains(p)).map(
-            |(p, from)| {
-                let start = match *from {
-                    ReplayFrom::New => latest,
-                    ReplayFrom::All => 0,
-                    ReplayFrom::After(id) => u64::try_from(id).unwrap_or(0),
-                };
-                (p.clone(), start)
-            },
-        ));
-        history.retain(|(_, _, i)| added.contains(&requests[*i].0));
-        history.dedup_by_key(|(id, _, _)| *id);
-        for (_, message, _) in &history {
-            session.deliver(message);
-        }
+        let joined = complete_join(session, requests, history, latest, subscribe);
         drop(position);
-        Ok(Joined {
-            position: i64::try_from(latest).unwrap_or(i64::MAX),
-        })
+        joined
     }
 
     /// Why a replay after `after` cannot be served, if it cannot: the message must be

@@ -250,7 +250,7 @@ impl Replay {
                 // The history of every pattern asked, less what the session's current
                 // patterns already delivered (replayed or live, after their start).
                 let before = session.replay_positions();
-                let mut history: Vec<(u64, Bytes, usize)> = Vec::new();
+                let mut history = Vec::new();
                 let mut found = Vec::new();
                 for (i, (pattern, from)) in requests.iter().enumerate() {
                     let after = match *from {
@@ -260,57 +260,10 @@ impl Replay {
                     };
                     found.clear();
                     log.history(pattern, user, after, &mut found);
-                    history.extend(found.drain(..).filter_map(|(id, channel, m)| {
-                        let delivered = before
-                            .iter()
-                            .any(|(p, joined)| *joined < id && p.matches(&channel));
-                        (!delivered).then_some((id, m, i))
-                    }));
+                    gather(&before, i, found.drain(..), &mut history);
                 }
-                history.sort_by_key(|(id, _, _)| *id);
-                // Checked before subscribing: a history the session's queue cannot
-                // hold is refused rather than cut.
-                let mut distinct: Vec<Bytes> = Vec::with_capacity(history.len());
-                let mut previous = None;
-                for (id, m, _) in &history {
-                    if previous != Some(*id) {
-                        distinct.push(m.clone());
-                        previous = Some(*id);
-                    }
-                }
-                if !session.fits(&distinct) {
-                    let channel = requests.first().map_or("", |(p, _)| p.as_str());
-                    return Err(JoinError::Refused(BayeuxError::limit(
-                        channel,
-                        format!(
-                            "Replay of {} messages does not fit this session's queue (maxQueue, maxQueueBytes): replay from a later replayId",
-                            distinct.len()
-                        ),
-                    )));
-                }
-                let added = subscribe().map_err(JoinError::Subscribe)?;
-                // Where each new pattern delivers from: what it replays, then live.
                 let latest = log.latest();
-                session.replay_joined(requests.iter().filter(|(p, _)| added.contains(p)).map(
-                    |(p, from)| {
-                        let start = match *from {
-                            ReplayFrom::New => latest,
-                            ReplayFrom::All => 0,
-                            ReplayFrom::After(id) => id.max(0) as u64,
-                        };
-                        (p.clone(), start)
-                    },
-                ));
-                // A pattern the session already had replays nothing: its messages
-                // reached the session live. Each message once, in id order.
-                history.retain(|(_, _, i)| added.contains(&requests[*i].0));
-                history.dedup_by_key(|(id, _, _)| *id);
-                for (_, message, _) in &history {
-                    session.deliver(message);
-                }
-                Ok(Joined {
-                    position: wire_id(log.latest()),
-                })
+                complete_join(session, requests, history, latest, subscribe)
             }
         }
     }
@@ -335,6 +288,81 @@ impl Replay {
             Store::JetStream(_) => {}
         }
     }
+}
+
+/// Adds to `history` the messages `found` for request `i` (id, channel, message), less
+/// those that one of the session's current patterns (`before`: each with the id it
+/// delivers after) already delivered.
+fn gather(
+    before: &[(ChannelName, u64)],
+    i: usize,
+    found: impl Iterator<Item = (u64, ChannelName, Bytes)>,
+    history: &mut Vec<(u64, Bytes, usize)>,
+) {
+    history.extend(found.filter_map(|(id, channel, m)| {
+        let delivered = before
+            .iter()
+            .any(|(p, joined)| *joined < id && p.matches(&channel));
+        (!delivered).then_some((id, m, i))
+    }));
+}
+
+/// The end of a replaying subscribe, whatever the store, once it gathered the history
+/// up to `latest` (the last id delivered live), with live delivery held: refuses a
+/// history the session's queue cannot hold (rather than cut it), subscribes, records
+/// where each new pattern delivers from, and queues the history, each message once, in
+/// id order.
+fn complete_join(
+    session: &SessionRef,
+    requests: &[(ChannelName, ReplayFrom)],
+    mut history: Vec<(u64, Bytes, usize)>,
+    latest: u64,
+    subscribe: impl FnOnce() -> Result<Vec<ChannelName>, SubscribeError>,
+) -> Result<Joined, JoinError> {
+    history.sort_by_key(|(id, _, _)| *id);
+    let mut distinct: Vec<Bytes> = Vec::with_capacity(history.len());
+    let mut previous = None;
+    for (id, m, _) in &history {
+        if previous != Some(*id) {
+            distinct.push(m.clone());
+            previous = Some(*id);
+        }
+    }
+    if !session.fits(&distinct) {
+        let channel = requests.first().map_or("", |(p, _)| p.as_str());
+        return Err(JoinError::Refused(BayeuxError::limit(
+            channel,
+            format!(
+                "Replay of {} messages does not fit this session's queue (maxQueue, maxQueueBytes): replay from a later replayId",
+                distinct.len()
+            ),
+        )));
+    }
+    let added = subscribe().map_err(JoinError::Subscribe)?;
+    // Where each new pattern delivers from: what it replays, then live.
+    session.replay_joined(
+        requests
+            .iter()
+            .filter(|(p, _)| added.contains(p))
+            .map(|(p, from)| {
+                let start = match *from {
+                    ReplayFrom::New => latest,
+                    ReplayFrom::All => 0,
+                    ReplayFrom::After(id) => id.max(0) as u64,
+                };
+                (p.clone(), start)
+            }),
+    );
+    // A pattern the session already had replays nothing: its messages reached the
+    // session live. Each message once, in id order.
+    history.retain(|(_, _, i)| added.contains(&requests[*i].0));
+    history.dedup_by_key(|(id, _, _)| *id);
+    for (_, message, _) in &history {
+        session.deliver(message);
+    }
+    Ok(Joined {
+        position: wire_id(latest),
+    })
 }
 
 /// An id as the wire carries it (a signed 64-bit integer).
