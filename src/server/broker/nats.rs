@@ -243,10 +243,13 @@ struct Counters {
     reconnects: AtomicU64,
 }
 
-/// A message on its way to NATS.
+/// A message on its way to NATS. Its sequence number (the `Bayeux-Origin` header) is
+/// given by the publishing task, in the order messages leave for NATS: given in
+/// `route`, two threads routing at once could enqueue them in the other order, and the
+/// receiving nodes' [`Dedupe`] would then drop the later-numbered one that arrived
+/// second as a duplicate.
 struct Outgoing {
     subject: String,
-    seq: u64,
     payload: Bytes,
 }
 
@@ -526,11 +529,12 @@ async fn publish_loop(
             shared.drop_outgoing();
             continue;
         }
+        let seq = shared.next_seq.fetch_add(1, Ordering::Relaxed);
         let mut headers = async_nats::HeaderMap::new();
         let mut origin = String::with_capacity(NODE_ID_LEN + 21);
         origin.push_str(&shared.node_id);
         origin.push(':');
-        origin.push_str(&message.seq.to_string());
+        origin.push_str(&seq.to_string());
         headers.insert(ORIGIN_HEADER, origin.as_str());
         match client
             .publish_with_headers(message.subject, headers, message.payload)
@@ -713,7 +717,6 @@ impl Broker for NatsBroker {
                 &envelope.destination,
                 &envelope.channel,
             ),
-            seq: shared.next_seq.fetch_add(1, Ordering::Relaxed),
             payload: envelope.message,
         };
         if self.outgoing.send(message).is_err() {
