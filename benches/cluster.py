@@ -1,0 +1,537 @@
+#!/usr/bin/env python3
+"""Several `bayeux serve` nodes through NATS, measured side by side on loopback.
+
+Starts `nats-server` and N `bayeux serve --nats` nodes (the release binary) on free
+ports of 127.0.0.1, runs `bayeux bench` against them, reads every process's CPU time
+(/proc/PID/stat, user + system) and RSS, and prints (and writes, with --out) a table of
+medians. Every configuration gets fresh processes; configurations alternate within each
+round. Every process started here is stopped here, and everything stays on 127.0.0.0/8.
+
+Scenarios (--only NAME, repeatable; default a, b, c):
+  a  1 000 subscribers on one node with the publisher on it (no NATS), against 1 000
+     subscribers split over two nodes with the publishers on a third (through NATS):
+     flat out (4 publishers, batches of 10) and 10 000 deliveries/s, long-polling and
+     WebSocket. Deliveries/s, p99, CPU per delivery of each process.
+  b  the cost of a cross-node message: 4 publishers flat out (batches of 10) on one node,
+     one WebSocket subscriber on another, against both on one node without NATS: CPU per
+     message on the publishing node, the receiving node and nats-server.
+  c  throughput from 1 to 3 nodes, all with NATS: 1 000 subscribers split evenly, 6
+     publishers (batches of 10) round-robin over the nodes, flat out.
+  d  the most sessions (--sessions, default 100 000): six nodes, the load split over
+     six `bayeux bench` processes (each under the 20 000 open files a process may have
+     here), each from its own 127.0.0.x source address, WebSocket sessions; RSS per
+     session, the ramp-up, and the time one broadcast takes to reach them all (run
+     with --only d; not part of the default set).
+
+Usage: python3 benches/cluster.py [--rounds N] [--only a|b|c|d] [--sessions N] [--out FILE]
+Needs: the release binary (`cargo build --release --bin bayeux`; in $CARGO_TARGET_DIR if
+set, or --bin) and nats-server on the PATH. Only standard-library Python.
+"""
+import argparse
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TICKS = os.sysconf("SC_CLK_TCK")
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+RUN_TIMEOUT = 180  # seconds: the longest one load-tool run may take (scenarios a-c)
+
+
+def default_bin():
+    target = os.environ.get("CARGO_TARGET_DIR") or os.path.join(ROOT, "target")
+    return os.path.join(target, "release", "bayeux")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=20):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {port}")
+
+
+def cpu_seconds(pid):
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def rss_kib(pid):
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE_KIB
+    except OSError:
+        return 0
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+class Cluster:
+    """nats-server (unless `nats` is False) and `n` nodes; `stop()` ends them all."""
+
+    def __init__(self, binary, n, nats=True, extra=()):
+        self.procs = []
+        self.nats = None
+        self.nodes = []  # (port, Popen)
+        try:
+            nats_url = None
+            if nats:
+                port = free_port()
+                self.nats = self._spawn(["nats-server", "-a", "127.0.0.1", "-p", str(port)])
+                wait_port(port)
+                nats_url = f"nats://127.0.0.1:{port}"
+            for _ in range(n):
+                port = free_port()
+                cmd = [binary, "serve", "--listen", f"127.0.0.1:{port}",
+                       "--max-queue", "100000", "--max-queue-bytes", str(256 << 20)]
+                cmd += list(extra)
+                if nats_url:
+                    cmd += ["--nats", nats_url]
+                self.nodes.append((port, self._spawn(cmd)))
+            for port, _ in self.nodes:
+                wait_port(port)
+            if nats:
+                self._wait_joined()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, cmd):
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        return p
+
+    def _wait_joined(self, timeout=10):
+        """Until every node's /metrics says its NATS link is up."""
+        deadline = time.time() + timeout
+        for port, _ in self.nodes:
+            while time.time() < deadline:
+                if metrics(port).get("bayeux_broker_connected") == 1:
+                    break
+                time.sleep(0.1)
+
+    def url(self, i):
+        return f"http://127.0.0.1:{self.nodes[i][0]}/cometd"
+
+    def pids(self):
+        out = {f"node{i + 1}": p.pid for i, (_, p) in enumerate(self.nodes)}
+        if self.nats:
+            out["nats"] = self.nats.pid
+        return out
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        deadline = time.time() + 5
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+
+def metrics(port):
+    """The broker's counters from a node's /metrics (name -> value)."""
+    out = {}
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+    except OSError:
+        return out
+    for line in text.splitlines():
+        if line.startswith("bayeux_broker_"):
+            name, _, value = line.rpartition(" ")
+            try:
+                out[name.split("{")[0]] = float(value)
+            except ValueError:
+                pass
+    return out
+
+
+def bench(binary, cluster, args, timeout=RUN_TIMEOUT):
+    """One `bayeux bench` run against `cluster`; the report plus each process's CPU and
+    peak RSS over the run."""
+    pids = cluster.pids()
+    cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+    rss0 = {k: rss_kib(p) for k, p in pids.items()}
+    cmd = [binary, "bench", "--json"] + args
+    b = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    peak = dict(rss0)
+    tool_peak = 0
+    deadline = time.time() + timeout
+    while b.poll() is None:
+        if time.time() > deadline:
+            b.kill()
+            b.wait()
+            return {"error": f"timed out after {timeout} s", "args": args}
+        for k, p in pids.items():
+            peak[k] = max(peak[k], rss_kib(p))
+        tool_peak = max(tool_peak, rss_kib(b.pid))
+        time.sleep(0.2)
+    out = b.stdout.read()
+    b.stdout.close()
+    cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+    try:
+        report = json.loads(out.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"error": "no report", "args": args}
+    report["args"] = args
+    report["cpu_seconds"] = cpu
+    report["rss_kib_peak"] = peak
+    report["rss_kib_base"] = rss0
+    report["tool_rss_kib_peak"] = tool_peak
+    report["broker"] = {f"node{i + 1}": metrics(port) for i, (port, _) in enumerate(cluster.nodes)}
+    for name in ["duplicates", "messages_dropped"]:
+        report[f"broker_{name}"] = sum(m.get(f"bayeux_broker_{name}_total", 0)
+                                       for m in report["broker"].values())
+    d = report.get("delivered", 0)
+    report["cpu_us_per_delivery"] = {k: (c * 1e6 / d if d else None) for k, c in cpu.items()}
+    report["tool_cpu_us_per_delivery"] = report["tool_cpu_seconds"] * 1e6 / d if d else None
+    servers = sum(cpu.values())
+    report["servers_cpu_us_per_delivery"] = servers * 1e6 / d if d else None
+    return report
+
+
+# --- a: one node against two plus a publishing node ---------------------------------
+
+def scenario_a(binary, rounds, quick):
+    dur = "3" if quick else "5"
+    loads = {
+        "flat out": ["--publishers", "4", "--batch", "10", "--duration", dur],
+        "10 000 deliveries/s": ["--publishers", "1", "--rate", "10", "--duration", "4" if quick else "8"],
+    }
+    results = {}
+    for r in range(rounds):
+        for transport in ["long-polling", "websocket"]:
+            for load, largs in loads.items():
+                for config in ["one node", "2 + 1 nodes, NATS"]:
+                    common = ["--subscribers", "1000", "--transport", transport] + largs
+                    if config == "one node":
+                        cl = Cluster(binary, 1, nats=False)
+                        args = [cl.url(0)] + common
+                    else:
+                        cl = Cluster(binary, 3)
+                        args = [cl.url(2), "--subscribe-url", cl.url(0), "--subscribe-url",
+                                cl.url(1), "--publish-url", cl.url(2)] + common
+                    try:
+                        rep = bench(binary, cl, args)
+                    finally:
+                        cl.stop()
+                    key = f"{transport}, {load}, {config}"
+                    results.setdefault(key, []).append(rep)
+                    progress("a", r, key, rep)
+    return results
+
+
+# --- b: the cost of a cross-node message ---------------------------------------------
+
+def scenario_b(binary, rounds, quick):
+    dur = "3" if quick else "5"
+    loads = {
+        "flat out": ["--publishers", "4", "--batch", "10", "--duration", dur],
+        "10 000 messages/s": ["--publishers", "4", "--batch", "10", "--rate", "10000",
+                              "--duration", dur],
+    }
+    results = {}
+    for r in range(rounds):
+        for load, largs in loads.items():
+            for config in ["one node", "publisher node + subscriber node, NATS"]:
+                common = ["--subscribers", "1", "--transport", "websocket"] + largs
+                if config == "one node":
+                    cl = Cluster(binary, 1, nats=False)
+                    args = [cl.url(0)] + common
+                else:
+                    cl = Cluster(binary, 2)
+                    args = [cl.url(1), "--subscribe-url", cl.url(0), "--publish-url",
+                            cl.url(1)] + common
+                try:
+                    rep = bench(binary, cl, args)
+                finally:
+                    cl.stop()
+                key = f"{load}, {config}"
+                results.setdefault(key, []).append(rep)
+                progress("b", r, key, rep)
+    return results
+
+
+# --- c: one node to three --------------------------------------------------------------
+
+def scenario_c(binary, rounds, quick):
+    dur = "3" if quick else "5"
+    results = {}
+    for r in range(rounds):
+        for transport in ["websocket", "long-polling"]:
+            for n in [1, 2, 3]:
+                cl = Cluster(binary, n)
+                args = [cl.url(0)]
+                for i in range(n):
+                    args += ["--subscribe-url", cl.url(i), "--publish-url", cl.url(i)]
+                args += ["--subscribers", "1000", "--publishers", "6", "--batch", "10",
+                         "--duration", dur, "--transport", transport]
+                try:
+                    rep = bench(binary, cl, args)
+                finally:
+                    cl.stop()
+                key = f"{transport}, {n} node{'s' if n > 1 else ''}"
+                results.setdefault(key, []).append(rep)
+                progress("c", r, key, rep)
+    return results
+
+
+def progress(scenario, r, key, rep):
+    if "error" in rep:
+        print(f"[{scenario} round {r + 1}] {key}: {rep['error']}", file=sys.stderr)
+        return
+    print(f"[{scenario} round {r + 1}] {key}: {rep['delivered_per_sec']:.0f}/s, p99 "
+          f"{rep['latency_ms']['p99']:.1f} ms, lost {rep['lost']}, servers "
+          f"{rep['servers_cpu_us_per_delivery']:.3f} µs/delivery, NATS dropped "
+          f"{rep['broker_messages_dropped']:.0f} duplicates {rep['broker_duplicates']:.0f}",
+          file=sys.stderr)
+
+
+# --- d: the most sessions ------------------------------------------------------------------
+
+def scenario_d(binary, rounds, sessions, nodes=6, tools=6, broadcasts=5):
+    """`rounds` attempts at `sessions` WebSocket sessions over `nodes` nodes."""
+    results = []
+    per_tool = [sessions // tools + (1 if i < sessions % tools else 0) for i in range(tools)]
+    for r in range(rounds):
+        cl = Cluster(binary, nodes, extra=["--max-sessions", str(sessions // nodes + 1000)])
+        tmp = tempfile.mkdtemp(prefix="bayeux-cluster-")
+        procs = []
+        rec = {"sessions": sessions, "nodes": nodes, "tools": tools}
+        try:
+            time.sleep(0.5)
+            pids = cl.pids()
+            rss0 = {k: rss_kib(p) for k, p in pids.items()}
+            hold = 600  # the longest a tool holds its sessions (bounded run)
+            started = time.time()
+            for i, n in enumerate(per_tool):
+                args = [binary, "bench", cl.url(0), "--json", "--mode", "broadcast",
+                        "--transport", "websocket", "--subscribers", str(n),
+                        "--publishers", "0", "--broadcasts", str(broadcasts),
+                        "--duration", str(hold), "--timeout", "30s",
+                        "--source-ip", f"127.0.0.{10 + i}",
+                        "--ready-file", os.path.join(tmp, f"ready{i}")]
+                for k in range(nodes):
+                    args += ["--subscribe-url", cl.url(k)]
+                out = open(os.path.join(tmp, f"out{i}"), "w")
+                procs.append((subprocess.Popen(args, stdout=out, stderr=subprocess.DEVNULL), out))
+            # The ramp-up: until every tool says its sessions are established.
+            deadline = started + 300
+            while time.time() < deadline:
+                if all(os.path.exists(os.path.join(tmp, f"ready{i}")) for i in range(tools)):
+                    break
+                if any(p.poll() is not None for p, _ in procs):
+                    break
+                time.sleep(0.2)
+            ready = [os.path.exists(os.path.join(tmp, f"ready{i}")) for i in range(tools)]
+            rec["ramp_up_seconds"] = time.time() - started
+            rec["tools_ready"] = sum(ready)
+            time.sleep(3)  # settle: first connects answered, allocator steady
+            rec["rss_kib"] = {k: rss_kib(p) for k, p in pids.items()}
+            rec["rss_kib_base"] = rss0
+            rec["tool_rss_kib"] = [rss_kib(p.pid) for p, _ in procs]
+            rec["tool_sessions"] = per_tool
+            rec["node_sockets"] = {f"node{i + 1}": len(os.listdir(f"/proc/{p.pid}/fd"))
+                                   for i, (_, p) in enumerate(cl.nodes)}
+            if all(ready):
+                cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+                pub = subprocess.run(
+                    [binary, "bench", cl.url(0), "--json", "--mode", "broadcast",
+                     "--subscribers", "0", "--publishers", "1", "--broadcasts", str(broadcasts),
+                     "--broadcast-interval", "4s", "--source-ip", "127.0.0.9"],
+                    capture_output=True, text=True, timeout=120)
+                rec["publisher"] = json.loads(pub.stdout.strip().splitlines()[-1])
+            # The tools end once every broadcast reached all their sessions.
+            reports = []
+            for p, out in procs:
+                try:
+                    p.wait(timeout=60 if all(ready) else 1)
+                except subprocess.TimeoutExpired:
+                    p.terminate()
+                    p.wait()
+                out.close()
+            for i in range(tools):
+                with open(os.path.join(tmp, f"out{i}")) as f:
+                    text = f.read().strip()
+                try:
+                    reports.append(json.loads(text.splitlines()[-1]))
+                except (ValueError, IndexError):
+                    reports.append({"error": text[-500:] or "no report"})
+            rec["tool_reports"] = reports
+            if all(ready):
+                rec["cpu_seconds_broadcasts"] = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+                rec["broadcasts"] = merge_broadcasts(rec["publisher"], reports, sessions)
+        finally:
+            for p, out in procs:
+                if p.poll() is None:
+                    p.kill()
+                    p.wait()
+                if not out.closed:
+                    out.close()
+            cl.stop()
+            shutil.rmtree(tmp, ignore_errors=True)
+        results.append(rec)
+        b = rec.get("broadcasts", [])
+        print(f"[d round {r + 1}] {sessions} sessions: ramp-up {rec['ramp_up_seconds']:.1f} s, "
+              f"{rec['tools_ready']}/{tools} tools ready, reach "
+              f"{[x['reach_ms'] for x in b]}", file=sys.stderr)
+    return results
+
+
+def merge_broadcasts(publisher, reports, sessions):
+    """Per broadcast: sessions reached over every tool, and the time from publish to the
+    last of them (wall-clock stamps of one machine)."""
+    out = []
+    for sent in publisher.get("broadcasts", []):
+        seq, t = sent["seq"], sent["sent_us"]
+        received, last, first = 0, None, None
+        for rep in reports:
+            for b in rep.get("broadcasts", []):
+                if b["seq"] == seq and b.get("last_us"):
+                    received += b["received"]
+                    last = max(last or 0, b["last_us"])
+                    first = min(first or b["first_us"], b["first_us"])
+        out.append({
+            "seq": seq,
+            "received": received,
+            "first_ms": (first - t) / 1000 if first else None,
+            "reach_ms": (last - t) / 1000 if last and received == sessions else None,
+        })
+    return out
+
+
+# --- tables ------------------------------------------------------------------------------
+
+def fmt(v, digits=1):
+    if v is None:
+        return "—"
+    if isinstance(v, float) and digits == 0:
+        return f"{v:,.0f}".replace(",", " ")
+    return f"{v:.{digits}f}"
+
+
+def table_runs(results, title, cpu_keys):
+    lines = [f"### {title}", "",
+             "| case | deliveries/s | p99 ms | lost | " + " | ".join(f"{k} CPU µs/delivery" for k in cpu_keys)
+             + " | all servers µs/delivery | tool µs/delivery | rounds |",
+             "|---" * (6 + len(cpu_keys)) + "|---|"]
+    for key, reps in results.items():
+        ok = [r for r in reps if "error" not in r]
+        cells = [key, fmt(median([r["delivered_per_sec"] for r in ok]), 0),
+                 fmt(median([r["latency_ms"]["p99"] for r in ok])),
+                 fmt(median([r["lost"] for r in ok]), 0)]
+        for k in cpu_keys:
+            cells.append(fmt(median([r["cpu_us_per_delivery"].get(k) for r in ok]), 3))
+        cells.append(fmt(median([r["servers_cpu_us_per_delivery"] for r in ok]), 3))
+        cells.append(fmt(median([r["tool_cpu_us_per_delivery"] for r in ok]), 3))
+        cells.append(f"{len(ok)}/{len(reps)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def table_b(results):
+    lines = ["### b. cost of a cross-node message", "",
+             "| case | messages/s | p99 ms | lost | publishing node µs/message | receiving node µs/message | nats-server µs/message | all µs/message | rounds |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for key, reps in results.items():
+        ok = [r for r in reps if "error" not in r]
+        one = "one node" in key
+
+        def per_msg(r, k):
+            d = r["delivered"]
+            return r["cpu_seconds"].get(k, 0) * 1e6 / d if d else None
+        lines.append("| " + " | ".join([
+            key, fmt(median([r["delivered_per_sec"] for r in ok]), 0),
+            fmt(median([r["latency_ms"]["p99"] for r in ok])),
+            fmt(median([r["lost"] for r in ok]), 0),
+            fmt(median([per_msg(r, "node1" if one else "node2") for r in ok]), 3),
+            "(same node)" if one else fmt(median([per_msg(r, "node1") for r in ok]), 3),
+            "—" if one else fmt(median([per_msg(r, "nats") for r in ok]), 3),
+            fmt(median([r["servers_cpu_us_per_delivery"] for r in ok]), 3),
+            f"{len(ok)}/{len(reps)}"]) + " |")
+    return "\n".join(lines)
+
+
+def table_d(results):
+    lines = ["### d. the most sessions", ""]
+    for rec in results:
+        nodes = [k for k in rec.get("rss_kib", {}) if k.startswith("node")]
+        per_node = rec["sessions"] / rec["nodes"]
+        node_kib = [(rec["rss_kib"][k] - rec["rss_kib_base"][k]) / per_node for k in nodes]
+        tool_kib = [rss / n for rss, n in zip(rec.get("tool_rss_kib", []), rec.get("tool_sessions", [])) if n]
+        reach = [b["reach_ms"] for b in rec.get("broadcasts", [])]
+        first = [b["first_ms"] for b in rec.get("broadcasts", [])]
+        lines += [
+            f"- {rec['sessions']} WebSocket sessions over {rec['nodes']} nodes from {rec['tools']} load-tool "
+            f"processes: {rec['tools_ready']}/{rec['tools']} established, ramp-up {rec['ramp_up_seconds']:.1f} s",
+            f"- node RSS per session (KiB, each node): {', '.join(fmt(v, 2) for v in node_kib)}; "
+            f"nats-server RSS {fmt(rec['rss_kib'].get('nats', 0) / 1024, 1)} MiB",
+            f"- load tool RSS per session (KiB, each process): {', '.join(fmt(v, 2) for v in tool_kib)}",
+            f"- one broadcast to all: first arrival {', '.join(fmt(v, 1) for v in first)} ms; "
+            f"last arrival (all reached) {', '.join(fmt(v, 1) for v in reach)} ms; "
+            f"median {fmt(median(reach), 1)} ms",
+        ]
+    return "\n".join(lines)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--only", action="append", choices=["a", "b", "c", "d"])
+    ap.add_argument("--quick", action="store_true", help="shorter runs (a smoke test)")
+    ap.add_argument("--sessions", type=int, default=100_000, help="scenario d's sessions")
+    ap.add_argument("--bin", default=default_bin())
+    ap.add_argument("--out", help="write every run's figures to this JSON file")
+    opts = ap.parse_args()
+    if not os.path.exists(opts.bin):
+        sys.exit(f"{opts.bin}: build it first (cargo build --release --bin bayeux)")
+    if not shutil.which("nats-server"):
+        sys.exit("nats-server is not on the PATH")
+    only = opts.only or ["a", "b", "c"]
+    out, tables = {}, []
+    if "a" in only:
+        out["a"] = scenario_a(opts.bin, opts.rounds, opts.quick)
+        tables.append(table_runs(out["a"], "a. one node against 2 + 1 through NATS",
+                                 ["node1", "node2", "node3", "nats"]))
+    if "b" in only:
+        out["b"] = scenario_b(opts.bin, opts.rounds, opts.quick)
+        tables.append(table_b(out["b"]))
+    if "c" in only:
+        out["c"] = scenario_c(opts.bin, opts.rounds, opts.quick)
+        tables.append(table_runs(out["c"], "c. one node to three",
+                                 ["node1", "node2", "node3", "nats"]))
+    if "d" in only:
+        out["d"] = scenario_d(opts.bin, opts.rounds, opts.sessions)
+        tables.append(table_d(out["d"]))
+    if opts.out:
+        with open(opts.out, "w") as f:
+            json.dump(out, f, indent=1)
+    print("\n\n".join(tables))
+
+
+if __name__ == "__main__":
+    main()
