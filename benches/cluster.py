@@ -23,7 +23,8 @@ Scenarios (--only NAME, repeatable; default a, b, c):
      session, the ramp-up, and the time one broadcast takes to reach them all (run
      with --only d; not part of the default set).
 
-Usage: python3 benches/cluster.py [--rounds N] [--only a|b|c|d] [--sessions N] [--out FILE]
+Usage: python3 benches/cluster.py [--rounds N] [--only a|b|c|d] [--quick] [--out FILE]
+                                  [--sessions N] [--heartbeat SECONDS]
 Needs: the release binary (`cargo build --release --bin bayeux`; in $CARGO_TARGET_DIR if
 set, or --bin) and nats-server on the PATH. Only standard-library Python.
 """
@@ -79,6 +80,12 @@ def rss_kib(pid):
             return int(f.read().split()[1]) * PAGE_KIB
     except OSError:
         return 0
+
+
+def loadavg():
+    """The machine's 1-minute load average (other work on a shared machine shows here)."""
+    with open("/proc/loadavg") as f:
+        return float(f.read().split()[0])
 
 
 def median(values):
@@ -177,6 +184,7 @@ def bench(binary, cluster, args, timeout=RUN_TIMEOUT):
     cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
     rss0 = {k: rss_kib(p) for k, p in pids.items()}
     cmd = [binary, "bench", "--json"] + args
+    wall0 = time.time()
     b = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     peak = dict(rss0)
     tool_peak = 0
@@ -192,16 +200,22 @@ def bench(binary, cluster, args, timeout=RUN_TIMEOUT):
         time.sleep(0.2)
     out = b.stdout.read()
     b.stdout.close()
+    wall = time.time() - wall0
     cpu = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
     try:
         report = json.loads(out.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return {"error": "no report", "args": args}
     report["args"] = args
+    report["wall_seconds"] = wall
+    # Cores our processes got, on average over the tool's run (setup and drain
+    # included): on a shared machine, more processes may get a larger share.
+    report["cores_used"] = (sum(cpu.values()) + report["tool_cpu_seconds"]) / wall
     report["cpu_seconds"] = cpu
     report["rss_kib_peak"] = peak
     report["rss_kib_base"] = rss0
     report["tool_rss_kib_peak"] = tool_peak
+    report["loadavg_after"] = loadavg()
     report["broker"] = {f"node{i + 1}": metrics(port) for i, (port, _) in enumerate(cluster.nodes)}
     for name in ["duplicates", "messages_dropped"]:
         report[f"broker_{name}"] = sum(m.get(f"bayeux_broker_{name}_total", 0)
@@ -313,26 +327,35 @@ def progress(scenario, r, key, rep):
 
 # --- d: the most sessions ------------------------------------------------------------------
 
-def scenario_d(binary, rounds, sessions, nodes=6, tools=6, broadcasts=5):
-    """`rounds` attempts at `sessions` WebSocket sessions over `nodes` nodes."""
+def scenario_d(binary, rounds, sessions, heartbeat, nodes=6, tools=6, broadcasts=3, gap=20):
+    """`rounds` attempts at `sessions` WebSocket sessions over `nodes` nodes. The nodes
+    hold each connect `heartbeat` seconds and expire a session `heartbeat` seconds after
+    its last connect reply (the defaults, 30 s and 10 s, mean 3 300 heartbeats a second
+    at 100 000 sessions, and expire sessions whose load tool, starved on two shared
+    cores, answers a heartbeat late). `broadcasts` broadcasts, `gap` seconds apart, so
+    that each is timed alone."""
     results = []
     per_tool = [sessions // tools + (1 if i < sessions % tools else 0) for i in range(tools)]
     for r in range(rounds):
-        cl = Cluster(binary, nodes, extra=["--max-sessions", str(sessions // nodes + 1000)])
+        extra = ["--max-sessions", str(sessions // nodes + 1000)]
+        if heartbeat:
+            extra += ["--timeout", f"{heartbeat}s", "--max-interval", f"{heartbeat}s"]
+        cl = Cluster(binary, nodes, extra=extra)
         tmp = tempfile.mkdtemp(prefix="bayeux-cluster-")
         procs = []
-        rec = {"sessions": sessions, "nodes": nodes, "tools": tools}
+        rec = {"sessions": sessions, "nodes": nodes, "tools": tools, "heartbeat": heartbeat}
         try:
             time.sleep(0.5)
             pids = cl.pids()
             rss0 = {k: rss_kib(p) for k, p in pids.items()}
-            hold = 600  # the longest a tool holds its sessions (bounded run)
+            hold = broadcasts * gap + 120  # the longest a tool waits for the broadcasts
             started = time.time()
             for i, n in enumerate(per_tool):
                 args = [binary, "bench", cl.url(0), "--json", "--mode", "broadcast",
                         "--transport", "websocket", "--subscribers", str(n),
                         "--publishers", "0", "--broadcasts", str(broadcasts),
                         "--duration", str(hold), "--timeout", "30s",
+                        "--poll-timeout", f"{int((heartbeat or 30) * 1.5)}s",
                         "--source-ip", f"127.0.0.{10 + i}",
                         "--ready-file", os.path.join(tmp, f"ready{i}")]
                 for k in range(nodes):
@@ -349,6 +372,7 @@ def scenario_d(binary, rounds, sessions, nodes=6, tools=6, broadcasts=5):
                 time.sleep(0.2)
             ready = [os.path.exists(os.path.join(tmp, f"ready{i}")) for i in range(tools)]
             rec["ramp_up_seconds"] = time.time() - started
+            rec["loadavg_after_ramp_up"] = loadavg()
             rec["tools_ready"] = sum(ready)
             time.sleep(3)  # settle: first connects answered, allocator steady
             rec["rss_kib"] = {k: rss_kib(p) for k, p in pids.items()}
@@ -358,18 +382,26 @@ def scenario_d(binary, rounds, sessions, nodes=6, tools=6, broadcasts=5):
             rec["node_sockets"] = {f"node{i + 1}": len(os.listdir(f"/proc/{p.pid}/fd"))
                                    for i, (_, p) in enumerate(cl.nodes)}
             if all(ready):
+                # What holding the sessions costs (heartbeats), over 10 s, then the
+                # broadcasts.
+                idle0 = {k: cpu_seconds(p) for k, p in pids.items()}
+                tools0 = sum(cpu_seconds(p.pid) for p, _ in procs)
+                time.sleep(10)
                 cpu0 = {k: cpu_seconds(p) for k, p in pids.items()}
+                rec["idle_cpu_per_second"] = {k: (cpu0[k] - idle0[k]) / 10 for k in pids}
+                rec["tools_idle_cpu_per_second"] = (sum(cpu_seconds(p.pid) for p, _ in procs) - tools0) / 10
+                pub_started = time.time()
                 pub = subprocess.run(
                     [binary, "bench", cl.url(0), "--json", "--mode", "broadcast",
                      "--subscribers", "0", "--publishers", "1", "--broadcasts", str(broadcasts),
-                     "--broadcast-interval", "4s", "--source-ip", "127.0.0.9"],
-                    capture_output=True, text=True, timeout=120)
+                     "--broadcast-interval", f"{gap}s", "--source-ip", "127.0.0.9"],
+                    capture_output=True, text=True, timeout=broadcasts * gap + 60)
                 rec["publisher"] = json.loads(pub.stdout.strip().splitlines()[-1])
             # The tools end once every broadcast reached all their sessions.
             reports = []
             for p, out in procs:
                 try:
-                    p.wait(timeout=60 if all(ready) else 1)
+                    p.wait(timeout=gap + 60 if all(ready) else 1)
                 except subprocess.TimeoutExpired:
                     p.terminate()
                     p.wait()
@@ -384,6 +416,7 @@ def scenario_d(binary, rounds, sessions, nodes=6, tools=6, broadcasts=5):
             rec["tool_reports"] = reports
             if all(ready):
                 rec["cpu_seconds_broadcasts"] = {k: cpu_seconds(p) - cpu0[k] for k, p in pids.items()}
+                rec["broadcast_window_seconds"] = time.time() - pub_started
                 rec["broadcasts"] = merge_broadcasts(rec["publisher"], reports, sessions)
         finally:
             for p, out in procs:
@@ -437,8 +470,8 @@ def fmt(v, digits=1):
 def table_runs(results, title, cpu_keys):
     lines = [f"### {title}", "",
              "| case | deliveries/s | p99 ms | lost | " + " | ".join(f"{k} CPU µs/delivery" for k in cpu_keys)
-             + " | all servers µs/delivery | tool µs/delivery | rounds |",
-             "|---" * (6 + len(cpu_keys)) + "|---|"]
+             + " | all servers µs/delivery | tool µs/delivery | messages per response/frame | cores used | rounds |",
+             "|---" * (8 + len(cpu_keys)) + "|---|"]
     for key, reps in results.items():
         ok = [r for r in reps if "error" not in r]
         cells = [key, fmt(median([r["delivered_per_sec"] for r in ok]), 0),
@@ -448,6 +481,8 @@ def table_runs(results, title, cpu_keys):
             cells.append(fmt(median([r["cpu_us_per_delivery"].get(k) for r in ok]), 3))
         cells.append(fmt(median([r["servers_cpu_us_per_delivery"] for r in ok]), 3))
         cells.append(fmt(median([r["tool_cpu_us_per_delivery"] for r in ok]), 3))
+        cells.append(fmt(median([r["messages_per_response"]["mean"] for r in ok])))
+        cells.append(fmt(median([r.get("cores_used") for r in ok]), 2))
         cells.append(f"{len(ok)}/{len(reps)}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -485,9 +520,12 @@ def table_d(results):
         tool_kib = [rss / n for rss, n in zip(rec.get("tool_rss_kib", []), rec.get("tool_sessions", [])) if n]
         reach = [b["reach_ms"] for b in rec.get("broadcasts", [])]
         first = [b["first_ms"] for b in rec.get("broadcasts", [])]
+        reps = [t for t in rec.get("tool_reports", []) if "error" not in t]
+        errors = {k: sum(t[k] for t in reps) for k in ["http_errors", "bayeux_errors", "rehandshakes"]}
         lines += [
             f"- {rec['sessions']} WebSocket sessions over {rec['nodes']} nodes from {rec['tools']} load-tool "
-            f"processes: {rec['tools_ready']}/{rec['tools']} established, ramp-up {rec['ramp_up_seconds']:.1f} s",
+            f"processes (heartbeat {rec.get('heartbeat') or 'default'}): {rec['tools_ready']}/{rec['tools']} "
+            f"established, ramp-up {rec['ramp_up_seconds']:.1f} s; load tools' errors {errors}",
             f"- node RSS per session (KiB, each node): {', '.join(fmt(v, 2) for v in node_kib)}; "
             f"nats-server RSS {fmt(rec['rss_kib'].get('nats', 0) / 1024, 1)} MiB",
             f"- load tool RSS per session (KiB, each process): {', '.join(fmt(v, 2) for v in tool_kib)}",
@@ -504,6 +542,8 @@ def main():
     ap.add_argument("--only", action="append", choices=["a", "b", "c", "d"])
     ap.add_argument("--quick", action="store_true", help="shorter runs (a smoke test)")
     ap.add_argument("--sessions", type=int, default=100_000, help="scenario d's sessions")
+    ap.add_argument("--heartbeat", type=int, default=60,
+                    help="scenario d: the nodes' --timeout and --max-interval, seconds (0: defaults)")
     ap.add_argument("--bin", default=default_bin())
     ap.add_argument("--out", help="write every run's figures to this JSON file")
     opts = ap.parse_args()
@@ -525,7 +565,7 @@ def main():
         tables.append(table_runs(out["c"], "c. one node to three",
                                  ["node1", "node2", "node3", "nats"]))
     if "d" in only:
-        out["d"] = scenario_d(opts.bin, opts.rounds, opts.sessions)
+        out["d"] = scenario_d(opts.bin, opts.rounds, opts.sessions, opts.heartbeat)
         tables.append(table_d(out["d"]))
     if opts.out:
         with open(opts.out, "w") as f:
