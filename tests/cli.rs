@@ -344,6 +344,9 @@ async fn bench_subscribes_and_publishes_where_told_from_the_source_addresses_giv
             .await;
             assert_all_delivered(&r);
             assert_eq!(r["http_errors"], 0, "{r}");
+            // Deliveries ran to about the end of the second of publishing.
+            let last = r["last_delivery_seconds"].as_f64().unwrap();
+            assert!(last > 0.5 && last < 5.0, "{r}");
         }
     })
     .await

@@ -192,6 +192,8 @@ pub struct Run {
     pub counters: Counters,
     pub latencies: Latencies,
     pub per_response: PerResponse,
+    /// When the last delivery arrived (wall-clock µs, as [`Run::micros`]).
+    pub last_delivery: AtomicU64,
     pub channel_count: usize,
     pub published_per_channel: Vec<AtomicU64>,
     pub ready: AtomicUsize,
@@ -306,6 +308,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         counters: Counters::default(),
         latencies: Latencies::new(),
         per_response: PerResponse::new(),
+        last_delivery: AtomicU64::new(0),
         channel_count: channels,
         published_per_channel: (0..channels).map(|_| AtomicU64::new(0)).collect(),
         ready: AtomicUsize::new(0),
@@ -457,6 +460,9 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep_until(until).await;
     }
     let publish_seconds = publish_start.elapsed().as_secs_f64();
+    let publish_start_us = run
+        .micros()
+        .saturating_sub(publish_start.elapsed().as_micros() as u64);
 
     // Drain: wait until every expected delivery arrived, or the drain time passed.
     let expected = expected_deliveries(&run, args.subscribers, channels);
@@ -491,6 +497,10 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         published_per_sec: published as f64 / publish_seconds.max(1e-9),
         delivered,
         delivered_per_sec: delivered as f64 / publish_seconds.max(1e-9),
+        last_delivery_seconds: (run.last_delivery.load(Ordering::Relaxed) as f64
+            - publish_start_us as f64)
+            .max(0.0)
+            / 1e6,
         expected_deliveries: expected,
         lost: expected.saturating_sub(delivered - duplicates),
         duplicates,
@@ -773,6 +783,7 @@ async fn broadcast_mode(
         tool_cpu_seconds: (stats::own_cpu() - cpu_before).as_secs_f64(),
         broadcast_reach_ms: stats::median(reach),
         broadcasts,
+        ..Report::default()
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);

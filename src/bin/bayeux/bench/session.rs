@@ -162,6 +162,9 @@ pub fn on_messages(
         }
     }
     Counters::add(&run.counters.delivered, delivered);
+    if delivered > 0 {
+        run.last_delivery.fetch_max(now, Ordering::Relaxed);
+    }
     run.per_response.record(shard, delivered);
     Ok(after)
 }

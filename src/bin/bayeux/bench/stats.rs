@@ -174,7 +174,13 @@ pub struct Report {
     pub published: u64,
     pub published_per_sec: f64,
     pub delivered: u64,
+    /// Delivered per second of publishing (as always: deliveries that arrive during
+    /// the drain count too).
     pub delivered_per_sec: f64,
+    /// Seconds from the start of publishing to the last delivery: above
+    /// `publish_seconds` when a backlog was still being delivered after the publishers
+    /// stopped (`delivered / last_delivery_seconds` is then the sustained rate).
+    pub last_delivery_seconds: f64,
     pub expected_deliveries: u64,
     pub lost: u64,
     pub duplicates: u64,
