@@ -168,10 +168,11 @@ def metrics(port):
     except OSError:
         return out
     for line in text.splitlines():
-        if line.startswith("bayeux_broker_"):
+        if line.startswith(("bayeux_broker_", "bayeux_messages_dropped")):
             name, _, value = line.rpartition(" ")
             try:
-                out[name.split("{")[0]] = float(value)
+                name = name.split("{")[0]
+                out[name] = out.get(name, 0) + float(value)
             except ValueError:
                 pass
     return out
@@ -220,7 +221,15 @@ def bench(binary, cluster, args, timeout=RUN_TIMEOUT):
     for name in ["duplicates", "messages_dropped"]:
         report[f"broker_{name}"] = sum(m.get(f"bayeux_broker_{name}_total", 0)
                                        for m in report["broker"].values())
+    report["session_drops"] = sum(m.get("bayeux_messages_dropped_total", 0)
+                                  for m in report["broker"].values())
     d = report.get("delivered", 0)
+    # Deliveries per second from the start of publishing to the last delivery: when
+    # the publishers outrun the subscribers (through NATS nothing slows a publisher on
+    # another node), the backlog is delivered after they stop, and counting it over the
+    # publishing time alone would overstate the rate.
+    last = report.get("last_delivery_seconds") or 0
+    report["sustained_per_sec"] = d / max(last, report["publish_seconds"]) if d else 0
     report["cpu_us_per_delivery"] = {k: (c * 1e6 / d if d else None) for k, c in cpu.items()}
     report["tool_cpu_us_per_delivery"] = report["tool_cpu_seconds"] * 1e6 / d if d else None
     servers = sum(cpu.values())
@@ -233,7 +242,7 @@ def bench(binary, cluster, args, timeout=RUN_TIMEOUT):
 def scenario_a(binary, rounds, quick):
     dur = "3" if quick else "5"
     loads = {
-        "flat out": ["--publishers", "4", "--batch", "10", "--duration", dur],
+        "flat out": ["--publishers", "4", "--batch", "10", "--duration", dur, "--drain", "30"],
         "10 000 deliveries/s": ["--publishers", "1", "--rate", "10", "--duration", "4" if quick else "8"],
     }
     results = {}
@@ -303,7 +312,7 @@ def scenario_c(binary, rounds, quick):
                 for i in range(n):
                     args += ["--subscribe-url", cl.url(i), "--publish-url", cl.url(i)]
                 args += ["--subscribers", "1000", "--publishers", "6", "--batch", "10",
-                         "--duration", dur, "--transport", transport]
+                         "--duration", dur, "--drain", "30", "--transport", transport]
                 try:
                     rep = bench(binary, cl, args)
                 finally:
@@ -318,7 +327,7 @@ def progress(scenario, r, key, rep):
     if "error" in rep:
         print(f"[{scenario} round {r + 1}] {key}: {rep['error']}", file=sys.stderr)
         return
-    print(f"[{scenario} round {r + 1}] {key}: {rep['delivered_per_sec']:.0f}/s, p99 "
+    print(f"[{scenario} round {r + 1}] {key}: {rep['sustained_per_sec']:.0f}/s, p99 "
           f"{rep['latency_ms']['p99']:.1f} ms, lost {rep['lost']}, servers "
           f"{rep['servers_cpu_us_per_delivery']:.3f} µs/delivery, NATS dropped "
           f"{rep['broker_messages_dropped']:.0f} duplicates {rep['broker_duplicates']:.0f}",
@@ -474,7 +483,7 @@ def table_runs(results, title, cpu_keys):
              "|---" * (8 + len(cpu_keys)) + "|---|"]
     for key, reps in results.items():
         ok = [r for r in reps if "error" not in r]
-        cells = [key, fmt(median([r["delivered_per_sec"] for r in ok]), 0),
+        cells = [key, fmt(median([r.get("sustained_per_sec", r["delivered_per_sec"]) for r in ok]), 0),
                  fmt(median([r["latency_ms"]["p99"] for r in ok])),
                  fmt(median([r["lost"] for r in ok]), 0)]
         for k in cpu_keys:
@@ -512,27 +521,35 @@ def table_b(results):
 
 
 def table_d(results):
-    lines = ["### d. the most sessions", ""]
-    for rec in results:
+    lines = ["### d. the most sessions", "",
+             "| round | sessions (nodes × tools) | established | ramp-up s | load-tool errors (http / bayeux / re-handshakes) "
+             "| node RSS KiB/session (min-max) | load tool RSS KiB/session | broadcast: first / last arrival ms | "
+             "node CPU µs/delivery in the broadcasts (heartbeats taken off) | load average |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r, rec in enumerate(results):
         nodes = [k for k in rec.get("rss_kib", {}) if k.startswith("node")]
         per_node = rec["sessions"] / rec["nodes"]
         node_kib = [(rec["rss_kib"][k] - rec["rss_kib_base"][k]) / per_node for k in nodes]
         tool_kib = [rss / n for rss, n in zip(rec.get("tool_rss_kib", []), rec.get("tool_sessions", [])) if n]
-        reach = [b["reach_ms"] for b in rec.get("broadcasts", [])]
-        first = [b["first_ms"] for b in rec.get("broadcasts", [])]
         reps = [t for t in rec.get("tool_reports", []) if "error" not in t]
-        errors = {k: sum(t[k] for t in reps) for k in ["http_errors", "bayeux_errors", "rehandshakes"]}
-        lines += [
-            f"- {rec['sessions']} WebSocket sessions over {rec['nodes']} nodes from {rec['tools']} load-tool "
-            f"processes (heartbeat {rec.get('heartbeat') or 'default'}): {rec['tools_ready']}/{rec['tools']} "
-            f"established, ramp-up {rec['ramp_up_seconds']:.1f} s; load tools' errors {errors}",
-            f"- node RSS per session (KiB, each node): {', '.join(fmt(v, 2) for v in node_kib)}; "
-            f"nats-server RSS {fmt(rec['rss_kib'].get('nats', 0) / 1024, 1)} MiB",
-            f"- load tool RSS per session (KiB, each process): {', '.join(fmt(v, 2) for v in tool_kib)}",
-            f"- one broadcast to all: first arrival {', '.join(fmt(v, 1) for v in first)} ms; "
-            f"last arrival (all reached) {', '.join(fmt(v, 1) for v in reach)} ms; "
-            f"median {fmt(median(reach), 1)} ms",
-        ]
+        errors = " / ".join(str(sum(t[k] for t in reps)) for k in ["http_errors", "bayeux_errors", "rehandshakes"])
+        b = rec.get("broadcasts", [])
+        arrivals = "; ".join(f"{fmt(x['first_ms'], 0)} / {fmt(x['reach_ms'], 0)}" for x in b)
+        cpu = "—"
+        if rec.get("broadcast_window_seconds") and b:
+            window = rec["broadcast_window_seconds"]
+            net = sum(rec["cpu_seconds_broadcasts"][k] - rec["idle_cpu_per_second"][k] * window for k in nodes)
+            cpu = fmt(net * 1e6 / (len(b) * rec["sessions"]), 1)
+        lines.append("| " + " | ".join([
+            str(r + 1), f"{rec['sessions']} ({rec['nodes']} × {rec['tools']})",
+            f"{sum(t.get('subscribers', 0) for t in reps) if rec['tools_ready'] == rec['tools'] else rec['tools_ready']}",
+            fmt(rec["ramp_up_seconds"]), errors,
+            f"{fmt(min(node_kib), 2)}-{fmt(max(node_kib), 2)}" if node_kib else "—",
+            fmt(median(tool_kib), 2), arrivals or "—", cpu,
+            fmt(rec.get("loadavg_after_ramp_up"))]) + " |")
+    reach = [x["reach_ms"] for rec in results for x in rec.get("broadcasts", [])]
+    lines += ["", f"Median time for one broadcast to reach every session: {fmt(median(reach), 0)} ms "
+              f"(over {len([x for x in reach if x is not None])} broadcasts)."]
     return "\n".join(lines)
 
 
@@ -546,31 +563,56 @@ def main():
                     help="scenario d: the nodes' --timeout and --max-interval, seconds (0: defaults)")
     ap.add_argument("--bin", default=default_bin())
     ap.add_argument("--out", help="write every run's figures to this JSON file")
+    ap.add_argument("--from", dest="sources", action="append", metavar="FILE",
+                    help="print the tables of earlier --out files (repeatable: their rounds "
+                         "are pooled) instead of running")
     opts = ap.parse_args()
+    if opts.sources:
+        pooled = {}
+        for path in opts.sources:
+            with open(path) as f:
+                for scenario, results in json.load(f).items():
+                    if scenario == "d":
+                        pooled.setdefault("d", []).extend(results)
+                        continue
+                    for key, reps in results.items():
+                        pooled.setdefault(scenario, {}).setdefault(key, []).extend(reps)
+        print(tables(pooled))
+        return
     if not os.path.exists(opts.bin):
         sys.exit(f"{opts.bin}: build it first (cargo build --release --bin bayeux)")
     if not shutil.which("nats-server"):
         sys.exit("nats-server is not on the PATH")
     only = opts.only or ["a", "b", "c"]
-    out, tables = {}, []
+    out = {}
     if "a" in only:
         out["a"] = scenario_a(opts.bin, opts.rounds, opts.quick)
-        tables.append(table_runs(out["a"], "a. one node against 2 + 1 through NATS",
-                                 ["node1", "node2", "node3", "nats"]))
     if "b" in only:
         out["b"] = scenario_b(opts.bin, opts.rounds, opts.quick)
-        tables.append(table_b(out["b"]))
     if "c" in only:
         out["c"] = scenario_c(opts.bin, opts.rounds, opts.quick)
-        tables.append(table_runs(out["c"], "c. one node to three",
-                                 ["node1", "node2", "node3", "nats"]))
     if "d" in only:
         out["d"] = scenario_d(opts.bin, opts.rounds, opts.sessions, opts.heartbeat)
-        tables.append(table_d(out["d"]))
     if opts.out:
         with open(opts.out, "w") as f:
             json.dump(out, f, indent=1)
-    print("\n\n".join(tables))
+    print(tables(out))
+
+
+def tables(out):
+    """The markdown tables of the scenarios in `out`."""
+    parts = []
+    if "a" in out:
+        parts.append(table_runs(out["a"], "a. one node against 2 + 1 through NATS",
+                                ["node1", "node2", "node3", "nats"]))
+    if "b" in out:
+        parts.append(table_b(out["b"]))
+    if "c" in out:
+        parts.append(table_runs(out["c"], "c. one node to three",
+                                ["node1", "node2", "node3", "nats"]))
+    if "d" in out:
+        parts.append(table_d(out["d"]))
+    return "\n\n".join(parts)
 
 
 if __name__ == "__main__":
