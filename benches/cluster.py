@@ -509,7 +509,7 @@ def table_b(results):
             d = r["delivered"]
             return r["cpu_seconds"].get(k, 0) * 1e6 / d if d else None
         lines.append("| " + " | ".join([
-            key, fmt(median([r["delivered_per_sec"] for r in ok]), 0),
+            key, fmt(median([r.get("sustained_per_sec", r["delivered_per_sec"]) for r in ok]), 0),
             fmt(median([r["latency_ms"]["p99"] for r in ok])),
             fmt(median([r["lost"] for r in ok]), 0),
             fmt(median([per_msg(r, "node1" if one else "node2") for r in ok]), 3),
