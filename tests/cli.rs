@@ -319,6 +319,88 @@ async fn bench_over_websocket_reports_deliveries_and_messages_per_frame() {
 }
 
 #[tokio::test]
+async fn bench_subscribes_and_publishes_where_told_from_the_source_addresses_given() {
+    timeout(LIMIT, async {
+        // URL is one server; every subscriber and publisher is on the other: the report
+        // counts what that one delivered, end to end.
+        let (main, other) = (
+            TestServer::with_config(fast_config()).await,
+            TestServer::with_config(fast_config()).await,
+        );
+        for transport in ["long-polling", "websocket"] {
+            let r = bench_json(
+                &main.url(),
+                &[
+                    "--subscribe-url",
+                    &other.url(),
+                    "--publish-url",
+                    &other.url(),
+                    "--source-ip",
+                    "127.0.0.2-127.0.0.3",
+                    "--transport",
+                    transport,
+                ],
+            )
+            .await;
+            assert_all_delivered(&r);
+            assert_eq!(r["http_errors"], 0, "{r}");
+            // Deliveries ran to about the end of the second of publishing.
+            let last = r["last_delivery_seconds"].as_f64().unwrap();
+            assert!(last > 0.5 && last < 5.0, "{r}");
+        }
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn bench_times_broadcasts_to_every_subscriber() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(fast_config()).await;
+        let out = Command::new(env!("CARGO_BIN_EXE_bayeux"))
+            .args([
+                "bench",
+                &t.url(),
+                "--mode",
+                "broadcast",
+                "--subscribers",
+                "10",
+            ])
+            .args([
+                "--broadcasts",
+                "3",
+                "--broadcast-interval",
+                "100ms",
+                "--json",
+            ])
+            .args(["--transport", "websocket", "--source-ip", "127.0.0.2"])
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (r["published"].as_u64(), r["delivered"].as_u64()),
+            (Some(3), Some(30)),
+            "{r}"
+        );
+        let broadcasts = r["broadcasts"].as_array().unwrap();
+        assert_eq!(broadcasts.len(), 3, "{r}");
+        for b in broadcasts {
+            assert_eq!(b["received"], 10, "{r}");
+            assert!(b["reach_ms"].as_f64().unwrap() > 0.0, "{r}");
+        }
+        assert!(r["broadcast_reach_ms"].as_f64().unwrap() > 0.0, "{r}");
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
 async fn bench_with_a_stalled_session_loses_nothing_for_the_others() {
     timeout(LIMIT, async {
         for transport in ["long-polling", "websocket"] {

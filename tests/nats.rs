@@ -938,3 +938,56 @@ async fn replay_follows_a_client_that_moves_to_another_node() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_origin_numbers_follow_the_order_nats_carries() {
+    // Publishes routed by several threads at once leave in one order; the
+    // `Bayeux-Origin` numbers must follow it, or the receivers' duplicate filter drops
+    // the one numbered lower that arrives later (a message lost as a "duplicate").
+    timeout(LIMIT, async {
+        const PUBLISHERS: u64 = 8;
+        const PER_PUBLISHER: u64 = 500;
+        let nats = Nats::start().await;
+        let a = Node::start(&nats.url()).await.joined().await;
+        let raw = async_nats::connect(nats.url()).await.unwrap();
+        let mut seen = raw.subscribe("bayeux.c.load").await.unwrap();
+        raw.flush().await.unwrap();
+        let mut publishers = Vec::new();
+        for p in 0..PUBLISHERS {
+            let url = a.url.clone();
+            publishers.push(tokio::spawn(async move {
+                let publisher = client(&url, None).await;
+                for batch in 0..PER_PUBLISHER / 50 {
+                    let messages = (0..50)
+                        .map(|i| ("/load".to_string(), json!({"p": p, "n": batch * 50 + i})))
+                        .collect();
+                    for reply in publisher.publish_batch(messages).await.unwrap() {
+                        assert_eq!(reply.unwrap().successful, Some(true));
+                    }
+                }
+            }));
+        }
+        for p in publishers {
+            p.await.unwrap();
+        }
+        let mut last = 0u64;
+        for n in 0..PUBLISHERS * PER_PUBLISHER {
+            let message = timeout(Duration::from_secs(10), seen.next())
+                .await
+                .unwrap_or_else(|_| panic!("{n} messages reached NATS"))
+                .unwrap();
+            let origin = message
+                .headers
+                .as_ref()
+                .and_then(|h| h.get("Bayeux-Origin"))
+                .expect("a Bayeux-Origin header")
+                .as_str()
+                .to_string();
+            let seq: u64 = origin.rsplit_once(':').unwrap().1.parse().unwrap();
+            assert!(seq > last, "message {n}: origin {origin} after {last}");
+            last = seq;
+        }
+    })
+    .await
+    .unwrap();
+}

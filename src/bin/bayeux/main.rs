@@ -43,7 +43,7 @@ enum Command {
     /// Run the workbin scenario end to end in one process and exit.
     Demo(demo::DemoArgs),
     /// Load-test any Bayeux long-polling server: throughput, latency, loss.
-    Bench(bench::BenchArgs),
+    Bench(Box<bench::BenchArgs>),
 }
 
 /// Raises this process's soft limit on open files (`RLIMIT_NOFILE`) to its hard limit,
@@ -101,7 +101,7 @@ fn main() -> std::process::ExitCode {
             Command::Assign(args) => assign::run(args).await,
             Command::HashPassword(args) => hash_password::run(args),
             Command::Demo(args) => demo::run(args).await,
-            Command::Bench(args) => bench::run(args).await,
+            Command::Bench(args) => bench::run(*args).await,
         }
     });
     match result {

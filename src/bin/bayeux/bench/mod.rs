@@ -29,6 +29,21 @@ use stats::{Counters, Latencies, PerResponse, Percentiles, Report};
 pub struct BenchArgs {
     /// The Bayeux endpoint, e.g. http://127.0.0.1:8080/cometd
     url: String,
+    /// An endpoint for the subscribers (repeatable): they are spread round-robin over
+    /// the endpoints given, e.g. the nodes of a NATS cluster (default: URL).
+    #[arg(long = "subscribe-url", value_name = "URL")]
+    subscribe_urls: Vec<String>,
+    /// An endpoint for the publishers (repeatable: publishers round-robin over them;
+    /// default: URL); latencies stay end to end, from publish on one endpoint to receipt
+    /// on any other.
+    #[arg(long = "publish-url", value_name = "URL")]
+    publish_urls: Vec<String>,
+    /// A local address the connections come from (repeatable, or a range such as
+    /// `127.0.0.2-127.0.0.9`): sessions are spread round-robin over them, publishers use
+    /// the first. One address has one ephemeral port range per destination; more
+    /// addresses let one box open more connections to one server.
+    #[arg(long = "source-ip", value_name = "IP[-IP]", value_parser = parse_sources)]
+    source_ips: Vec<Vec<std::net::IpAddr>>,
     /// Subscriber sessions, spread round-robin over the channels.
     #[arg(long, default_value_t = 100)]
     subscribers: usize,
@@ -69,8 +84,24 @@ pub struct BenchArgs {
     /// `pubsub` (the default); `handshake` (sessions opened and closed as fast as
     /// `--concurrency` workers can, for --duration seconds); `churn` (a soak: workers
     /// handshake, subscribe, connect once, then either disconnect or vanish).
-    #[arg(long, default_value = "pubsub", value_parser = ["pubsub", "handshake", "churn"])]
+    /// `broadcast`: the subscribers, all on `/bench/0`, are established, then (with
+    /// `--publishers` above 0) one publisher sends `--broadcasts` messages,
+    /// `--broadcast-interval` apart, and the report gives how long each took to reach
+    /// every subscriber; with `--publishers 0` the tool only holds its subscribers until
+    /// they received `--broadcasts` messages each (or `--duration` passed), for a
+    /// broadcast sent by another process (the stamps are wall-clock times).
+    #[arg(long, default_value = "pubsub", value_parser = ["pubsub", "handshake", "churn", "broadcast"])]
     mode: String,
+    /// Broadcast mode: how many messages are broadcast (one at a time).
+    #[arg(long, default_value_t = 5)]
+    broadcasts: u64,
+    /// Broadcast mode: the time between two broadcasts; `2s`, `500ms`, or milliseconds.
+    #[arg(long, value_name = "DURATION", default_value = "2s")]
+    broadcast_interval: Millis,
+    /// A file created once every subscriber is established (for scripts that start
+    /// the publishing elsewhere).
+    #[arg(long, value_name = "PATH")]
+    ready_file: Option<std::path::PathBuf>,
     /// Workers in handshake mode.
     #[arg(long, default_value_t = 32)]
     concurrency: usize,
@@ -110,15 +141,50 @@ pub struct BenchArgs {
     tls: crate::listen::TlsArgs,
 }
 
+/// Parses `--source-ip`: one address, or a range `first-last` of one family.
+fn parse_sources(text: &str) -> Result<Vec<std::net::IpAddr>, String> {
+    use std::net::IpAddr;
+    let bad = |e: std::net::AddrParseError| format!("{text}: {e}");
+    let Some((first, last)) = text.split_once('-') else {
+        return Ok(vec![text.trim().parse().map_err(bad)?]);
+    };
+    match (
+        first.trim().parse().map_err(bad)?,
+        last.trim().parse().map_err(bad)?,
+    ) {
+        (IpAddr::V4(a), IpAddr::V4(b)) if u32::from(a) <= u32::from(b) => Ok((u32::from(a)
+            ..=u32::from(b))
+            .map(|n| IpAddr::V4(n.into()))
+            .collect()),
+        _ => Err(format!(
+            "{text}: a range is two IPv4 addresses, the first not above the last"
+        )),
+    }
+}
+
+/// Where subscribers connect: an endpoint and its WebSocket URL.
+pub struct Target {
+    pub endpoint: http::Uri,
+    /// The endpoint's WebSocket URL (ws://host:port/path, or wss:// for https://).
+    pub socket_url: String,
+}
+
 /// State shared by every task of a run.
 pub struct Run {
     /// The Bayeux endpoint.
     pub endpoint: http::Uri,
-    /// The endpoint's WebSocket URL (ws://host:port/path, or wss:// for https://).
-    pub socket_url: String,
+    /// The subscribers' endpoints (`--subscribe-url`, or the endpoint alone): subscriber
+    /// `i` uses the `i % len`-th.
+    pub targets: Vec<Target>,
+    /// The publishers' endpoints (`--publish-url`, or the endpoint alone): publisher
+    /// `p` uses the `p % len`-th.
+    pub publish_endpoints: Vec<http::Uri>,
     /// With an `https://` endpoint: the rustls configurations.
     pub tls: Option<wire::Tls>,
-    pub pool: wire::Pool,
+    /// `--source-ip`: the local addresses, round-robin (empty: the system's choice).
+    pub sources: Vec<std::net::IpAddr>,
+    /// The shared pools, one per source address (one when there is none).
+    pub pools: Vec<wire::Pool>,
     /// `--http2`: a pool per session, offering HTTP/2.
     pub http2: bool,
     pub http_timeout: Duration,
@@ -126,25 +192,43 @@ pub struct Run {
     pub counters: Counters,
     pub latencies: Latencies,
     pub per_response: PerResponse,
+    /// When the last delivery arrived (wall-clock µs, as [`Run::micros`]).
+    pub last_delivery: AtomicU64,
     pub channel_count: usize,
     pub published_per_channel: Vec<AtomicU64>,
     pub ready: AtomicUsize,
     pub ready_notify: Notify,
     /// The last failure of a session's setup, to say why the setup gives up.
     pub last_error: std::sync::Mutex<Option<String>>,
-    clock: Instant,
+    /// Broadcast mode: when each broadcast reached this process's subscribers.
+    pub broadcasts: Option<stats::Broadcasts>,
 }
 
 impl Run {
-    /// The connections a new session uses: with `--http2` (over TLS), a pool of its own
-    /// that offers HTTP/2; otherwise the shared pool.
-    pub fn session_pool(&self) -> wire::Pool {
+    /// The connections session `i` uses: with `--http2` (over TLS), a pool of its own
+    /// that offers HTTP/2; otherwise the shared pool of its source address.
+    pub fn session_pool(&self, i: usize) -> wire::Pool {
         match &self.tls {
-            Some(tls) if self.http2 => wire::Pool::Tls(
-                bayeux::client::transport::HttpPool::with_tls(tls.http2.clone()),
-            ),
-            _ => self.pool.clone(),
+            Some(tls) if self.http2 => {
+                wire::Pool::Tls(wire::tls_pool_from(tls.http2.clone(), self.source(i)))
+            }
+            _ => self.pools[i % self.pools.len()].clone(),
         }
+    }
+
+    /// The local address of session `i`'s connections (`--source-ip`), if any.
+    pub fn source(&self, i: usize) -> Option<std::net::IpAddr> {
+        (!self.sources.is_empty()).then(|| self.sources[i % self.sources.len()])
+    }
+
+    /// Where publisher `p` publishes.
+    pub fn publish_endpoint(&self, p: usize) -> &http::Uri {
+        &self.publish_endpoints[p % self.publish_endpoints.len()]
+    }
+
+    /// Where subscriber `i` connects.
+    pub fn target(&self, i: usize) -> &Target {
+        &self.targets[i % self.targets.len()]
     }
 
     /// Records why a session could not be set up (the last one is reported).
@@ -152,31 +236,71 @@ impl Run {
         *self.last_error.lock().unwrap_or_else(|e| e.into_inner()) = Some(why);
     }
 
-    /// Microseconds since the run started: the send-time stamp and the receive clock.
+    /// Wall-clock microseconds (since the Unix epoch): the send-time stamp and the
+    /// receive clock, the same in every process of the machine, so that a message
+    /// published by one load-tool process can be timed by another.
     pub fn micros(&self) -> u64 {
-        self.clock.elapsed().as_micros() as u64
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64)
     }
 }
 
 /// Runs the benchmark and prints its report.
 pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     stats::raise_fd_limit();
-    let channels = args.channels.max(1);
+    let broadcast = args.mode == "broadcast";
+    // Broadcast mode: every subscriber on /bench/0.
+    let channels = if broadcast { 1 } else { args.channels.max(1) };
     let endpoint = wire::endpoint(&args.url)?;
     let tls = match endpoint.scheme_str() {
         Some("https") => Some(wire::Tls::new(&args.tls.options()?)?),
         _ => None,
     };
     let websocket = args.transport == "websocket";
-    let socket_url = if websocket {
-        ws::socket_url(&endpoint)?
+    let mut targets = Vec::new();
+    let subscribe_urls = if args.subscribe_urls.is_empty() {
+        std::slice::from_ref(&args.url)
     } else {
-        String::new()
+        &args.subscribe_urls[..]
+    };
+    for url in subscribe_urls {
+        let endpoint = wire::endpoint(url)?;
+        if endpoint.scheme_str() != run_scheme(&args.url) {
+            return Err(format!("{url}: the same scheme as {} is required", args.url).into());
+        }
+        let socket_url = if websocket {
+            ws::socket_url(&endpoint)?
+        } else {
+            String::new()
+        };
+        targets.push(Target {
+            endpoint,
+            socket_url,
+        });
+    }
+    let mut publish_endpoints = Vec::new();
+    for url in &args.publish_urls {
+        publish_endpoints.push(wire::endpoint(url)?);
+    }
+    if publish_endpoints.is_empty() {
+        publish_endpoints.push(endpoint.clone());
+    }
+    let sources: Vec<std::net::IpAddr> = args.source_ips.iter().flatten().copied().collect();
+    let pools = if sources.is_empty() {
+        vec![wire::pool(tls.as_ref(), None)]
+    } else {
+        sources
+            .iter()
+            .map(|s| wire::pool(tls.as_ref(), Some(*s)))
+            .collect()
     };
     let run = Arc::new(Run {
         endpoint,
-        socket_url,
-        pool: wire::pool(tls.as_ref()),
+        targets,
+        publish_endpoints,
+        sources,
+        pools,
         http2: args.http2,
         tls,
         http_timeout: args.timeout.0,
@@ -184,27 +308,40 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         counters: Counters::default(),
         latencies: Latencies::new(),
         per_response: PerResponse::new(),
+        last_delivery: AtomicU64::new(0),
         channel_count: channels,
         published_per_channel: (0..channels).map(|_| AtomicU64::new(0)).collect(),
         ready: AtomicUsize::new(0),
         ready_notify: Notify::new(),
         last_error: std::sync::Mutex::new(None),
-        clock: Instant::now(),
+        broadcasts: broadcast.then(stats::Broadcasts::default),
     });
-    // One handshake first: a server that cannot be reached, or is not a Bayeux server,
-    // is reported at once with the cause, not after the setup time.
+    // One handshake first on every endpoint: a server that cannot be reached, or is not
+    // a Bayeux server, is reported at once with the cause, not after the setup time.
     let probe_auth = (args.publish_via == "workbin")
         .then(|| bayeux::client::basic_authorization("bench-agent-0", "bench"));
-    probe(&run, &wire::headers(probe_auth.as_deref())).await?;
+    let probe_headers = wire::headers(probe_auth.as_deref());
+    let mut probed = vec![&run.endpoint];
+    if args.subscribers > 0 || args.stalled > 0 {
+        probed.extend(run.targets.iter().map(|t| &t.endpoint));
+    }
+    if args.publishers > 0 && args.publish_via == "bayeux" {
+        probed.extend(run.publish_endpoints.iter());
+    }
+    for (i, endpoint) in probed.iter().enumerate() {
+        if i == 0 || !probed[..i].contains(endpoint) {
+            probe(&run, endpoint, &probe_headers).await?;
+        }
+    }
     let cpu_before = stats::own_cpu();
-    if args.mode != "pubsub" {
+    if args.mode != "pubsub" && !broadcast {
         return handshake_mode(&args, run, cpu_before).await;
     }
     let workbin = args.publish_via == "workbin";
     let base = args
         .workbin_base
         .clone()
-        .unwrap_or_else(|| base_of(&run.endpoint.to_string()));
+        .unwrap_or_else(|| base_of(&run.publish_endpoints[0].to_string()));
 
     // Subscribers, optionally ramped up.
     let mut subscribers = JoinSet::new();
@@ -232,8 +369,8 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         match (i < args.subscribers, websocket) {
             (true, false) => subscribers.spawn(session::subscriber(run, i, channel, auth)),
             (true, true) => subscribers.spawn(ws::subscriber(run, i, channel, auth)),
-            (false, false) => subscribers.spawn(session::stalled(run, channel, auth)),
-            (false, true) => subscribers.spawn(ws::stalled(run, channel, auth)),
+            (false, false) => subscribers.spawn(session::stalled(run, i, channel, auth)),
+            (false, true) => subscribers.spawn(ws::stalled(run, i, channel, auth)),
         };
         if !step.is_zero() {
             tokio::time::sleep(step).await;
@@ -267,6 +404,13 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     }
     let setup = started.elapsed();
     let handshakes_per_sec = sessions as f64 / setup.as_secs_f64().max(1e-9);
+    if let Some(path) = &args.ready_file {
+        std::fs::write(path, format!("{sessions}\n"))
+            .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    }
+    if broadcast {
+        return broadcast_mode(&args, run, setup, cpu_before, subscribers).await;
+    }
     if !args.json {
         eprintln!(
             "bench: {} subscribers ({}) established in {:.2} s ({:.0} handshakes/s)",
@@ -316,6 +460,9 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep_until(until).await;
     }
     let publish_seconds = publish_start.elapsed().as_secs_f64();
+    let publish_start_us = run
+        .micros()
+        .saturating_sub(publish_start.elapsed().as_micros() as u64);
 
     // Drain: wait until every expected delivery arrived, or the drain time passed.
     let expected = expected_deliveries(&run, args.subscribers, channels);
@@ -350,6 +497,10 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         published_per_sec: published as f64 / publish_seconds.max(1e-9),
         delivered,
         delivered_per_sec: delivered as f64 / publish_seconds.max(1e-9),
+        last_delivery_seconds: (run.last_delivery.load(Ordering::Relaxed) as f64
+            - publish_start_us as f64)
+            .max(0.0)
+            / 1e6,
         expected_deliveries: expected,
         lost: expected.saturating_sub(delivered - duplicates),
         duplicates,
@@ -357,10 +508,12 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         messages_per_response: run.per_response.summary(),
         handshakes: Counters::get(&c.handshakes),
         handshakes_per_sec,
+        setup_seconds: setup.as_secs_f64(),
         rehandshakes: Counters::get(&c.rehandshakes),
         http_errors: Counters::get(&c.http_errors),
         bayeux_errors: Counters::get(&c.bayeux_errors),
         tool_cpu_seconds: (stats::own_cpu() - cpu_before).as_secs_f64(),
+        ..Report::default()
     };
     if args.json {
         println!("{}", serde_json::to_string(&report)?);
@@ -370,21 +523,30 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Opens one session and closes it, within the request timeout; fails with one line
-/// that names the URL and the cause when that cannot be done.
-async fn probe(run: &Run, headers: &http::HeaderMap) -> Result<(), String> {
+/// The scheme of `url` as the endpoint will have it (`ws` taken as `http`).
+fn run_scheme(url: &str) -> Option<&'static str> {
+    match wire::endpoint(url).ok()?.scheme_str()? {
+        "https" => Some("https"),
+        _ => Some("http"),
+    }
+}
+
+/// Opens one session at `endpoint` and closes it, within the request timeout; fails with
+/// one line that names the URL and the cause when that cannot be done.
+async fn probe(run: &Run, endpoint: &http::Uri, headers: &http::HeaderMap) -> Result<(), String> {
     async fn post(
         run: &Run,
+        endpoint: &http::Uri,
         pool: &wire::Pool,
         headers: &http::HeaderMap,
         body: String,
     ) -> Result<bytes::Bytes, String> {
-        let url = run.endpoint.to_string();
+        let url = endpoint.to_string();
         let body = bytes::Bytes::from(body);
         let exchange = async {
             match pool {
-                wire::Pool::Plain(pool) => pool.post(&run.endpoint, headers, None, body).await,
-                wire::Pool::Tls(pool) => pool.post(&run.endpoint, headers, None, body).await,
+                wire::Pool::Plain(pool) => pool.post(endpoint, headers, None, body).await,
+                wire::Pool::Tls(pool) => pool.post(endpoint, headers, None, body).await,
             }
         };
         tokio::time::timeout(run.http_timeout, exchange)
@@ -397,10 +559,10 @@ async fn probe(run: &Run, headers: &http::HeaderMap) -> Result<(), String> {
             })?
             .map_err(|e| crate::errors::client(&url, &e))
     }
-    let url = run.endpoint.to_string();
+    let url = endpoint.to_string();
     // The connections a session would use (with --http2, one of its own).
-    let pool = run.session_pool();
-    let reply = post(run, &pool, headers, wire::handshake_body()).await?;
+    let pool = run.session_pool(0);
+    let reply = post(run, endpoint, &pool, headers, wire::handshake_body()).await?;
     let not_bayeux = || {
         format!(
             "{url} did not answer the handshake with Bayeux messages but {}",
@@ -419,7 +581,14 @@ async fn probe(run: &Run, headers: &http::HeaderMap) -> Result<(), String> {
             first["error"].as_str().unwrap_or("no reason given")
         ));
     };
-    let _ = post(run, &pool, headers, wire::disconnect_body(client_id)).await;
+    let _ = post(
+        run,
+        endpoint,
+        &pool,
+        headers,
+        wire::disconnect_body(client_id),
+    )
+    .await;
     Ok(())
 }
 
@@ -488,21 +657,22 @@ async fn handshake_mode(
             let mut n = 0u64;
             while Instant::now() < until {
                 n += 1;
-                let Some(s) = session::handshake(&run, &headers).await else {
+                let Some(s) = session::handshake(&run, &run.endpoint, w, &headers).await else {
                     continue;
                 };
                 let (url, jar, timeout) = (&run.endpoint, Some(&s.cookies), run.http_timeout);
+                let pool = &run.pools[w % run.pools.len()];
                 if churn {
                     let sub = wire::subscribe_body(&s.client_id, &format!("/churn/{}", w % 10));
-                    let _ = wire::post(&run.pool, url, sub, &headers, jar, timeout).await;
+                    let _ = wire::post(pool, url, sub, &headers, jar, timeout).await;
                     let connect = wire::connect_body(&s.client_id, true);
-                    let _ = wire::post(&run.pool, url, connect, &headers, jar, timeout).await;
+                    let _ = wire::post(pool, url, connect, &headers, jar, timeout).await;
                     if n.is_multiple_of(2) {
                         continue; // vanish: the server expires it
                     }
                 }
                 let bye = wire::disconnect_body(&s.client_id);
-                let _ = wire::post(&run.pool, url, bye, &headers, jar, timeout).await;
+                let _ = wire::post(pool, url, bye, &headers, jar, timeout).await;
             }
         });
     }
@@ -520,6 +690,99 @@ async fn handshake_mode(
         http_errors: Counters::get(&c.http_errors),
         bayeux_errors: Counters::get(&c.bayeux_errors),
         tool_cpu_seconds: (stats::own_cpu() - cpu_before).as_secs_f64(),
+        ..Report::default()
+    };
+    if args.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        report.print_human();
+    }
+    Ok(())
+}
+
+/// Broadcast mode, once the subscribers are established: with a publisher, sends
+/// `--broadcasts` messages to `/bench/0`, `--broadcast-interval` apart, each stamped
+/// with the wall-clock time; waits for every local subscriber to receive each (or for
+/// `--duration` to pass), then reports when each broadcast reached them.
+async fn broadcast_mode(
+    args: &BenchArgs,
+    run: Arc<Run>,
+    setup: Duration,
+    cpu_before: Duration,
+    mut subscribers: JoinSet<()>,
+) -> Result<(), Box<dyn std::error::Error>> {
+    let started = Instant::now();
+    let count = args.broadcasts.max(1);
+    let expected = count * args.subscribers as u64;
+    let deadline = started
+        + args
+            .duration
+            .0
+            .max(args.broadcast_interval.0 * count as u32);
+    let mut sent = Vec::new();
+    if args.publishers > 0 {
+        sent = publisher::broadcasts(
+            run.clone(),
+            count,
+            args.broadcast_interval.0,
+            "x".repeat(args.payload),
+        )
+        .await;
+    }
+    // Every broadcast at every subscriber, or the deadline (and at least the drain
+    // after the last broadcast).
+    let drain_until = Instant::now() + args.drain.0;
+    loop {
+        let delivered = Counters::get(&run.counters.delivered);
+        let now = Instant::now();
+        if delivered >= expected || (now >= deadline && now >= drain_until) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    subscribers.abort_all();
+    let c = &run.counters;
+    let delivered = Counters::get(&c.delivered);
+    let duplicates = Counters::get(&c.duplicates);
+    let broadcasts = run
+        .broadcasts
+        .as_ref()
+        .map(|b| b.report(&sent, args.subscribers))
+        .unwrap_or_default();
+    let reach: Vec<f64> = broadcasts
+        .iter()
+        .filter(|b| b.received == args.subscribers as u64 && args.subscribers > 0)
+        .filter_map(|b| b.reach_ms)
+        .collect();
+    let publish_seconds = started.elapsed().as_secs_f64();
+    let report = Report {
+        url: args.url.clone(),
+        mode: "broadcast".to_string(),
+        transport: args.transport.clone(),
+        subscribers: args.subscribers,
+        stalled: args.stalled,
+        channels: 1,
+        publishers: args.publishers.min(1),
+        publish_seconds,
+        published: sent.len() as u64,
+        published_per_sec: sent.len() as f64 / publish_seconds.max(1e-9),
+        delivered,
+        delivered_per_sec: delivered as f64 / publish_seconds.max(1e-9),
+        expected_deliveries: expected,
+        lost: expected.saturating_sub(delivered - duplicates),
+        duplicates,
+        latency_ms: Percentiles::of(&run.latencies.total()),
+        messages_per_response: run.per_response.summary(),
+        handshakes: Counters::get(&c.handshakes),
+        handshakes_per_sec: (args.subscribers + args.stalled) as f64
+            / setup.as_secs_f64().max(1e-9),
+        setup_seconds: setup.as_secs_f64(),
+        rehandshakes: Counters::get(&c.rehandshakes),
+        http_errors: Counters::get(&c.http_errors),
+        bayeux_errors: Counters::get(&c.bayeux_errors),
+        tool_cpu_seconds: (stats::own_cpu() - cpu_before).as_secs_f64(),
+        broadcast_reach_ms: stats::median(reach),
+        broadcasts,
         ..Report::default()
     };
     if args.json {

@@ -41,7 +41,14 @@ pub async fn publisher(
     });
     let session = match via {
         Via::Bayeux => loop {
-            if let Some(opened) = session::handshake(&run, &HeaderMap::new()).await {
+            if let Some(opened) = session::handshake(
+                &run,
+                run.publish_endpoint(index as usize),
+                0,
+                &HeaderMap::new(),
+            )
+            .await
+            {
                 let opened = Arc::new(opened);
                 tokio::spawn(session::keep_alive(run.clone(), opened.clone()));
                 break Some(opened);
@@ -60,8 +67,8 @@ pub async fn publisher(
     // tab's publishes would.
     let pool = match &session {
         Some(session) if run.http2 => session.pool.clone(),
-        _ if run.http2 => run.session_pool(),
-        _ => wire::pool(run.tls.as_ref()),
+        _ if run.http2 => run.session_pool(0),
+        _ => wire::pool(run.tls.as_ref(), run.source(0)),
     };
     while Instant::now() < until {
         if let Some(t) = ticker.as_mut() {
@@ -93,7 +100,7 @@ pub async fn publisher(
                 body.push(']');
                 match wire::post(
                     &pool,
-                    &run.endpoint,
+                    run.publish_endpoint(index as usize),
                     body,
                     &headers,
                     cookies,
@@ -146,4 +153,64 @@ pub async fn publisher(
             }
         }
     }
+}
+
+/// Broadcast mode's publisher: one session at the publish endpoint sends `count`
+/// messages to `/bench/0`, one per publish request, `interval` apart (from the start of
+/// each publish). Returns each one's sequence number and stamp (wall-clock µs).
+pub async fn broadcasts(
+    run: Arc<Run>,
+    count: u64,
+    interval: Duration,
+    payload: String,
+) -> Vec<(u64, u64)> {
+    let opened = loop {
+        if let Some(opened) =
+            session::handshake(&run, run.publish_endpoint(0), 0, &HeaderMap::new()).await
+        {
+            break Arc::new(opened);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let keep_alive = tokio::spawn(session::keep_alive(run.clone(), opened.clone()));
+    let pool = if run.http2 {
+        opened.pool.clone()
+    } else {
+        wire::pool(run.tls.as_ref(), run.source(0))
+    };
+    let mut sent = Vec::new();
+    let mut ticker = tokio::time::interval(interval.max(Duration::from_millis(1)));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    for seq in 0..count {
+        ticker.tick().await;
+        let t = run.micros();
+        let body = format!(
+            r#"[{{"channel":"/bench/0","clientId":"{}","id":"{seq}","data":{{"p":0,"s":{seq},"t":{t},"x":"{payload}"}}}}]"#,
+            opened.client_id
+        );
+        let reply = wire::post(
+            &pool,
+            run.publish_endpoint(0),
+            body,
+            &HeaderMap::new(),
+            Some(&opened.cookies),
+            run.http_timeout,
+        )
+        .await;
+        match reply.as_deref().map(wire::parse) {
+            Ok(Ok(replies))
+                if replies
+                    .iter()
+                    .any(|r| r.channel == Some("/bench/0") && r.successful == Some(true)) =>
+            {
+                run.published_per_channel[0].fetch_add(1, Ordering::Relaxed);
+                Counters::add(&run.counters.published, 1);
+                sent.push((seq, t));
+            }
+            Ok(_) => Counters::add(&run.counters.bayeux_errors, 1),
+            Err(_) => Counters::add(&run.counters.http_errors, 1),
+        }
+    }
+    keep_alive.abort();
+    sent
 }

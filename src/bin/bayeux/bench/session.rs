@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bayeux::client::transport::CookieJar;
-use http::HeaderMap;
+use http::{HeaderMap, Uri};
 use tokio::io::AsyncWriteExt;
 
 use super::Run;
@@ -17,19 +17,26 @@ use super::wire::{self, WireError};
 /// A session: its clientId and the cookies the server bound it to.
 pub struct Opened {
     pub client_id: String,
+    /// The endpoint it was opened at, where all its requests go.
+    pub endpoint: Uri,
     pub cookies: CookieJar,
     /// The connections it uses: the run's shared pool, or with `--http2` one HTTP/2
     /// connection of its own (as a browser tab has).
     pub pool: wire::Pool,
 }
 
-/// Opens a session; `None` after counting the failure.
-pub async fn handshake(run: &Run, headers: &HeaderMap) -> Option<Opened> {
+/// Opens session `index` at `endpoint`; `None` after counting the failure.
+pub async fn handshake(
+    run: &Run,
+    endpoint: &Uri,
+    index: usize,
+    headers: &HeaderMap,
+) -> Option<Opened> {
     let cookies = CookieJar::new();
-    let pool = run.session_pool();
+    let pool = run.session_pool(index);
     match wire::post(
         &pool,
-        &run.endpoint,
+        endpoint,
         wire::handshake_body(),
         headers,
         Some(&cookies),
@@ -51,6 +58,7 @@ pub async fn handshake(run: &Run, headers: &HeaderMap) -> Option<Opened> {
                     Counters::add(&run.counters.handshakes, 1);
                     m.client_id.map(|id| Opened {
                         client_id: id.to_string(),
+                        endpoint: endpoint.clone(),
                         cookies,
                         pool,
                     })
@@ -73,7 +81,7 @@ pub async fn handshake(run: &Run, headers: &HeaderMap) -> Option<Opened> {
 async fn subscribe(run: &Run, session: &Opened, channel: &str, headers: &HeaderMap) -> bool {
     match wire::post(
         &session.pool,
-        &run.endpoint,
+        &session.endpoint,
         wire::subscribe_body(&session.client_id, channel),
         headers,
         Some(&session.cookies),
@@ -143,6 +151,9 @@ pub fn on_messages(
         };
         delivered += 1;
         run.latencies.record(shard, now.saturating_sub(t));
+        if let Some(broadcasts) = &run.broadcasts {
+            broadcasts.record(s, t, now);
+        }
         let expected = next.entry(p).or_insert(0);
         if s < *expected {
             Counters::add(&run.counters.duplicates, 1);
@@ -151,6 +162,9 @@ pub fn on_messages(
         }
     }
     Counters::add(&run.counters.delivered, delivered);
+    if delivered > 0 {
+        run.last_delivery.fetch_max(now, Ordering::Relaxed);
+    }
     run.per_response.record(shard, delivered);
     Ok(after)
 }
@@ -167,8 +181,9 @@ pub async fn subscriber(run: Arc<Run>, index: usize, channel: String, auth: Opti
     let headers = wire::headers(auth.as_deref());
     let mut next = HashMap::new();
     let mut signalled = false;
+    let endpoint = &run.target(index).endpoint;
     loop {
-        let Some(opened) = handshake(&run, &headers).await else {
+        let Some(opened) = handshake(&run, endpoint, index, &headers).await else {
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         };
@@ -187,7 +202,7 @@ pub async fn subscriber(run: Arc<Run>, index: usize, channel: String, auth: Opti
             let cookies = Some(&opened.cookies);
             match wire::post(
                 &opened.pool,
-                &run.endpoint,
+                &opened.endpoint,
                 body,
                 &headers,
                 cookies,
@@ -221,10 +236,11 @@ pub async fn subscriber(run: Arc<Run>, index: usize, channel: String, auth: Opti
 /// first connect, answered at once), then sends a second connect on a connection of its
 /// own (over TLS for `https://`) and never reads its response, nor connects again.
 /// Holds that connection until the run ends (the task is aborted).
-pub async fn stalled(run: Arc<Run>, channel: String, auth: Option<String>) {
+pub async fn stalled(run: Arc<Run>, index: usize, channel: String, auth: Option<String>) {
     let headers = wire::headers(auth.as_deref());
+    let endpoint = &run.target(index).endpoint;
     let opened = loop {
-        if let Some(opened) = handshake(&run, &headers).await
+        if let Some(opened) = handshake(&run, endpoint, index, &headers).await
             && subscribe(&run, &opened, &channel, &headers).await
         {
             break opened;
@@ -232,7 +248,7 @@ pub async fn stalled(run: Arc<Run>, channel: String, auth: Option<String>) {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     let first = wire::connect_body(&opened.client_id, true);
-    let (url, jar) = (&run.endpoint, Some(&opened.cookies));
+    let (url, jar) = (&opened.endpoint, Some(&opened.cookies));
     if wire::post(&opened.pool, url, first, &headers, jar, run.http_timeout)
         .await
         .is_err()
@@ -242,7 +258,7 @@ pub async fn stalled(run: Arc<Run>, channel: String, auth: Option<String>) {
     let body = wire::connect_body(&opened.client_id, false);
     let request = wire::raw_post(url, &body, &headers, &opened.cookies);
     let _connection = loop {
-        if let Ok(mut stream) = wire::dial(url, run.tls.as_ref()).await
+        if let Ok(mut stream) = wire::dial(url, run.tls.as_ref(), run.source(index)).await
             && stream.write_all(&request).await.is_ok()
             && stream.flush().await.is_ok()
         {
@@ -265,7 +281,7 @@ pub async fn keep_alive(run: Arc<Run>, session: Arc<Opened>) {
         let cookies = Some(&session.cookies);
         if wire::post(
             &session.pool,
-            &run.endpoint,
+            &session.endpoint,
             body,
             &headers,
             cookies,

@@ -174,7 +174,13 @@ pub struct Report {
     pub published: u64,
     pub published_per_sec: f64,
     pub delivered: u64,
+    /// Delivered per second of publishing (as always: deliveries that arrive during
+    /// the drain count too).
     pub delivered_per_sec: f64,
+    /// Seconds from the start of publishing to the last delivery: above
+    /// `publish_seconds` when a backlog was still being delivered after the publishers
+    /// stopped (`delivered / last_delivery_seconds` is then the sustained rate).
+    pub last_delivery_seconds: f64,
     pub expected_deliveries: u64,
     pub lost: u64,
     pub duplicates: u64,
@@ -182,11 +188,102 @@ pub struct Report {
     pub messages_per_response: MessagesPer,
     pub handshakes: u64,
     pub handshakes_per_sec: f64,
+    /// Seconds from the first subscriber's start to the last one's subscription.
+    pub setup_seconds: f64,
     pub rehandshakes: u64,
     pub http_errors: u64,
     pub bayeux_errors: u64,
     /// CPU seconds (user + system) the load tool itself used.
     pub tool_cpu_seconds: f64,
+    /// Broadcast mode: each broadcast's arrivals at this process's subscribers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub broadcasts: Vec<BroadcastReport>,
+    /// Broadcast mode: the median time from publish to the last subscriber, over the
+    /// broadcasts that reached every subscriber of this process.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broadcast_reach_ms: Option<f64>,
+}
+
+/// One broadcast's arrivals at the subscribers of this process (broadcast mode). The
+/// times are wall-clock microseconds, comparable between processes of one machine.
+#[derive(Serialize, Default, Clone)]
+pub struct BroadcastReport {
+    /// The broadcast's sequence number.
+    pub seq: u64,
+    /// When it was published (its stamp).
+    pub sent_us: u64,
+    /// Subscribers of this process that received it.
+    pub received: u64,
+    /// The first and the last arrival here.
+    pub first_us: Option<u64>,
+    pub last_us: Option<u64>,
+    /// From publish to the last arrival here, when every subscriber here received it.
+    pub reach_ms: Option<f64>,
+}
+
+/// Broadcast mode: per broadcast (sequence number), its stamp, how many subscribers
+/// received it and the first and last arrival.
+#[derive(Default)]
+pub struct Broadcasts {
+    seen: Mutex<std::collections::BTreeMap<u64, (u64, u64, u64, u64)>>,
+}
+
+impl Broadcasts {
+    /// A subscriber received broadcast `seq`, stamped `sent`, at `now` (µs).
+    pub fn record(&self, seq: u64, sent: u64, now: u64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let e = seen.entry(seq).or_insert((sent, 0, now, now));
+        e.1 += 1;
+        e.2 = e.2.min(now);
+        e.3 = e.3.max(now);
+    }
+
+    /// Every broadcast sent here (`sent`: sequence and stamp) or seen here.
+    pub fn report(&self, sent: &[(u64, u64)], subscribers: usize) -> Vec<BroadcastReport> {
+        let seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        let mut seqs: Vec<u64> = sent
+            .iter()
+            .map(|s| s.0)
+            .chain(seen.keys().copied())
+            .collect();
+        seqs.sort_unstable();
+        seqs.dedup();
+        seqs.into_iter()
+            .map(|seq| {
+                let stamp = sent.iter().find(|s| s.0 == seq).map(|s| s.1);
+                match seen.get(&seq) {
+                    Some(&(t, n, first, last)) => BroadcastReport {
+                        seq,
+                        sent_us: stamp.unwrap_or(t),
+                        received: n,
+                        first_us: Some(first),
+                        last_us: Some(last),
+                        reach_ms: (n == subscribers as u64)
+                            .then(|| last.saturating_sub(stamp.unwrap_or(t)) as f64 / 1000.0),
+                    },
+                    None => BroadcastReport {
+                        seq,
+                        sent_us: stamp.unwrap_or(0),
+                        ..BroadcastReport::default()
+                    },
+                }
+            })
+            .collect()
+    }
+}
+
+/// The median of `values` (none: `None`).
+pub fn median(mut values: Vec<f64>) -> Option<f64> {
+    if values.is_empty() {
+        return None;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    Some(if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    })
 }
 
 /// `1 channel`, `4 channels`.
@@ -245,6 +342,19 @@ impl Report {
                 "  messages per {unit}: mean {:.2}  p99 {}  (over {} {unit}s that carried any)",
                 m.mean, m.p99, m.count
             );
+        }
+        for b in &self.broadcasts {
+            println!(
+                "  broadcast {}: received by {} of {} subscribers here; last after {}",
+                b.seq,
+                b.received,
+                self.subscribers,
+                b.reach_ms
+                    .map_or("-".to_string(), |ms| format!("{ms:.1} ms"))
+            );
+        }
+        if let Some(ms) = self.broadcast_reach_ms {
+            println!("  broadcast to every subscriber here: median {ms:.1} ms");
         }
         println!(
             "  errors: http {}, bayeux {}; load tool CPU {:.2} s",

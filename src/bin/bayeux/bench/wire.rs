@@ -2,6 +2,7 @@
 //! parsing of responses, so that one process can drive thousands of sessions.
 
 use std::io;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,9 +11,10 @@ use bayeux::client::tls::rustls::ClientConfig;
 use bayeux::client::transport::{CookieJar, HttpPool, TlsHttpConnector};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Uri};
+use hyper_util::client::legacy::connect::HttpConnector;
 use serde::Deserialize;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 /// A shared connection pool: the client's own, which keeps as many idle connections as
 /// it is given sessions. Plain TCP for `http://`, rustls for `https://`; HTTP/1.1 either
@@ -44,12 +46,37 @@ impl Pool {
 }
 
 /// A new connection pool: over TLS when the run has TLS settings (an `https://`
-/// endpoint).
-pub fn pool(tls: Option<&Tls>) -> Pool {
-    match tls {
-        None => Pool::Plain(HttpPool::new()),
-        Some(tls) => Pool::Tls(HttpPool::with_tls(tls.config.clone())),
+/// endpoint); its connections come from `source` when one is given (`--source-ip`).
+pub fn pool(tls: Option<&Tls>, source: Option<IpAddr>) -> Pool {
+    match (tls, source) {
+        (None, None) => Pool::Plain(HttpPool::new()),
+        (Some(tls), None) => Pool::Tls(HttpPool::with_tls(tls.config.clone())),
+        (None, Some(_)) => Pool::Plain(HttpPool::with_connector(tcp_from(source))),
+        (Some(tls), Some(_)) => Pool::Tls(tls_pool_from(tls.config.clone(), source)),
     }
+}
+
+/// The client's plain TCP connector (`TCP_NODELAY`, a 10 s connect timeout), its
+/// sockets bound to `source` before they connect.
+fn tcp_from(source: Option<IpAddr>) -> HttpConnector {
+    let mut tcp = HttpConnector::new();
+    tcp.set_nodelay(true);
+    tcp.set_connect_timeout(Some(Duration::from_secs(10)));
+    tcp.set_local_address(source);
+    tcp
+}
+
+/// `HttpPool::with_tls(config)` with its sockets bound to `source`.
+pub fn tls_pool_from(
+    config: Arc<ClientConfig>,
+    source: Option<IpAddr>,
+) -> HttpPool<TlsHttpConnector> {
+    if source.is_none() {
+        return HttpPool::with_tls(config);
+    }
+    let mut tcp = tcp_from(source);
+    tcp.enforce_http(false);
+    HttpPool::with_connector(hyper_rustls::HttpsConnector::from((tcp, config)))
 }
 
 /// The rustls configuration of a run against an `https://` endpoint, for the pools and
@@ -92,13 +119,18 @@ pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
-/// Opens a raw connection to `url`'s host and port (`TCP_NODELAY`), wrapped in TLS
-/// (ALPN `http/1.1`, the host's name verified) when `tls` is given.
-pub async fn dial(url: &Uri, tls: Option<&Tls>) -> io::Result<Box<dyn Io>> {
+/// Opens a raw connection to `url`'s host and port (`TCP_NODELAY`), from `source` when
+/// given, wrapped in TLS (ALPN `http/1.1`, the host's name verified) when `tls` is
+/// given.
+pub async fn dial(url: &Uri, tls: Option<&Tls>, source: Option<IpAddr>) -> io::Result<Box<dyn Io>> {
     let host = url.host().unwrap_or("127.0.0.1");
     let host = host.trim_start_matches('[').trim_end_matches(']');
     let default_port = if tls.is_some() { 443 } else { 80 };
-    let tcp = TcpStream::connect((host, url.port_u16().unwrap_or(default_port))).await?;
+    let port = url.port_u16().unwrap_or(default_port);
+    let tcp = match source {
+        None => TcpStream::connect((host, port)).await?,
+        Some(source) => connect_from(source, host, port).await?,
+    };
     let _ = tcp.set_nodelay(true);
     let Some(tls) = tls else {
         return Ok(Box::new(tcp));
@@ -109,6 +141,44 @@ pub async fn dial(url: &Uri, tls: Option<&Tls>) -> io::Result<Box<dyn Io>> {
         .connect(name, tcp)
         .await?;
     Ok(Box::new(stream))
+}
+
+/// Connects to `host:port` from the address `source` (the first of the host's
+/// addresses of the same family). The port is chosen at connect time
+/// (`IP_BIND_ADDRESS_NO_PORT` on Linux), so a source address is not limited to one
+/// socket per ephemeral port but to one per port and destination.
+async fn connect_from(source: IpAddr, host: &str, port: u16) -> io::Result<TcpStream> {
+    let target = tokio::net::lookup_host((host, port))
+        .await?
+        .find(|a| a.is_ipv4() == source.is_ipv4())
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::AddrNotAvailable,
+                format!("{host} has no address of the family of {source}"),
+            )
+        })?;
+    let socket = if source.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::fd::AsRawFd;
+        let on: libc::c_int = 1;
+        // SAFETY: setsockopt reads the int we pass, on a socket we own.
+        unsafe {
+            libc::setsockopt(
+                socket.as_raw_fd(),
+                libc::IPPROTO_IP,
+                libc::IP_BIND_ADDRESS_NO_PORT,
+                (&on as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            );
+        }
+    }
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(target).await
 }
 
 /// Why an exchange failed.

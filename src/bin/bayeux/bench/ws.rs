@@ -54,10 +54,12 @@ fn config() -> WebSocketConfig {
     config
 }
 
-/// Opens a socket, sending the jar's cookies and keeping those the `101` sets.
-async fn open(run: &Run, auth: Option<&str>, jar: &CookieJar) -> Option<Ws> {
+/// Opens session `index`'s socket (at its target, from its source address), sending the
+/// jar's cookies and keeping those the `101` sets.
+async fn open(run: &Run, index: usize, auth: Option<&str>, jar: &CookieJar) -> Option<Ws> {
+    let target = run.target(index);
     let attempt = async {
-        let mut request = run.socket_url.as_str().into_client_request().ok()?;
+        let mut request = target.socket_url.as_str().into_client_request().ok()?;
         let socket_uri = request.uri().clone();
         let h = request.headers_mut();
         if let Some(value) = auth.and_then(|a| HeaderValue::from_str(a).ok()) {
@@ -66,7 +68,9 @@ async fn open(run: &Run, auth: Option<&str>, jar: &CookieJar) -> Option<Ws> {
         if let Some(cookie) = jar.header(&socket_uri) {
             h.insert(COOKIE, cookie);
         }
-        let stream = wire::dial(&run.endpoint, run.tls.as_ref()).await.ok()?;
+        let stream = wire::dial(&target.endpoint, run.tls.as_ref(), run.source(index))
+            .await
+            .ok()?;
         let (ws, response) =
             tokio_tungstenite::client_async_with_config(request, stream, Some(config()))
                 .await
@@ -80,7 +84,7 @@ async fn open(run: &Run, auth: Option<&str>, jar: &CookieJar) -> Option<Ws> {
         .flatten();
     if ws.is_none() {
         Counters::add(&run.counters.http_errors, 1);
-        run.note_error(format!("cannot open a WebSocket to {}", run.socket_url));
+        run.note_error(format!("cannot open a WebSocket to {}", target.socket_url));
     }
     ws
 }
@@ -162,7 +166,7 @@ pub async fn subscriber(run: Arc<Run>, index: usize, channel: String, auth: Opti
     loop {
         let mut ws = match socket.take() {
             Some(ws) => ws,
-            None => match open(&run, auth.as_deref(), &jar).await {
+            None => match open(&run, index, auth.as_deref(), &jar).await {
                 Some(ws) => ws,
                 None => {
                     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -244,10 +248,10 @@ pub async fn subscriber(run: Arc<Run>, index: usize, channel: String, auth: Opti
 /// A stalled session over WebSocket: opens a socket, handshakes, subscribes to
 /// `channel`, sends one connect, and never reads the socket again (until the run ends
 /// and the task is aborted).
-pub async fn stalled(run: Arc<Run>, channel: String, auth: Option<String>) {
+pub async fn stalled(run: Arc<Run>, index: usize, channel: String, auth: Option<String>) {
     let jar = CookieJar::new();
     let _socket = loop {
-        if let Some(mut ws) = open(&run, auth.as_deref(), &jar).await {
+        if let Some(mut ws) = open(&run, index, auth.as_deref(), &jar).await {
             match open_session(&run, &mut ws, &channel).await {
                 Ok(Some(id)) if send(&mut ws, wire::ws_connect_body(&id, true).into()).await => {
                     break ws;
