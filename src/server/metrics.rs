@@ -35,6 +35,7 @@
 //! | `bayeux_broker_duplicates_total` | counter | copies brought by overlapping subscriptions, delivered once |
 //! | `bayeux_broker_rejected_total` | counter | messages received that named no valid destination |
 //! | `bayeux_broker_reconnects_total` | counter | times the link came back |
+//! | `bayeux_broker_slow_consumer_total` | counter | times the NATS client dropped messages from other nodes (a subscription's buffer was full) |
 
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -322,6 +323,11 @@ impl Collector for ServerCollector {
                     "bayeux_broker_reconnects",
                     "Times the broker's link came back after being lost.",
                     link.reconnects,
+                ),
+                (
+                    "bayeux_broker_slow_consumer",
+                    "Times the NATS client dropped messages from other nodes because a subscription's buffer was full.",
+                    link.slow_consumer,
                 ),
             ] {
                 single(&mut encoder, name, help, &ConstCounter::new(value))?;

@@ -246,4 +246,7 @@ pub struct LinkStats {
     pub rejected: u64,
     /// Times the link came back after being lost.
     pub reconnects: u64,
+    /// Times the NATS client dropped messages for this node because a subscription's
+    /// buffer was full (a slow consumer): messages from other nodes that never arrived.
+    pub slow_consumer: u64,
 }

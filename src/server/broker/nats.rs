@@ -253,6 +253,7 @@ struct Counters {
     dropped_in_outage: AtomicU64,
     rejected: AtomicU64,
     reconnects: AtomicU64,
+    slow_consumer: AtomicU64,
 }
 
 /// A message on its way to NATS. Its sequence number (the `Bayeux-Origin` header) is
@@ -397,6 +398,7 @@ impl Shared {
             dropped: c.dropped.load(Ordering::Relaxed),
             rejected: c.rejected.load(Ordering::Relaxed),
             reconnects: c.reconnects.load(Ordering::Relaxed),
+            slow_consumer: c.slow_consumer.load(Ordering::Relaxed),
         }
     }
 
@@ -436,6 +438,17 @@ impl Shared {
                     servers = %self.servers,
                     node = %self.node_id,
                     "NATS link lost; serving this node's clients, messages for other nodes are dropped until it is back"
+                );
+            }
+            async_nats::Event::SlowConsumer(_sid) => {
+                // async-nats dropped messages of a subscription whose buffer was full:
+                // they came from other nodes and never reach this node's sessions.
+                c.slow_consumer.fetch_add(1, Ordering::Relaxed);
+                #[cfg(feature = "tracing")]
+                tracing::warn!(
+                    node = %self.node_id,
+                    subscription = _sid,
+                    "NATS slow consumer: messages from other nodes were dropped before this node could deliver them"
                 );
             }
             _other => {
