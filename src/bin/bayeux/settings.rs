@@ -275,32 +275,39 @@ pub struct FileSettings {
     pub replay_max: Option<usize>,
 }
 
-/// A channel pattern or a list of them.
+/// `replay`: a channel pattern or a list of them.
 fn one_or_many_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged, expecting = "a channel pattern or a list of patterns")]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
-    }
-    Ok(Some(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(one) => vec![one],
-        OneOrMany::Many(many) => many,
-    }))
+    d.deserialize_any(OneOrMany("a channel pattern or a list of patterns"))
+        .map(Some)
 }
 
-/// A string or a list of strings.
+/// `cors-origin`: an origin or a list of them.
 fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged, expecting = "an origin or a list of origins")]
-    enum OneOrMany {
-        One(String),
-        Many(Vec<String>),
+    d.deserialize_any(OneOrMany("an origin or a list of origins"))
+        .map(Some)
+}
+
+/// Reads a string or a list of strings; what it names is in the error.
+struct OneOrMany(&'static str);
+
+impl<'de> serde::de::Visitor<'de> for OneOrMany {
+    type Value = Vec<String>;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.0)
     }
-    Ok(Some(match OneOrMany::deserialize(d)? {
-        OneOrMany::One(one) => vec![one],
-        OneOrMany::Many(many) => many,
-    }))
+
+    fn visit_str<E: serde::de::Error>(self, one: &str) -> Result<Self::Value, E> {
+        Ok(vec![one.to_string()])
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut many = Vec::new();
+        while let Some(one) = seq.next_element::<String>()? {
+            many.push(one);
+        }
+        Ok(many)
+    }
 }
 
 impl FileSettings {
