@@ -128,6 +128,16 @@ pub(crate) fn pattern_subject(prefix: &str, pattern: &ChannelName) -> String {
     out
 }
 
+/// The subject filter of `user`'s per-user messages on the channels `pattern` matches.
+pub(crate) fn user_pattern_subject(prefix: &str, user: &str, pattern: &ChannelName) -> String {
+    let mut out = String::with_capacity(prefix.len() + user.len() + pattern.as_str().len() + 8);
+    out.push_str(prefix);
+    out.push_str(".u.");
+    escape_into(&mut out, user);
+    channel_into(&mut out, pattern);
+    out
+}
+
 /// The subject a node subscribes to for `user`'s per-user messages, on any channel.
 pub(crate) fn user_subject(prefix: &str, user: &str) -> String {
     let mut out = String::with_capacity(prefix.len() + user.len() + 8);
@@ -198,6 +208,10 @@ mod tests {
         assert_eq!(pattern_subject("bayeux", &c("/a/**")), "bayeux.c.a.>");
         assert_eq!(pattern_subject("x", &c("/**")), "x.c.>");
         assert_eq!(user_subject("bayeux", "ann"), "bayeux.u.ann.>");
+        assert_eq!(
+            user_pattern_subject("bayeux.r", "ann", &c("/v2/me/*")),
+            "bayeux.r.u.ann.v2.me.*"
+        );
         assert_eq!(node_subject("bayeux", "K7abcdef"), "bayeux.s.K7abcdef.>");
     }
 

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use super::{JoinError, Joined, ReplayConfig, complete_join, gather};
 use crate::protocol::replay::{inject_replay_id, invalid_replay_id};
 use crate::protocol::{BayeuxError, ChannelName, ErrorCode, Message, ReplayFrom};
-use crate::server::broker::subject::{escape_into, parse_subject};
+use crate::server::broker::subject::{self, parse_subject};
 use crate::server::broker::{Destination, Envelope, LocalDelivery, NatsLink, Receipt};
 use crate::server::session::{SessionRef, SubscribeError};
 
@@ -43,6 +43,7 @@ struct Ready {
 
 /// A node's handle on the cluster-wide log.
 pub(crate) struct JetStreamLog {
+    /// `<prefix>.r`: the stream's subjects are the broker's subjects under it.
     prefix: String,
     ready: watch::Receiver<Option<Ready>>,
     /// The last stream sequence this node delivered live. Live delivery holds it for
@@ -63,7 +64,7 @@ impl JetStreamLog {
         let gate = Arc::new(tokio::sync::Mutex::new(0u64));
         let stream_config = stream::Config {
             name: format!("{}_replay", link.prefix.replace('.', "_")),
-            subjects: vec![format!("{}.r.>", link.prefix)],
+            subjects: vec![format!("{}.>", durable_prefix(&link.prefix))],
             max_age: config.retention,
             max_messages_per_subject: i64::try_from(config.max_per_channel).unwrap_or(i64::MAX),
             storage: stream::StorageType::File,
@@ -71,7 +72,7 @@ impl JetStreamLog {
             ..Default::default()
         };
         let log = JetStreamLog {
-            prefix: link.prefix.clone(),
+            prefix: durable_prefix(&link.prefix),
             ready,
             gate: gate.clone(),
             delivered,
@@ -92,49 +93,18 @@ impl JetStreamLog {
             .clone()
     }
 
-    /// The stream's subject for a durable message to `destination` on `channel`.
+    /// The stream's subject for a durable message to `destination` on `channel`: the
+    /// broker's subject under `<prefix>.r`.
     fn subject(&self, destination: &Destination, channel: &ChannelName) -> String {
-        let mut out = String::with_capacity(self.prefix.len() + channel.as_str().len() + 16);
-        out.push_str(&self.prefix);
-        out.push_str(".r");
-        match destination {
-            Destination::User(user) => {
-                out.push_str(".u.");
-                escape_into(&mut out, user);
-            }
-            _ => out.push_str(".c"),
-        }
-        for segment in channel.segments() {
-            out.push('.');
-            escape_into(&mut out, segment);
-        }
-        out
+        subject::publish_subject(&self.prefix, destination, channel)
     }
 
-    /// The stream's subject filter for what a session of `user` subscribed to `pattern`
-    /// replays: the broadcasts, and its user's own messages.
+    /// The stream's subject filters for what a session of `user` subscribed to
+    /// `pattern` replays: the broadcasts, and its user's own messages.
     fn filters(&self, pattern: &ChannelName, user: Option<&str>) -> Vec<String> {
-        let mut tail = String::new();
-        let segments: Vec<&str> = pattern.segments().collect();
-        let literal = match pattern.wildcard() {
-            Some(_) => &segments[..segments.len() - 1],
-            None => &segments[..],
-        };
-        for segment in literal {
-            tail.push('.');
-            escape_into(&mut tail, segment);
-        }
-        match pattern.wildcard() {
-            Some(crate::protocol::Wildcard::One) => tail.push_str(".*"),
-            Some(crate::protocol::Wildcard::Deep) => tail.push_str(".>"),
-            None => {}
-        }
-        let mut filters = vec![format!("{}.r.c{tail}", self.prefix)];
+        let mut filters = vec![subject::pattern_subject(&self.prefix, pattern)];
         if let Some(user) = user {
-            let mut f = format!("{}.r.u.", self.prefix);
-            escape_into(&mut f, user);
-            f.push_str(&tail);
-            filters.push(f);
+            filters.push(subject::user_pattern_subject(&self.prefix, user, pattern));
         }
         filters
     }
@@ -288,7 +258,7 @@ fn subject_matches(filter: &str, subject: &str) -> bool {
 /// Reads the messages matching `filter` from `start` to `end` (sequences) into `out`,
 /// with their ids put in.
 async fn fetch(
-    prefix: &str,
+    durable: &str,
     ready: &Ready,
     filter: String,
     start: u64,
@@ -324,7 +294,7 @@ async fn fetch(
                 break 'batches;
             }
             got += 1;
-            if let Some((_, channel)) = destination_of(prefix, &message.subject) {
+            if let Some((_, channel)) = parse_subject(durable, &message.subject) {
                 out.push((seq, channel, with_id(&message.payload, seq)));
             }
             if seq == end {
@@ -404,6 +374,7 @@ async fn follow(
     tracing::info!(stream = %config.name, last_replay_id = last, "replay log on JetStream ready");
 
     let nodes = link.nodes.clone();
+    let durable = durable_prefix(&link.prefix);
     let mut from = last + 1;
     while !ready.is_closed() {
         let consumer = stream
@@ -437,13 +408,7 @@ async fn follow(
             if seq <= *position {
                 continue;
             }
-            deliver(
-                &link.prefix,
-                &nodes,
-                &message.subject,
-                &message.payload,
-                seq,
-            );
+            deliver(&durable, &nodes, &message.subject, &message.payload, seq);
             *position = seq;
             delivered.send_replace(seq);
             from = seq + 1;
@@ -451,11 +416,9 @@ async fn follow(
     }
 }
 
-/// Who a message of the stream is for: `<prefix>.r.c.…` and `<prefix>.r.u.…` read as
-/// the broker's `<prefix>.c.…` and `<prefix>.u.…` once the `r` is taken out.
-fn destination_of(prefix: &str, subject: &str) -> Option<(Destination, ChannelName)> {
-    let rest = subject.strip_prefix(prefix)?.strip_prefix(".r.")?;
-    parse_subject(prefix, &format!("{prefix}.{rest}"))
+/// The prefix of the stream's subjects: the broker's `prefix`, then `r`.
+fn durable_prefix(prefix: &str) -> String {
+    format!("{prefix}.r")
 }
 
 /// The error of a replaying subscribe when the log cannot be read.
@@ -469,13 +432,13 @@ fn unavailable(why: &str) -> BayeuxError {
 
 /// Hands a durable message from the stream to this node's recipients, its id put in.
 fn deliver(
-    prefix: &str,
+    durable: &str,
     nodes: &RwLock<Vec<LocalDelivery>>,
     subject: &str,
     payload: &Bytes,
     seq: u64,
 ) {
-    let Some((destination, channel)) = destination_of(prefix, subject) else {
+    let Some((destination, channel)) = parse_subject(durable, subject) else {
         return;
     };
     let envelope = Envelope {
