@@ -236,6 +236,19 @@ pub(crate) async fn process(
     }
 }
 
+/// A handshake refused for `maxSessions`, with advice to try again later rather than
+/// to give up.
+fn max_sessions_reached(inner: &Inner, ctx: &RequestContext<'_>, reply: Message) -> Message {
+    refused(
+        inner,
+        ctx,
+        HandshakeOutcome::MaxSessions,
+        "maxSessions reached",
+    );
+    let err = BayeuxError::limit("maxSessions", "Too many sessions");
+    reply.fail(&err).with_advice(handshake_later(inner))
+}
+
 /// Runs `f` in the session's span (feature `tracing`).
 fn in_span<T>(session: &Session, f: impl FnOnce() -> T) -> T {
     #[cfg(feature = "tracing")]
@@ -319,15 +332,7 @@ fn handshake(
         return (None, shutting_down(inner, reply));
     }
     if inner.session_count() >= inner.config.max_sessions {
-        // Refused, with advice to try again later rather than to give up.
-        refused(
-            inner,
-            ctx,
-            HandshakeOutcome::MaxSessions,
-            "maxSessions reached",
-        );
-        let err = BayeuxError::limit("maxSessions", "Too many sessions");
-        return (None, reply.fail(&err).with_advice(handshake_later(inner)));
+        return (None, max_sessions_reached(inner, ctx, reply));
     }
     // Version negotiation: the client's version, or failing that its minimum, must be 1.x.
     let version_ok = request.version.as_deref().and_then(major) == Some(1)
@@ -422,16 +427,7 @@ fn handshake(
             return (None, shutting_down(inner, reply));
         }
         // Other handshakes took the last places since the check above.
-        Insert::Full => {
-            refused(
-                inner,
-                ctx,
-                HandshakeOutcome::MaxSessions,
-                "maxSessions reached",
-            );
-            let err = BayeuxError::limit("maxSessions", "Too many sessions");
-            return (None, reply.fail(&err).with_advice(handshake_later(inner)));
-        }
+        Insert::Full => return (None, max_sessions_reached(inner, ctx, reply)),
     }
     inner.stats.handshake(HandshakeOutcome::Accepted);
     inner
