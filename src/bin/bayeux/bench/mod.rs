@@ -515,12 +515,7 @@ pub async fn run(args: BenchArgs) -> Result<(), Box<dyn std::error::Error>> {
         tool_cpu_seconds: (stats::own_cpu() - cpu_before).as_secs_f64(),
         ..Report::default()
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        report.print_human();
-    }
-    Ok(())
+    report.print(args.json)
 }
 
 /// The scheme of `url` as the endpoint will have it (`ws` taken as `http`).
@@ -692,12 +687,7 @@ async fn handshake_mode(
         tool_cpu_seconds: (stats::own_cpu() - cpu_before).as_secs_f64(),
         ..Report::default()
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        report.print_human();
-    }
-    Ok(())
+    report.print(args.json)
 }
 
 /// Broadcast mode, once the subscribers are established: with a publisher, sends
@@ -785,10 +775,5 @@ async fn broadcast_mode(
         broadcasts,
         ..Report::default()
     };
-    if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-    } else {
-        report.print_human();
-    }
-    Ok(())
+    report.print(args.json)
 }

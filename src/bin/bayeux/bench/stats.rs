@@ -296,7 +296,17 @@ fn plural(n: usize, what: &str) -> String {
 }
 
 impl Report {
-    pub fn print_human(&self) {
+    /// Prints the report on stdout: one JSON line with `json`, else for a person.
+    pub fn print(&self, json: bool) -> Result<(), Box<dyn std::error::Error>> {
+        if json {
+            println!("{}", serde_json::to_string(self)?);
+        } else {
+            self.print_human();
+        }
+        Ok(())
+    }
+
+    fn print_human(&self) {
         println!("bayeux bench: {} ({})", self.url, self.mode);
         println!(
             "  sessions: {} ({}) over {}, {}{}",
