@@ -162,11 +162,9 @@ async fn call(server: &Server, body: Value) -> Bytes {
 }
 
 fn config() -> ServerConfig {
-    ServerConfig {
-        max_queue: 10_000,
-        max_interval: Duration::from_secs(3600),
-        ..ServerConfig::default()
-    }
+    ServerConfig::default()
+        .with_max_queue(10_000)
+        .with_max_interval(Duration::from_secs(3600))
 }
 
 async fn handshake(server: &Server) -> String {

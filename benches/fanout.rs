@@ -55,11 +55,11 @@ async fn call(server: &Server, body: Value) -> Vec<u8> {
 
 /// A server with `n` sessions subscribed to `/chat`; returns their clientIds.
 async fn sessions(n: usize) -> (Server, Vec<String>) {
-    let server = Server::new(ServerConfig {
-        max_queue: 10_000,
-        max_interval: Duration::from_secs(3600),
-        ..ServerConfig::default()
-    });
+    let server = Server::new(
+        ServerConfig::default()
+            .with_max_queue(10_000)
+            .with_max_interval(Duration::from_secs(3600)),
+    );
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
         let reply: Value = serde_json::from_slice(

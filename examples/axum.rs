@@ -22,7 +22,9 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
-use bayeux::server::{HandshakeDecision, HandshakeRequest, SecurityPolicy, Server, ServerConfig};
+use bayeux::server::{
+    HandshakeDecision, HandshakeRequest, PolicyFuture, SecurityPolicy, Server, ServerConfig,
+};
 use serde_json::json;
 
 /// The application's users, by bearer token.
@@ -40,13 +42,18 @@ impl Tokens {
 
 /// The same check guards the Bayeux handshake.
 impl SecurityPolicy for Tokens {
-    fn handshake(&self, request: &HandshakeRequest<'_>) -> HandshakeDecision {
-        match self.user(request.headers) {
-            Some(user) => HandshakeDecision::Accept {
-                user: Some(user.to_string()),
-            },
-            None => HandshakeDecision::Deny("a valid bearer token is required".into()),
-        }
+    fn handshake<'a>(
+        &'a self,
+        request: HandshakeRequest<'a>,
+    ) -> PolicyFuture<'a, HandshakeDecision> {
+        Box::pin(async move {
+            match self.user(request.headers) {
+                Some(user) => HandshakeDecision::Accept {
+                    user: Some(user.to_string()),
+                },
+                None => HandshakeDecision::Deny("a valid bearer token is required".into()),
+            }
+        })
     }
 }
 

@@ -76,14 +76,12 @@ async fn start(
     // advice shows the cookie came back; and bind sessions to the cookie, so that a
     // browser that did not send it back would be answered 402.
     let tls_scenario = tls.is_some();
-    let config = ServerConfig {
-        timeout: Duration::from_secs(10),
-        cors_origins: origin.map(|o| vec![o.to_string()]).unwrap_or_default(),
-        tls,
-        bind_browser_cookie: tls_scenario,
-        http2_max_sessions_per_browser: if tls_scenario { Some(1) } else { None },
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig::default()
+        .with_timeout(Duration::from_secs(10))
+        .with_cors_origins(origin.map(|o| vec![o.to_string()]).unwrap_or_default())
+        .with_tls(tls)
+        .with_bind_browser_cookie(tls_scenario)
+        .with_http2_max_sessions_per_browser(if tls_scenario { Some(1) } else { None });
     let app = DemoApp::new(config, access, WorkbinConfig::default(), "/cometd");
     // The port may be in TIME_WAIT for a moment after a restart: try again, bounded.
     let mut tries = 0;

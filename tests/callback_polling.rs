@@ -11,10 +11,7 @@ use serde_json::{Value, json};
 use tokio::time::timeout;
 
 fn jsonp_config() -> ServerConfig {
-    ServerConfig {
-        callback_polling: true,
-        ..fast_config()
-    }
+    fast_config().with_callback_polling(true)
 }
 
 /// GETs `message` (JSON) with the callback `cb`; returns the status, the content type

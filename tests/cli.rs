@@ -406,12 +406,12 @@ async fn bench_with_a_stalled_session_loses_nothing_for_the_others() {
         for transport in ["long-polling", "websocket"] {
             // The stalled session lives through the run (maxInterval 2 s) and its queue
             // overflows (20 messages) on long-polling, where it never polls again.
-            let t = TestServer::with_config(bayeux::server::ServerConfig {
-                timeout: std::time::Duration::from_secs(1),
-                max_interval: std::time::Duration::from_secs(2),
-                max_queue: 20,
-                ..fast_config()
-            })
+            let t = TestServer::with_config(
+                fast_config()
+                    .with_timeout(std::time::Duration::from_secs(1))
+                    .with_max_interval(std::time::Duration::from_secs(2))
+                    .with_max_queue(20),
+            )
             .await;
             let r = bench_json(&t.url(), &["--transport", transport, "--stalled", "1"]).await;
             assert_eq!(

@@ -683,11 +683,8 @@ async fn listen_waits_for_a_server_that_is_not_up_yet() {
 #[tokio::test]
 async fn listen_count_zero_checks_the_subscription_and_sigterm_disconnects() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(bayeux::server::ServerConfig {
-            max_interval: Duration::from_secs(60),
-            ..fast_config()
-        })
-        .await;
+        let t =
+            TestServer::with_config(fast_config().with_max_interval(Duration::from_secs(60))).await;
         let out = run(&["listen", &t.url(), "/x", "--count", "0"]).await;
         assert!(
             out.status.success(),

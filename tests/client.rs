@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bayeux::client::{Client, ConnectionState, ErrorKind, TransportChoice};
 use bayeux::protocol::{Advice, ChannelName, Message, Reconnect};
-use bayeux::server::{Decision, Extension, SecurityPolicy, Server, ServerConfig, SessionInfo};
+use bayeux::server::{Decision, Extension, SecurityPolicy, Server, SessionInfo};
 use common::*;
 use futures::StreamExt;
 use serde_json::json;
@@ -207,11 +207,7 @@ async fn batch_publish_in_one_request_arrives_in_order(transport: TransportChoic
 
 async fn messages_arrive_in_publish_order(transport: TransportChoice) {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            max_queue: 10_000,
-            ..fast_config()
-        })
-        .await;
+        let t = TestServer::with_config(fast_config().with_max_queue(10_000)).await;
         let (sub_client, pub_client) = (client(&t.url(), transport), client(&t.url(), transport));
         sub_client.handshake().await.unwrap();
         pub_client.handshake().await.unwrap();
@@ -336,10 +332,7 @@ impl Extension for SlowPollOnce {
 
 async fn an_expired_session_is_re_established_with_its_subscriptions(transport: TransportChoice) {
     timeout(LIMIT, async {
-        let config = ServerConfig {
-            max_interval: Duration::from_millis(100),
-            ..fast_config()
-        };
+        let config = fast_config().with_max_interval(Duration::from_millis(100));
         let t = TestServer::start(
             Server::builder()
                 .config(config)
@@ -382,11 +375,7 @@ async fn an_expired_session_is_re_established_with_its_subscriptions(transport: 
 
 async fn an_overflow_of_an_acknowledged_session_is_heard_not_hidden(transport: TransportChoice) {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            max_queue: 5,
-            ..fast_config()
-        })
-        .await;
+        let t = TestServer::with_config(fast_config().with_max_queue(5)).await;
         let c = client(&t.url(), transport);
         let mut state = c.state();
         c.handshake().await.unwrap();
@@ -483,11 +472,11 @@ async fn reconnect_none_ends_the_client_with_a_clear_error(transport: TransportC
 async fn a_refused_handshake_is_an_error() {
     struct Deny;
     impl SecurityPolicy for Deny {
-        fn handshake(
-            &self,
-            _: &bayeux::server::HandshakeRequest<'_>,
-        ) -> bayeux::server::HandshakeDecision {
-            bayeux::server::HandshakeDecision::Deny("no entry".into())
+        fn handshake<'a>(
+            &'a self,
+            _: bayeux::server::HandshakeRequest<'a>,
+        ) -> bayeux::server::PolicyFuture<'a, bayeux::server::HandshakeDecision> {
+            Box::pin(async { bayeux::server::HandshakeDecision::Deny("no entry".into()) })
         }
     }
     timeout(LIMIT, async {

@@ -661,13 +661,13 @@ async fn our_client_against_our_tls_listener_over_https_and_wss() {
     timeout(LIMIT, async {
         let pki = TestPki::new();
         let mut config = fast_config();
-        config.tls = Some(
+        config.set_tls(Some(
             bayeux::server::TlsConfig::from_pem(
                 pki.server.cert.as_bytes(),
                 pki.server.key.as_bytes(),
             )
             .unwrap(),
-        );
+        ));
         let server = Server::new(config);
         let listening = server
             .listen("127.0.0.1:0".parse().unwrap(), "/cometd")

@@ -169,11 +169,9 @@ async fn publish_until_delivered(server: &Server, channel: &str, data: Value) {
 /// Sessions outlive a dead socket long enough to come back; connects are heartbeats
 /// held for 30 s, longer than any test runs.
 fn resumable_config() -> ServerConfig {
-    ServerConfig {
-        timeout: Duration::from_secs(30),
-        max_interval: Duration::from_secs(10),
-        ..fast_config()
-    }
+    fast_config()
+        .with_timeout(Duration::from_secs(30))
+        .with_max_interval(Duration::from_secs(10))
 }
 
 struct NoSecrets;
@@ -332,10 +330,7 @@ async fn a_socket_cut_while_the_session_lives_fails_the_connect_at_once_and_resu
     timeout(LIMIT, async {
         // The session is bound to the BAYEUX_BROWSER cookie the 101 set: the next socket
         // must send it back, or the server answers 402.
-        let server = Server::new(ServerConfig {
-            bind_browser_cookie: true,
-            ..resumable_config()
-        });
+        let server = Server::new(resumable_config().with_bind_browser_cookie(true));
         let (front, listening) = Front::start(server.clone()).await;
         let proxy = Proxy::start(listening.local_addr()).await;
         let client = builder(&proxy.url())
@@ -574,10 +569,7 @@ async fn a_handshake_reply_without_websocket_moves_the_session_to_long_polling()
 #[tokio::test]
 async fn when_upgrades_start_being_refused_the_session_resumes_over_long_polling() {
     timeout(LIMIT, async {
-        let server = Server::new(ServerConfig {
-            bind_browser_cookie: true,
-            ..resumable_config()
-        });
+        let server = Server::new(resumable_config().with_bind_browser_cookie(true));
         let (front, listening) = Front::start(server.clone()).await;
         let proxy = Proxy::start(listening.local_addr()).await;
         let client = builder(&proxy.url()).build().unwrap();

@@ -113,10 +113,7 @@ async fn subscriber(url: &str, ack: bool) -> (Client, Subscription, Subscription
 /// returns what each received (in arrival order) and how many responses were cut.
 async fn run(ack: bool) -> (Vec<Vec<u64>>, usize) {
     // The default queue bounds: the burst must fit in them.
-    let server = Server::new(ServerConfig {
-        timeout: Duration::from_millis(500),
-        ..ServerConfig::default()
-    });
+    let server = Server::new(ServerConfig::default().with_timeout(Duration::from_millis(500)));
     let listening = server
         .listen("127.0.0.1:0".parse().unwrap(), "/cometd")
         .await

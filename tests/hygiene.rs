@@ -13,7 +13,6 @@ use std::time::Duration;
 use bayeux::client::transport::{CookieJar, HttpPool};
 use bayeux::client::{Client, ErrorKind, basic_authorization};
 use bayeux::protocol::ChannelGrammar;
-use bayeux::server::ServerConfig;
 use bayeux::workbin::{Access, DemoApp, UserDirectory, WorkbinConfig};
 use bytes::Bytes;
 use common::{LIMIT, TestServer, fast_config};
@@ -361,11 +360,8 @@ async fn the_strict_grammar_refuses_dots_and_the_cometd_one_serves_them() {
         client.disconnect().await.unwrap();
 
         // CometD's grammar: served, over the wire and in process.
-        let t = TestServer::with_config(ServerConfig {
-            channel_grammar: ChannelGrammar::Cometd,
-            ..fast_config()
-        })
-        .await;
+        let t = TestServer::with_config(fast_config().with_channel_grammar(ChannelGrammar::Cometd))
+            .await;
         let client = Client::builder(&t.url())
             .channel_grammar(ChannelGrammar::Cometd)
             .build()
@@ -530,7 +526,26 @@ async fn hash_password_prints_a_line_the_server_accepts() {
             .basic_auth("agent1", "wrong")
             .build()
             .unwrap();
-        assert!(intruder.handshake().await.is_err());
+        // Refused by the server for the password, not failed on the way: a Bayeux
+        // refusal with its reason, and the client stops (reconnect: none).
+        let e = intruder.handshake().await.unwrap_err();
+        assert_eq!(e.kind(), bayeux::client::ErrorKind::Closed, "{e}");
+        assert_eq!(
+            e.bayeux_error().map(|b| b.to_string()).as_deref(),
+            Some("403::Handshake denied: invalid credentials"),
+            "{e}"
+        );
+        // An unknown user gets the very same answer.
+        let stranger = Client::builder(&listening.url("/cometd"))
+            .basic_auth("nobody", "agent-pw")
+            .build()
+            .unwrap();
+        let e = stranger.handshake().await.unwrap_err();
+        assert_eq!(
+            e.bayeux_error().map(|b| b.to_string()).as_deref(),
+            Some("403::Handshake denied: invalid credentials"),
+            "{e}"
+        );
     })
     .await
     .unwrap();

@@ -51,11 +51,9 @@ async fn our_tls_server(tag: &str) -> (DemoApp, Listening, CertDir) {
 }
 
 async fn our_server_with(tls: Option<TlsConfig>) -> (DemoApp, Listening) {
-    let config = ServerConfig {
-        timeout: Duration::from_secs(5),
-        tls,
-        ..ServerConfig::default()
-    };
+    let config = ServerConfig::default()
+        .with_timeout(Duration::from_secs(5))
+        .with_tls(tls);
     let app = DemoApp::new(config, Access::demo(), WorkbinConfig::default(), "/cometd");
     let listening = app.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
     let server = app.server().clone();
@@ -120,13 +118,11 @@ const COMETD_REPLAY_STEPS: &[&str] = &[
 /// The demo app with its `/v2/**` channels durable (replay on), trusting `ext.userId`
 /// (the CometD client's WebSocket transport cannot send an `Authorization` header).
 async fn our_replaying_server() -> (DemoApp, Listening) {
-    let config = ServerConfig {
-        timeout: Duration::from_secs(5),
-        replay: Some(bayeux::server::ReplayConfig::new(vec![
+    let config = ServerConfig::default()
+        .with_timeout(Duration::from_secs(5))
+        .with_replay(Some(bayeux::server::ReplayConfig::new(vec![
             bayeux::protocol::ChannelName::parse("/v2/**").unwrap(),
-        ])),
-        ..ServerConfig::default()
-    };
+        ])));
     let access = Access::demo().trusting_ext_user_id();
     let app = DemoApp::new(config, access, WorkbinConfig::default(), "/cometd");
     let listening = app.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();

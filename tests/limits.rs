@@ -108,21 +108,15 @@ async fn raw_tcp(t: &TestServer, bytes: &[u8]) -> String {
 }
 
 fn config() -> ServerConfig {
-    ServerConfig {
-        timeout: Duration::from_millis(500),
-        max_interval: Duration::from_secs(5),
-        ..ServerConfig::default()
-    }
+    ServerConfig::default()
+        .with_timeout(Duration::from_millis(500))
+        .with_max_interval(Duration::from_secs(5))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_bodies_get_clear_errors() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            max_message_size: 4 * 1024 * 1024,
-            ..config()
-        })
-        .await;
+        let t = TestServer::with_config(config().with_max_message_size(4 * 1024 * 1024)).await;
         let mut dog = Watchdog::start(&t).await;
         let deep = "[".repeat(100_000);
         let (status, body) = dog.during(t.raw("POST", deep)).await;
@@ -209,13 +203,11 @@ async fn raw_tcp_body(t: &TestServer, head: String, body: Vec<u8>) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn multi_megabyte_strings_are_refused_over_the_limit_and_delivered_intact_under_it() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            max_message_size: 4 << 20,
-            // Room for a big message behind a small one in a queue, so that whether the
-            // watchdog gets it does not depend on what else it had queued.
-            max_queue_bytes: 16 << 20,
-            ..config()
-        })
+        let t = TestServer::with_config(
+            config()
+                .with_max_message_size(4 << 20)
+                .with_max_queue_bytes(16 << 20),
+        )
         .await;
         let mut dog = Watchdog::start(&t).await;
         let mut dog_big = dog.client.subscribe("/big").await.unwrap();
@@ -303,11 +295,7 @@ async fn multi_megabyte_strings_are_refused_over_the_limit_and_delivered_intact_
 #[tokio::test]
 async fn an_undeclared_body_over_the_limit_is_refused_with_413() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            max_message_size: 4096,
-            ..config()
-        })
-        .await;
+        let t = TestServer::with_config(config().with_max_message_size(4096)).await;
         let mut req =
             b"POST /cometd HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
         for _ in 0..3 {
@@ -381,11 +369,11 @@ async fn wrong_json_types_for_every_field_get_bayeux_errors() {
 #[tokio::test]
 async fn subscription_limits() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            max_subscriptions: 10,
-            max_message_size: 4 << 20,
-            ..config()
-        })
+        let t = TestServer::with_config(
+            config()
+                .with_max_subscriptions(10)
+                .with_max_message_size(4 << 20),
+        )
         .await;
         let mut dog = Watchdog::start(&t).await;
         let id = t.handshake().await;
@@ -426,13 +414,7 @@ async fn subscription_limits() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_handshake_flood_is_refused_past_max_sessions_with_advice() {
     timeout(LIMIT, async {
-        let t = Arc::new(
-            TestServer::with_config(ServerConfig {
-                max_sessions: 200,
-                ..config()
-            })
-            .await,
-        );
+        let t = Arc::new(TestServer::with_config(config().with_max_sessions(200)).await);
         let mut dog = Watchdog::start(&t).await;
         let mut tasks = Vec::new();
         for _ in 0..1_000 {
@@ -473,11 +455,11 @@ async fn a_handshake_flood_is_refused_past_max_sessions_with_advice() {
 #[tokio::test]
 async fn slow_clients_cannot_hold_the_server() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            header_timeout: Duration::from_millis(300),
-            body_timeout: Duration::from_millis(300),
-            ..config()
-        })
+        let t = TestServer::with_config(
+            config()
+                .with_header_timeout(Duration::from_millis(300))
+                .with_body_timeout(Duration::from_millis(300)),
+        )
         .await;
         let mut dog = Watchdog::start(&t).await;
         let addr = t.listening.local_addr();
@@ -523,11 +505,7 @@ async fn slow_clients_cannot_hold_the_server() {
 #[tokio::test]
 async fn sessions_can_be_bound_to_the_browser_cookie() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            bind_browser_cookie: true,
-            ..config()
-        })
-        .await;
+        let t = TestServer::with_config(config().with_bind_browser_cookie(true)).await;
         let send = |body: Value, cookie: Option<String>| {
             let mut req = http::Request::post(t.url()).header("content-type", "application/json");
             if let Some(c) = cookie {
@@ -615,11 +593,9 @@ async fn cors_is_off_by_default_and_allowed_per_origin() {
         let res = request(&off, "POST", "https://app.example").await.unwrap();
         assert!(res.headers().get("access-control-allow-origin").is_none());
 
-        let on = TestServer::with_config(ServerConfig {
-            cors_origins: vec!["https://app.example".into()],
-            ..config()
-        })
-        .await;
+        let on =
+            TestServer::with_config(config().with_cors_origins(vec!["https://app.example".into()]))
+                .await;
         let res = request(&on, "OPTIONS", "https://app.example")
             .await
             .unwrap();

@@ -579,10 +579,7 @@ async fn deliver_to_a_session_reaches_the_node_that_holds_it() {
         let node = |_: u8| async {
             let broker = NatsBroker::connect(NatsConfig::new(nats.url())).unwrap();
             let server = Server::builder()
-                .config(ServerConfig {
-                    timeout: Duration::from_secs(5),
-                    ..ServerConfig::default()
-                })
+                .config(ServerConfig::default().with_timeout(Duration::from_secs(5)))
                 .broker(Arc::new(broker))
                 .build();
             let listening = server

@@ -217,19 +217,23 @@ fn sample(metrics: &HashMap<String, f64>, key: &str) -> f64 {
 struct Picky;
 
 impl SecurityPolicy for Picky {
-    fn handshake(&self, request: &HandshakeRequest<'_>) -> HandshakeDecision {
+    fn handshake<'a>(
+        &'a self,
+        request: HandshakeRequest<'a>,
+    ) -> bayeux::server::PolicyFuture<'a, HandshakeDecision> {
         let user = request
             .message
             .ext
             .as_ref()
             .and_then(|e| e.get("user"))
             .and_then(Value::as_str);
-        match user {
+        let decision = match user {
             Some("mallory") => HandshakeDecision::Deny("wrong password".into()),
             other => HandshakeDecision::Accept {
                 user: other.map(str::to_string),
             },
-        }
+        };
+        Box::pin(std::future::ready(decision))
     }
 
     fn subscribe(&self, _: Option<&SessionInfo>, channel: &ChannelName) -> Decision {
@@ -253,11 +257,7 @@ async fn handshake_as(t: &TestServer, user: &str) -> Value {
 async fn refusals_overflows_and_expiry_are_logged_with_the_session() {
     let (events, _guard) = capture();
     timeout(LIMIT, async {
-        let config = ServerConfig {
-            max_queue: 2,
-            max_sessions: 2,
-            ..fast_config()
-        };
+        let config = fast_config().with_max_queue(2).with_max_sessions(2);
         let t = TestServer::start(Server::builder().config(config).policy(Picky).build()).await;
 
         // A refused handshake: info, with the policy's reason.
@@ -327,11 +327,8 @@ async fn nothing_is_logged_per_message_at_info() {
     let (events, _guard) = capture();
     timeout(LIMIT, async {
         // Sessions that do not expire between two connects, however slow the machine.
-        let t = TestServer::with_config(ServerConfig {
-            max_interval: Duration::from_secs(10),
-            ..fast_config()
-        })
-        .await;
+        let t =
+            TestServer::with_config(fast_config().with_max_interval(Duration::from_secs(10))).await;
         let id = t.handshake().await;
         assert_eq!(t.subscribe(&id, json!("/chat")).await["successful"], true);
         t.connect_now(&id).await;
@@ -520,12 +517,10 @@ impl App {
 async fn metrics_move_as_traffic_goes_through() {
     timeout(LIMIT, async {
         // Connects held (and sessions kept) long enough for a slow machine to look.
-        let config = ServerConfig {
-            max_queue: 3,
-            timeout: Duration::from_secs(10),
-            max_interval: Duration::from_secs(10),
-            ..fast_config()
-        };
+        let config = fast_config()
+            .with_max_queue(3)
+            .with_timeout(Duration::from_secs(10))
+            .with_max_interval(Duration::from_secs(10));
         let a = App::start(config, None).await;
         let m0 = a.metrics().await;
         for name in [

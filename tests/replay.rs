@@ -24,13 +24,10 @@ fn replay_config(patterns: &[&str], max: usize) -> ServerConfig {
         .iter()
         .map(|p| ChannelName::parse(p).unwrap())
         .collect();
-    ServerConfig {
-        replay: Some(ReplayConfig {
-            max_per_channel: max,
-            ..ReplayConfig::new(patterns)
-        }),
-        ..fast_config()
-    }
+    fast_config().with_replay(Some(ReplayConfig {
+        max_per_channel: max,
+        ..ReplayConfig::new(patterns)
+    }))
 }
 
 fn replay_id(m: &Value) -> i64 {

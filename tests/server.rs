@@ -5,9 +5,7 @@ mod common;
 use std::time::Duration;
 
 use bayeux::protocol::{ChannelName, Message};
-use bayeux::server::{
-    Decision, Extension, OverflowPolicy, SecurityPolicy, Server, ServerConfig, SessionInfo,
-};
+use bayeux::server::{Decision, Extension, OverflowPolicy, SecurityPolicy, Server, SessionInfo};
 use common::*;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -422,11 +420,7 @@ async fn a_batch_is_processed_in_order_with_each_id() {
 #[tokio::test]
 async fn queue_overflow_drops_the_newest_by_default() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            max_queue: 3,
-            ..fast_config()
-        })
-        .await;
+        let t = TestServer::with_config(fast_config().with_max_queue(3)).await;
         let (slow, fine) = (t.handshake().await, t.handshake().await);
         t.subscribe(&slow, json!("/q")).await;
         t.subscribe(&fine, json!("/q")).await;
@@ -452,11 +446,11 @@ async fn queue_overflow_drops_the_newest_by_default() {
 #[tokio::test]
 async fn queue_overflow_can_drop_the_oldest() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            max_queue: 3,
-            overflow: OverflowPolicy::DropOldest,
-            ..fast_config()
-        })
+        let t = TestServer::with_config(
+            fast_config()
+                .with_max_queue(3)
+                .with_overflow(OverflowPolicy::DropOldest),
+        )
         .await;
         let slow = t.handshake().await;
         t.subscribe(&slow, json!("/q")).await;
@@ -477,11 +471,7 @@ async fn queue_overflow_can_drop_the_oldest() {
 #[tokio::test]
 async fn the_queue_is_bounded_by_bytes_too() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            max_queue_bytes: 4 * 1024,
-            ..fast_config()
-        })
-        .await;
+        let t = TestServer::with_config(fast_config().with_max_queue_bytes(4 * 1024)).await;
         let slow = t.handshake().await;
         t.subscribe(&slow, json!("/q")).await;
         let kib = "x".repeat(1024);
@@ -505,11 +495,7 @@ async fn an_overflow_with_acknowledged_delivery_ends_the_session_and_says_so() {
     timeout(LIMIT, async {
         // drop-newest is the policy, but a session promised every message is never
         // dropped from quietly.
-        let t = TestServer::with_config(ServerConfig {
-            max_queue: 3,
-            ..fast_config()
-        })
-        .await;
+        let t = TestServer::with_config(fast_config().with_max_queue(3)).await;
         let replies = t
             .post(json!({"channel": "/meta/handshake", "version": "1.0",
                          "supportedConnectionTypes": ["long-polling"], "ext": {"ack": true}}))
@@ -547,11 +533,9 @@ async fn an_overflow_with_acknowledged_delivery_ends_the_session_and_says_so() {
 #[tokio::test]
 async fn queue_overflow_can_close_the_session() {
     timeout(LIMIT, async {
-        let config = ServerConfig {
-            max_queue: 2,
-            overflow: OverflowPolicy::CloseSession,
-            ..fast_config()
-        };
+        let config = fast_config()
+            .with_max_queue(2)
+            .with_overflow(OverflowPolicy::CloseSession);
         let t = TestServer::with_config(config).await;
         let slow = t.handshake().await;
         t.subscribe(&slow, json!("/q")).await;
@@ -597,11 +581,7 @@ async fn disconnect_ends_the_session_and_releases_its_connect() {
 #[tokio::test]
 async fn malformed_requests_get_clear_errors_and_the_server_carries_on() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            max_message_size: 4096,
-            ..fast_config()
-        })
-        .await;
+        let t = TestServer::with_config(fast_config().with_max_message_size(4096)).await;
         let (status, body) = t.raw("POST", "{not json").await;
         assert_eq!(status, 400);
         assert!(body.contains("malformed JSON"), "{body}");

@@ -48,10 +48,7 @@ async fn settle() {
 #[tokio::test(start_paused = true)]
 async fn a_connect_is_held_exactly_timeout() {
     let timeout = Duration::from_millis(30_000);
-    let server = Server::new(ServerConfig {
-        timeout,
-        ..ServerConfig::default()
-    });
+    let server = Server::new(ServerConfig::default().with_timeout(timeout));
     let id = handshake(&server).await;
     // The first connect is answered at once.
     call(&server, connect(&id)).await;
@@ -92,11 +89,11 @@ async fn a_client_may_ask_for_a_shorter_hold() {
 async fn a_session_expires_after_interval_plus_max_interval_and_not_before() {
     let interval = Duration::from_millis(1_000);
     let max_interval = Duration::from_millis(10_000);
-    let server = Server::new(ServerConfig {
-        interval,
-        max_interval,
-        ..ServerConfig::default()
-    });
+    let server = Server::new(
+        ServerConfig::default()
+            .with_interval(interval)
+            .with_max_interval(max_interval),
+    );
     let id = handshake(&server).await;
     call(&server, connect(&id)).await; // answered at once; the clock starts now
     let limit = interval + max_interval;
@@ -117,11 +114,11 @@ async fn a_session_expires_after_interval_plus_max_interval_and_not_before() {
 #[tokio::test(start_paused = true)]
 async fn a_held_connect_keeps_its_session_alive() {
     let max_interval = Duration::from_millis(1_000);
-    let server = Server::new(ServerConfig {
-        timeout: Duration::from_secs(60),
-        max_interval,
-        ..ServerConfig::default()
-    });
+    let server = Server::new(
+        ServerConfig::default()
+            .with_timeout(Duration::from_secs(60))
+            .with_max_interval(max_interval),
+    );
     let id = handshake(&server).await;
     call(&server, connect(&id)).await;
     let held = spawn_connect(&server, &id);
@@ -139,11 +136,11 @@ async fn a_held_connect_keeps_its_session_alive() {
 #[tokio::test(start_paused = true)]
 async fn the_busy_flush_window_opens_after_a_busy_response_only() {
     let window = Duration::from_millis(50);
-    let server = Server::new(ServerConfig {
-        busy_flush_window: window,
-        busy_threshold: 2,
-        ..ServerConfig::default()
-    });
+    let server = Server::new(
+        ServerConfig::default()
+            .with_busy_flush_window(window)
+            .with_busy_threshold(2),
+    );
     let id = handshake(&server).await;
     call(
         &server,

@@ -36,19 +36,13 @@ fn server_tls(pki: &TestPki) -> TlsConfig {
 
 /// Long polls held long enough to act on them (the test's limit is 20 s).
 fn held_config() -> ServerConfig {
-    ServerConfig {
-        timeout: Duration::from_secs(10),
-        ..fast_config()
-    }
+    fast_config().with_timeout(Duration::from_secs(10))
 }
 
 /// A Bayeux server with TLS from `pki` and the rest of `config`, listening on a free
 /// loopback port.
 async fn tls_server(pki: &TestPki, config: ServerConfig) -> (Server, Listening) {
-    let server = Server::new(ServerConfig {
-        tls: Some(server_tls(pki)),
-        ..config
-    });
+    let server = Server::new(config.with_tls(server_tls(pki)));
     let listening = server
         .listen("127.0.0.1:0".parse().unwrap(), "/cometd")
         .await
@@ -375,10 +369,7 @@ async fn http2_through_alpn_carries_a_held_long_poll_and_publishes_on_one_connec
 async fn the_workbin_api_and_bayeux_are_served_over_http2_and_tls() {
     timeout(LIMIT, async {
         let pki = TestPki::new();
-        let config = ServerConfig {
-            tls: Some(server_tls(&pki)),
-            ..held_config()
-        };
+        let config = held_config().with_tls(server_tls(&pki));
         let app = DemoApp::new(config, Access::demo(), WorkbinConfig::default(), "/cometd");
         let listening = app.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let tls = tls_connect(listening.local_addr(), client_config(&pki, &["h2"], None))
@@ -481,10 +472,7 @@ where
 #[tokio::test]
 async fn cleartext_http2_with_prior_knowledge_shares_the_port_with_http1() {
     timeout(LIMIT, async {
-        let server = Server::new(ServerConfig {
-            http2_prior_knowledge: true,
-            ..held_config()
-        });
+        let server = Server::new(held_config().with_http2_prior_knowledge(true));
         let listening = server
             .listen("127.0.0.1:0".parse().unwrap(), "/cometd")
             .await
@@ -550,14 +538,7 @@ async fn idle_http2_connections_and_silent_prefaces_are_closed_after_the_header_
     timeout(LIMIT, async {
         const IDLE: Duration = Duration::from_millis(300);
         let pki = TestPki::new();
-        let (_server, listening) = tls_server(
-            &pki,
-            ServerConfig {
-                header_timeout: IDLE,
-                ..fast_config()
-            },
-        )
-        .await;
+        let (_server, listening) = tls_server(&pki, fast_config().with_header_timeout(IDLE)).await;
         let tls = tls_connect(listening.local_addr(), client_config(&pki, &["h2"], None))
             .await
             .unwrap();
@@ -574,11 +555,11 @@ async fn idle_http2_connections_and_silent_prefaces_are_closed_after_the_header_
 
         // Cleartext with prior knowledge: a client that sends nothing is not kept
         // waiting for its preface forever.
-        let server = Server::new(ServerConfig {
-            header_timeout: IDLE,
-            http2_prior_knowledge: true,
-            ..fast_config()
-        });
+        let server = Server::new(
+            fast_config()
+                .with_header_timeout(IDLE)
+                .with_http2_prior_knowledge(true),
+        );
         let listening = server
             .listen("127.0.0.1:0".parse().unwrap(), "/cometd")
             .await
@@ -623,10 +604,7 @@ async fn mutual_tls_serves_trusted_client_certificates_only() {
             .with_client_ca_pem(pki.ca.as_bytes(), ClientAuth::Required)
             .unwrap();
         assert_eq!(tls.client_auth(), Some(ClientAuth::Required));
-        let server = Server::new(ServerConfig {
-            tls: Some(tls),
-            ..fast_config()
-        });
+        let server = Server::new(fast_config().with_tls(tls));
         let listening = server
             .listen("127.0.0.1:0".parse().unwrap(), "/cometd")
             .await
@@ -653,10 +631,7 @@ async fn mutual_tls_serves_trusted_client_certificates_only() {
         let tls = server_tls(&pki)
             .with_client_ca_pem(pki.ca.as_bytes(), ClientAuth::Optional)
             .unwrap();
-        let server = Server::new(ServerConfig {
-            tls: Some(tls),
-            ..fast_config()
-        });
+        let server = Server::new(fast_config().with_tls(tls));
         let listening = server
             .listen("127.0.0.1:0".parse().unwrap(), "/cometd")
             .await
@@ -683,14 +658,8 @@ async fn a_stalled_tls_handshake_is_dropped_after_its_timeout_and_costs_no_one_e
     timeout(LIMIT, async {
         const HANDSHAKE: Duration = Duration::from_secs(2);
         let pki = TestPki::new();
-        let (_server, listening) = tls_server(
-            &pki,
-            ServerConfig {
-                tls_handshake_timeout: HANDSHAKE,
-                ..fast_config()
-            },
-        )
-        .await;
+        let (_server, listening) =
+            tls_server(&pki, fast_config().with_tls_handshake_timeout(HANDSHAKE)).await;
         let addr = listening.local_addr();
         let started = Instant::now();
         // Clients that open TCP and send nothing, and one that sends half a ClientHello.
@@ -845,4 +814,68 @@ fn certificate_and_key_errors_are_one_line_naming_the_file() {
     );
     assert!(!debug.contains("PRIVATE"), "{debug}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The `Set-Cookie` of a handshake POSTed over the server's own TLS (HTTP/1.1), from
+/// `origin` if given.
+async fn handshake_cookie(pki: &TestPki, listening: &Listening, origin: Option<&str>) -> String {
+    let tls = tls_connect(
+        listening.local_addr(),
+        client_config(pki, &["http/1.1"], None),
+    )
+    .await
+    .unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let mut request = Request::post("/cometd")
+        .header("host", listening.local_addr().to_string())
+        .header("content-type", "application/json");
+    if let Some(origin) = origin {
+        request = request.header("origin", origin);
+    }
+    let response = send
+        .send_request(
+            request
+                .body(Full::new(Bytes::from(
+                    json!({"channel": "/meta/handshake", "version": "1.0"}).to_string(),
+                )))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    response.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+#[tokio::test]
+async fn the_browser_cookie_is_secure_under_the_servers_own_tls() {
+    timeout(LIMIT, async {
+        let pki = TestPki::new();
+        let (_, listening) = tls_server(&pki, fast_config()).await;
+        let cookie = handshake_cookie(&pki, &listening, None).await;
+        let attributes: Vec<&str> = cookie.split(';').map(str::trim).collect();
+        assert!(attributes[0].starts_with("BAYEUX_BROWSER="), "{cookie}");
+        for wanted in ["Path=/", "HttpOnly", "Secure", "SameSite=Lax"] {
+            assert!(attributes.contains(&wanted), "{wanted} missing: {cookie}");
+        }
+        listening.shutdown().await.unwrap();
+        // With CORS origins, cross-site pages need it sent back: `SameSite=None`, which
+        // browsers take only with `Secure`, and `Partitioned`.
+        let origin = "https://desk.example";
+        let (_, listening) =
+            tls_server(&pki, fast_config().with_cors_origins(vec![origin.into()])).await;
+        let cookie = handshake_cookie(&pki, &listening, Some(origin)).await;
+        let attributes: Vec<&str> = cookie.split(';').map(str::trim).collect();
+        for wanted in ["Secure", "SameSite=None", "Partitioned", "HttpOnly"] {
+            assert!(attributes.contains(&wanted), "{wanted} missing: {cookie}");
+        }
+        listening.shutdown().await.unwrap();
+    })
+    .await
+    .unwrap();
 }

@@ -94,10 +94,7 @@ fn connect(id: &str, n: u32) -> Value {
 }
 
 fn ws_config() -> ServerConfig {
-    ServerConfig {
-        timeout: Duration::from_millis(500),
-        ..fast_config()
-    }
+    fast_config().with_timeout(Duration::from_millis(500))
 }
 
 #[tokio::test]
@@ -120,11 +117,7 @@ async fn the_handshake_offers_websocket_first() {
 #[tokio::test]
 async fn messages_are_pushed_at_once_and_the_connect_is_a_heartbeat() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            timeout: Duration::from_secs(30),
-            ..fast_config()
-        })
-        .await;
+        let t = TestServer::with_config(fast_config().with_timeout(Duration::from_secs(30))).await;
         let mut ws = open(&t).await;
         let id = handshake(&mut ws, None).await;
         subscribe(&mut ws, &id, "/push").await;
@@ -196,11 +189,7 @@ async fn a_held_connect_is_answered_after_timeout() {
 #[tokio::test]
 async fn with_acknowledgements_messages_come_with_the_connect_replies() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            timeout: Duration::from_secs(30),
-            ..fast_config()
-        })
-        .await;
+        let t = TestServer::with_config(fast_config().with_timeout(Duration::from_secs(30))).await;
         let mut ws = open(&t).await;
         let id = handshake(&mut ws, Some(json!({"ack": true}))).await;
         subscribe(&mut ws, &id, "/acked").await;
@@ -288,11 +277,8 @@ async fn disconnect_ends_the_session_and_closes_the_socket() {
 #[tokio::test]
 async fn a_dropped_socket_leaves_the_session_to_come_back_within_max_interval() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            max_interval: Duration::from_secs(5),
-            ..ws_config()
-        })
-        .await;
+        let t =
+            TestServer::with_config(ws_config().with_max_interval(Duration::from_secs(5))).await;
         let mut ws = open(&t).await;
         let id = handshake(&mut ws, None).await;
         subscribe(&mut ws, &id, "/kept").await;
@@ -321,11 +307,7 @@ async fn a_dropped_socket_leaves_the_session_to_come_back_within_max_interval() 
 #[tokio::test]
 async fn bad_frames_get_close_codes_and_cost_nobody_a_message() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            max_message_size: 64 * 1024,
-            ..ws_config()
-        })
-        .await;
+        let t = TestServer::with_config(ws_config().with_max_message_size(64 * 1024)).await;
         // A well-behaved socket receives every message throughout.
         let mut good = open(&t).await;
         let id = handshake(&mut good, None).await;
@@ -401,11 +383,11 @@ async fn bad_frames_get_close_codes_and_cost_nobody_a_message() {
 #[tokio::test]
 async fn an_idle_socket_is_closed() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            timeout: Duration::from_millis(200),
-            max_interval: Duration::from_millis(200),
-            ..fast_config()
-        })
+        let t = TestServer::with_config(
+            fast_config()
+                .with_timeout(Duration::from_millis(200))
+                .with_max_interval(Duration::from_millis(200)),
+        )
         .await;
         let mut ws = open(&t).await;
         let started = std::time::Instant::now();
@@ -428,10 +410,9 @@ async fn the_origin_rules_apply_to_the_upgrade() {
                 .is_err()
         );
         assert!(open_with(&t, &[("origin", &own)]).await.is_ok());
-        let t = TestServer::with_config(ServerConfig {
-            cors_origins: vec!["https://app.example".into()],
-            ..ws_config()
-        })
+        let t = TestServer::with_config(
+            ws_config().with_cors_origins(vec!["https://app.example".into()]),
+        )
         .await;
         assert!(
             open_with(&t, &[("origin", "https://app.example")])
@@ -450,12 +431,12 @@ async fn the_origin_rules_apply_to_the_upgrade() {
 #[tokio::test]
 async fn an_overflow_on_a_socket_follows_the_policy() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            max_queue: 2,
-            overflow: OverflowPolicy::CloseSession,
-            timeout: Duration::from_secs(30),
-            ..fast_config()
-        })
+        let t = TestServer::with_config(
+            fast_config()
+                .with_max_queue(2)
+                .with_overflow(OverflowPolicy::CloseSession)
+                .with_timeout(Duration::from_secs(30)),
+        )
         .await;
         let mut ws = open(&t).await;
         let id = handshake(&mut ws, None).await;
@@ -554,11 +535,7 @@ async fn per_user_delivery_and_the_policy_work_on_a_socket() {
 #[tokio::test]
 async fn a_large_burst_is_split_into_bounded_frames_in_order() {
     timeout(LIMIT, async {
-        let t = TestServer::with_config(ServerConfig {
-            timeout: Duration::from_secs(30),
-            ..fast_config()
-        })
-        .await;
+        let t = TestServer::with_config(fast_config().with_timeout(Duration::from_secs(30))).await;
         let mut ws = open(&t).await;
         let id = handshake(&mut ws, None).await;
         subscribe(&mut ws, &id, "/burst").await;

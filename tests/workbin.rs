@@ -483,7 +483,8 @@ async fn a_trusted_ext_user_id_names_the_session_user() {
 async fn a_slow_body_gets_408_and_publishes_nothing() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     timeout(LIMIT, async {
-        let config = bayeux::ServerConfig { body_timeout: Duration::from_millis(200), ..fast_config() };
+        let config = fast_config()
+            .with_body_timeout(Duration::from_millis(200));
         let app = DemoApp::new(config, Access::demo(), WorkbinConfig::default(), "/cometd");
         let listening = app.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
         let mut tcp = tokio::net::TcpStream::connect(listening.local_addr()).await.unwrap();

@@ -139,10 +139,8 @@ mod tests {
                 .to_string()
         };
         let plain = ServerConfig::default();
-        let cors = ServerConfig {
-            cors_origins: vec!["https://console.example".into()],
-            ..ServerConfig::default()
-        };
+        let cors =
+            ServerConfig::default().with_cors_origins(vec!["https://console.example".into()]);
         // Plain HTTP: Lax (SameSite=None without Secure is refused by browsers).
         let lax = "BAYEUX_BROWSER=abc; Path=/; HttpOnly; SameSite=Lax";
         assert_eq!(cookie(&plain, None), lax);

@@ -12,6 +12,7 @@ use http::HeaderMap;
 use super::Inner;
 use super::broker::Destination;
 use super::index::Recipient;
+use super::limits::{ClientKey, Refusal};
 use super::policy::{Decision, HandshakeDecision, HandshakeRequest, SessionInfo};
 use super::registry::Insert;
 use super::replay::JoinError;
@@ -33,6 +34,9 @@ pub(crate) struct RequestContext<'a> {
     /// The transport the request came over (a handshake's session is counted under it
     /// until a connect attaches another).
     pub transport: ConnectionType,
+    /// The client the request came from, when the server knows it: what the
+    /// per-address budgets count.
+    pub client: Option<ClientKey>,
 }
 
 /// A handled batch: its replies in request order, the `/meta/connect` the transport
@@ -109,6 +113,9 @@ pub(crate) async fn process(
     // A handshake without a browser cookie makes one; later messages of the same batch
     // belong to that browser.
     let mut set_browser: Option<String> = None;
+    // One session per request at most: a batch of handshakes would multiply what one
+    // request costs (sessions, password checks).
+    let mut handshaken = false;
 
     for item in batch.messages {
         let mut message = match item {
@@ -171,11 +178,21 @@ pub(crate) async fn process(
         };
 
         if channel.as_str() == META_HANDSHAKE {
+            if std::mem::replace(&mut handshaken, true) {
+                inner.limits.refuse(
+                    Refusal::HandshakesPerRequest,
+                    ctx.client,
+                    "a second /meta/handshake in one request",
+                );
+                let err = BayeuxError::limit("handshakesPerRequest", "One handshake per request");
+                replies.push((None, handshake_reply(inner, &message).fail(&err)));
+                continue;
+            }
             if browser.is_none() {
                 set_browser = Some(new_client_id());
             }
             let browser = set_browser.as_deref().or(ctx.browser);
-            let (info, reply) = handshake(inner, ctx, browser, &message);
+            let (info, reply) = Box::pin(handshake(inner, ctx, browser, &message)).await;
             replies.push((info, reply));
             continue;
         }
@@ -305,22 +322,36 @@ fn major(version: &str) -> Option<u32> {
     version.split('.').next()?.trim().parse().ok()
 }
 
-fn handshake(
+/// The skeleton of every handshake reply: no `clientId` yet, the version and the
+/// connection types this server offers (Faye's `cross-origin-long-polling` too where
+/// CORS is on).
+fn handshake_reply(inner: &Inner, request: &Message) -> Message {
+    let mut reply = request.reply();
+    reply.client_id = None;
+    reply.version = Some(BAYEUX_VERSION.to_string());
+    let mut types: Vec<String> = inner
+        .connection_types
+        .iter()
+        .map(|t| t.as_str().to_string())
+        .collect();
+    if !inner.config.cors_origins.is_empty() {
+        let at = types
+            .iter()
+            .position(|t| t == crate::protocol::LONG_POLLING)
+            .map_or(types.len(), |i| i + 1);
+        types.insert(at, super::transport::CROSS_ORIGIN_LONG_POLLING.to_string());
+    }
+    reply.supported_connection_types = Some(types);
+    reply
+}
+
+async fn handshake(
     inner: &Arc<Inner>,
     ctx: &RequestContext<'_>,
     browser: Option<&str>,
     request: &Message,
 ) -> (Option<SessionInfo>, Message) {
-    let mut reply = request.reply();
-    reply.client_id = None;
-    reply.version = Some(BAYEUX_VERSION.to_string());
-    reply.supported_connection_types = Some(
-        inner
-            .connection_types
-            .iter()
-            .map(|t| t.as_str().to_string())
-            .collect(),
-    );
+    let mut reply = handshake_reply(inner, request);
 
     if inner.is_shutting_down() {
         refused(
@@ -369,12 +400,30 @@ fn handshake(
         let err = BayeuxError::new(ErrorCode::UNSUPPORTED, &[], "Unsupported connection types");
         return (None, reply.fail(&err).with_advice(Advice::none()));
     }
-    let user = match inner.policy.handshake(&HandshakeRequest {
-        message: request,
-        headers: ctx.headers,
-    }) {
+    // An address that keeps failing is refused before the policy runs: its guesses
+    // cost it a round trip, not the server a password hash.
+    if inner.limits.auth_blocked(ctx.client) {
+        refused(
+            inner,
+            ctx,
+            HandshakeOutcome::Denied,
+            "too many failed handshakes",
+        );
+        return (
+            None,
+            reply
+                .fail(&BayeuxError::handshake_denied("invalid credentials"))
+                .with_advice(Advice::none()),
+        );
+    }
+    let decision = inner
+        .policy
+        .handshake(HandshakeRequest::new(request, ctx.headers, ctx.client))
+        .await;
+    let user = match decision {
         HandshakeDecision::Accept { user } => user,
         HandshakeDecision::Deny(reason) => {
+            inner.limits.auth_failed(ctx.client);
             refused(inner, ctx, HandshakeOutcome::Denied, &reason);
             return (
                 None,
@@ -383,6 +432,26 @@ fn handshake(
                     .with_advice(Advice::none()),
             );
         }
+        HandshakeDecision::Busy(reason) => {
+            refused(inner, ctx, HandshakeOutcome::Busy, &reason);
+            let err = BayeuxError::new(ErrorCode(503), &[], &reason);
+            return (None, reply.fail(&err).with_advice(handshake_later(inner)));
+        }
+    };
+    // The client's share of the sessions (a flood of handshakes that never connect
+    // stops here, and each of those sessions expires after maxInterval).
+    let Some(slot) = inner.limits.open_session(ctx.client) else {
+        refused(
+            inner,
+            ctx,
+            HandshakeOutcome::AddressLimit,
+            "maxSessionsPerAddress reached",
+        );
+        let err = BayeuxError::limit(
+            "maxSessionsPerAddress",
+            "Too many sessions from this address",
+        );
+        return (None, reply.fail(&err).with_advice(handshake_later(inner)));
     };
     let info = SessionInfo {
         client_id: inner.new_client_id(),
@@ -396,6 +465,7 @@ fn handshake(
         browser.map(str::to_string),
         ctx.transport,
     ));
+    session.hold_address(slot);
     // CometD's acknowledged-messages extension, when the client asks for it.
     let wants_ack =
         request.ext.as_ref().and_then(|e| e.get("ack")) == Some(&serde_json::Value::Bool(true));
@@ -853,13 +923,15 @@ mod tests {
             headers: &headers,
             browser: None,
             transport: ConnectionType::LongPolling,
+            client: None,
         };
-        let (info, reply) = handshake(
+        // The default policy answers at once: the handshake completes when polled.
+        let (info, reply) = futures::executor::block_on(handshake(
             inner,
             &ctx,
             None,
             &message(json!({"channel": "/meta/handshake", "version": "1.0"})),
-        );
+        ));
         assert!(reply.is_successful(), "{reply:?}");
         let session = inner.session(&info.unwrap().client_id).unwrap();
         if let Some(user) = user {
@@ -1059,13 +1131,14 @@ mod tests {
             headers: &headers,
             browser: None,
             transport: ConnectionType::LongPolling,
+            client: None,
         };
-        let (info, reply) = handshake(
+        let (info, reply) = futures::executor::block_on(handshake(
             &inner,
             &ctx,
             None,
             &message(json!({"channel": "/meta/handshake", "version": "1.0"})),
-        );
+        ));
         assert!(info.is_none() && !reply.is_successful());
         let advice = reply.advice.unwrap();
         assert_eq!(
@@ -1102,10 +1175,7 @@ mod tests {
             retention: Duration::from_secs(10),
             ..crate::server::ReplayConfig::new(vec![ChannelName::parse("/r").unwrap()])
         };
-        let server = Server::new(ServerConfig {
-            replay: Some(replay),
-            ..ServerConfig::default()
-        });
+        let server = Server::new(ServerConfig::default().with_replay(Some(replay)));
         let inner = server.inner().clone();
         let watcher = open(&inner, None);
         assert!(
@@ -1155,10 +1225,9 @@ mod tests {
     #[tokio::test]
     async fn per_session_deliveries_are_never_durable_and_per_user_ones_are_per_user() {
         let all = vec![ChannelName::parse("/**").unwrap()];
-        let server = Server::new(ServerConfig {
-            replay: Some(crate::server::ReplayConfig::new(all)),
-            ..ServerConfig::default()
-        });
+        let server = Server::new(
+            ServerConfig::default().with_replay(Some(crate::server::ReplayConfig::new(all))),
+        );
         let inner = server.inner().clone();
         let agent = open(&inner, Some("agent1"));
         assert!(
@@ -1217,13 +1286,9 @@ mod tests {
 
     #[tokio::test]
     async fn a_history_the_queue_cannot_hold_is_refused_not_cut() {
-        let server = Server::new(ServerConfig {
-            max_queue: 3,
-            replay: Some(crate::server::ReplayConfig::new(vec![
-                ChannelName::parse("/r").unwrap(),
-            ])),
-            ..ServerConfig::default()
-        });
+        let server = Server::new(ServerConfig::default().with_max_queue(3).with_replay(Some(
+            crate::server::ReplayConfig::new(vec![ChannelName::parse("/r").unwrap()]),
+        )));
         let inner = server.inner().clone();
         let watcher = open(&inner, None);
         assert!(
@@ -1272,12 +1337,9 @@ mod tests {
     /// (live or replayed) is not replayed again through another that matches it.
     #[tokio::test]
     async fn overlapping_patterns_replay_each_message_once() {
-        let server = Server::new(ServerConfig {
-            replay: Some(crate::server::ReplayConfig::new(vec![
-                ChannelName::parse("/a/**").unwrap(),
-            ])),
-            ..ServerConfig::default()
-        });
+        let server = Server::new(ServerConfig::default().with_replay(Some(
+            crate::server::ReplayConfig::new(vec![ChannelName::parse("/a/**").unwrap()]),
+        )));
         let inner = server.inner().clone();
         server.publish("/a/b", json!({"n": 0})).await.unwrap();
         // Replayed through `/a/*`, then asked again through `/a/b`.

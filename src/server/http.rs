@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, ORIGIN, SET_COOKIE};
+use http::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::{Body, Incoming};
@@ -24,6 +24,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::handler::{RequestContext, process};
+use super::limits::{ClientAddr, ClientKey, Limits};
 use super::transport::long_polling;
 use super::{Server, ServerConfig};
 use crate::protocol::Batch;
@@ -64,22 +65,46 @@ impl Server {
     ///   `max_batch` messages: 400. A body over `max_message_size`: 413. A body slower
     ///   than `body_timeout`: 408. Another method: 405.
     /// - With `cors_origins`, CORS headers for allowed origins and `OPTIONS` preflights.
-    pub async fn handle<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    pub async fn handle<B>(&self, mut request: Request<B>) -> Response<ResponseBody>
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
     {
-        let origin = self.allowed_origin(request.headers());
-        let mut response = self.handle_inner(request).await;
-        if let Some(origin) = origin {
-            cors::allow(&mut response, &origin);
+        let access = self.cors_access(request.headers(), request.uri().authority());
+        // `*` grants no credentials: a request is handled as if it carried none; a
+        // WebSocket, which CORS does not protect, is refused if it carries some.
+        let mut refuse = access == cors::Access::Denied;
+        if access == cors::Access::Anonymous {
+            let headers = request.headers_mut();
+            let credentials = headers.contains_key(COOKIE) || headers.contains_key(AUTHORIZATION);
+            refuse = credentials && wants_websocket(&request);
+            let headers = request.headers_mut();
+            headers.remove(COOKIE);
+            headers.remove(AUTHORIZATION);
         }
+        let mut response = if refuse {
+            text(StatusCode::FORBIDDEN, "origin not allowed")
+        } else {
+            self.handle_inner(request, &access).await
+        };
+        cors::apply(&mut response, &access);
         // `bayeux_http_requests_total`, by status (a long poll counts when answered).
         self.inner().stats.http_response(response.status());
         response
     }
 
-    async fn handle_inner<B>(&self, request: Request<B>) -> Response<ResponseBody>
+    /// The client a request came from: the [`ClientAddr`] its listener recorded (or, from
+    /// a trusted proxy, its `X-Forwarded-For`), if any.
+    pub(crate) fn client_of(&self, request: &Request<impl Sized>) -> Option<ClientKey> {
+        let peer = request.extensions().get::<ClientAddr>().map(|a| a.0.ip());
+        self.inner().limits.client_of(peer, request.headers())
+    }
+
+    async fn handle_inner<B>(
+        &self,
+        request: Request<B>,
+        access: &cors::Access,
+    ) -> Response<ResponseBody>
     where
         B: Body,
         B::Error: std::error::Error + Send + Sync + 'static,
@@ -87,7 +112,7 @@ impl Server {
         let config = self.config();
         #[cfg(feature = "websocket")]
         if super::transport::websocket::is_upgrade(&request) {
-            return super::transport::websocket::upgrade(self, request);
+            return super::transport::websocket::upgrade(self, request, access);
         }
         #[cfg(feature = "callback-polling")]
         if request.method() == Method::GET && config.callback_polling {
@@ -95,10 +120,7 @@ impl Server {
             return Box::pin(super::transport::callback_polling::respond(self, request)).await;
         }
         if request.method() == Method::OPTIONS && !config.cors_origins.is_empty() {
-            return cors::preflight(
-                request.headers(),
-                self.allowed_origin(request.headers()).is_some(),
-            );
+            return cors::preflight(access);
         }
         if request.method() != Method::POST {
             let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "Bayeux requests use POST");
@@ -106,8 +128,24 @@ impl Server {
                 .insert(ALLOW, "POST".parse().expect("static header"));
             return res;
         }
+        let client = self.client_of(&request);
         let (parts, body) = request.into_parts();
         let limit = config.max_message_size;
+        // The bytes it may take, reserved until it is handled: bodies in flight are
+        // bounded per client and in total.
+        let declared = declared_length(&parts.headers);
+        let reserve = declared.map_or(limit, |n| usize::try_from(n).unwrap_or(limit).min(limit));
+        let Ok(reservation) = self.inner().limits.reserve_body(client, reserve) else {
+            let mut res = text(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "too many request bodies in flight; retry shortly",
+            );
+            res.headers_mut().insert(
+                http::header::RETRY_AFTER,
+                http::HeaderValue::from_static("1"),
+            );
+            return res;
+        };
         // Boxed, as is `process` below: the request's future is as large as its largest
         // state, and a held long poll should not carry these (BENCHMARKS.md).
         let bytes =
@@ -131,8 +169,8 @@ impl Server {
                 }
             };
         // Faye and old CometD clients may POST a form, `message=<JSON>`: served as Faye
-        // serves it.
-        let parsed = if is_form(&parts.headers) {
+        // serves it (its cross-origin transport sends one as text/plain).
+        let parsed = if is_form(&parts.headers, &bytes) {
             form_batch(&bytes)
         } else {
             Batch::parse(&bytes).map_err(|e| e.to_string())
@@ -156,6 +194,7 @@ impl Server {
             headers: &parts.headers,
             browser: browser_cookie(&parts.headers),
             transport: super::ConnectionType::LongPolling,
+            client,
         };
         let mut processed = Box::pin(process(self.inner(), &ctx, batch)).await;
         let set_browser = processed
@@ -166,6 +205,7 @@ impl Server {
         // them before the long poll, or the connection needs a second buffer meanwhile.
         drop(parts);
         drop(bytes);
+        drop(reservation);
         let body = long_polling::respond(self.inner(), processed, http2).await;
         let mut res = json(body);
         if let Some(cookie) = set_browser {
@@ -174,14 +214,13 @@ impl Server {
         res
     }
 
-    /// The request's `Origin` when CORS allows it.
-    pub(crate) fn allowed_origin(&self, headers: &http::HeaderMap) -> Option<String> {
-        let origin = headers.get(ORIGIN)?.to_str().ok()?;
-        let allowed = &self.config().cors_origins;
-        allowed
-            .iter()
-            .any(|o| o == "*" || o.eq_ignore_ascii_case(origin))
-            .then(|| origin.to_string())
+    /// How CORS treats a request with these headers (see [`cors::Access`]).
+    pub(crate) fn cors_access(
+        &self,
+        headers: &http::HeaderMap,
+        authority: Option<&http::uri::Authority>,
+    ) -> cors::Access {
+        cors::access(&self.config().cors_origins, headers, authority)
     }
 }
 
@@ -208,10 +247,7 @@ where
     B: Body,
     B::Error: std::error::Error + Send + Sync + 'static,
 {
-    let declared = headers
-        .get(CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
+    let declared = declared_length(headers);
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge);
     }
@@ -223,16 +259,40 @@ where
     }
 }
 
-/// Whether the request body is a form (`application/x-www-form-urlencoded`).
-fn is_form(headers: &http::HeaderMap) -> bool {
+/// Whether the request asks for a WebSocket this server can serve.
+fn wants_websocket<B>(request: &Request<B>) -> bool {
+    #[cfg(feature = "websocket")]
+    return super::transport::websocket::is_upgrade(request);
+    #[cfg(not(feature = "websocket"))]
+    {
+        let _ = request;
+        false
+    }
+}
+
+/// The request's `Content-Length`, if it declares one.
+fn declared_length(headers: &http::HeaderMap) -> Option<u64> {
     headers
+        .get(CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+}
+
+/// Whether the request body is a form: `application/x-www-form-urlencoded`, or, under
+/// another type than JSON's, a body that starts with `message=` (Faye's
+/// `cross-origin-long-polling` sends its form as `text/plain`, the type a browser
+/// sends without a preflight).
+fn is_form(headers: &http::HeaderMap, body: &[u8]) -> bool {
+    let media = headers
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .is_some_and(|t| {
-            t.trim()
-                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
-        })
+        .map(|t| t.trim().to_ascii_lowercase());
+    match media.as_deref() {
+        Some("application/x-www-form-urlencoded") => true,
+        Some("application/json") => false,
+        _ => body.starts_with(b"message="),
+    }
 }
 
 /// The messages of a form body: the JSON (one message or an array) of each `message`
@@ -289,12 +349,9 @@ pub(crate) fn browser_cookie_header(
 /// Whether the browser reached the server over TLS: the server's own, or a proxy's
 /// (`X-Forwarded-Proto: https`).
 fn is_secure(config: &ServerConfig, headers: &http::HeaderMap) -> bool {
-    #[cfg(feature = "tls")]
-    if config.tls.is_some() {
+    if config.serves_tls() {
         return true;
     }
-    #[cfg(not(feature = "tls"))]
-    let _ = config;
     headers
         .get("x-forwarded-proto")
         .and_then(|v| v.to_str().ok())
@@ -315,34 +372,118 @@ pub(crate) fn browser_cookie(headers: &http::HeaderMap) -> Option<&str> {
 }
 
 /// Cross-origin resource sharing, off unless origins are configured.
-mod cors {
+pub(crate) mod cors {
     use http::header::{
         ACCESS_CONTROL_ALLOW_CREDENTIALS, ACCESS_CONTROL_ALLOW_HEADERS,
-        ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE,
-        ACCESS_CONTROL_REQUEST_HEADERS, VARY,
+        ACCESS_CONTROL_ALLOW_METHODS, ACCESS_CONTROL_ALLOW_ORIGIN, ACCESS_CONTROL_MAX_AGE, HOST,
+        ORIGIN, SET_COOKIE, VARY,
     };
     use http::{HeaderMap, HeaderValue, Response, StatusCode};
 
     use super::{ResponseBody, text};
 
-    /// Adds the headers that let the browser at `origin` read the response.
-    pub fn allow(res: &mut Response<ResponseBody>, origin: &str) {
-        if let Ok(v) = HeaderValue::from_str(origin) {
-            let h = res.headers_mut();
-            h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, v);
-            h.insert(
-                ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            );
-            h.append(VARY, HeaderValue::from_static("Origin"));
+    /// The request headers a preflight allows: what the CometD, Faye and our own
+    /// clients send (`Pragma` is Faye's), and nothing else whatever was asked.
+    pub const ALLOWED_HEADERS: &str =
+        "Accept, Authorization, Content-Type, Pragma, X-Requested-With";
+
+    /// The same without `Authorization`, for origins allowed without credentials.
+    const ANONYMOUS_HEADERS: &str = "Accept, Content-Type, Pragma, X-Requested-With";
+
+    /// How a request's `Origin` is treated.
+    #[derive(Clone, Debug, PartialEq, Eq)]
+    pub enum Access {
+        /// No `Origin`, the endpoint's own origin, or CORS off: no CORS headers (a
+        /// browser keeps a foreign page from reading the answer).
+        SameOrigin,
+        /// An origin listed in `cors_origins`: credentialed access.
+        Credentialed(String),
+        /// Another origin, allowed by `*`: no credentials are granted or used.
+        Anonymous,
+        /// CORS is on and the origin is not allowed: `403`.
+        Denied,
+    }
+
+    /// Whether `origin` names the host the request was sent to (its `Host`, the
+    /// authority of an absolute request URI, or the `X-Forwarded-Host` a reverse proxy
+    /// sets).
+    pub fn same_origin(
+        origin: &str,
+        headers: &HeaderMap,
+        authority: Option<&http::uri::Authority>,
+    ) -> bool {
+        let Some((_, origin_host)) = origin.split_once("://") else {
+            return false;
+        };
+        [headers.get("x-forwarded-host"), headers.get(HOST)]
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.to_str().ok())
+            .chain(authority.map(|a| a.as_str()))
+            .flat_map(|v| v.split(','))
+            .any(|h| origin_host.eq_ignore_ascii_case(h.trim()))
+    }
+
+    /// How `allowed` (the configured origins) treats a request with `headers`.
+    pub fn access(
+        allowed: &[String],
+        headers: &HeaderMap,
+        authority: Option<&http::uri::Authority>,
+    ) -> Access {
+        let Some(origin) = headers.get(ORIGIN) else {
+            return Access::SameOrigin;
+        };
+        let Ok(origin) = origin.to_str() else {
+            return if allowed.is_empty() {
+                Access::SameOrigin
+            } else {
+                Access::Denied
+            };
+        };
+        if allowed.is_empty() || same_origin(origin, headers, authority) {
+            return Access::SameOrigin;
+        }
+        if allowed.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+            Access::Credentialed(origin.to_string())
+        } else if allowed.iter().any(|o| o == "*") {
+            Access::Anonymous
+        } else {
+            Access::Denied
         }
     }
 
-    /// Answers an `OPTIONS` preflight: 204 for an allowed origin, 403 otherwise.
-    pub fn preflight(headers: &HeaderMap, allowed: bool) -> Response<ResponseBody> {
-        if !allowed {
-            return text(StatusCode::FORBIDDEN, "origin not allowed");
+    /// Adds the headers that let the browser read the response, and takes out a cookie
+    /// that an anonymous origin must not be given.
+    pub fn apply(res: &mut Response<ResponseBody>, access: &Access) {
+        let h = res.headers_mut();
+        match access {
+            Access::Credentialed(origin) => {
+                if let Ok(v) = HeaderValue::from_str(origin) {
+                    h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, v);
+                    h.insert(
+                        ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                        HeaderValue::from_static("true"),
+                    );
+                }
+                h.append(VARY, HeaderValue::from_static("Origin"));
+            }
+            Access::Anonymous => {
+                h.insert(ACCESS_CONTROL_ALLOW_ORIGIN, HeaderValue::from_static("*"));
+                h.remove(SET_COOKIE);
+                h.append(VARY, HeaderValue::from_static("Origin"));
+            }
+            Access::SameOrigin | Access::Denied => {}
         }
+    }
+
+    /// Answers an `OPTIONS` preflight: 204 with the methods and headers the endpoint
+    /// accepts for an allowed origin, 403 otherwise.
+    pub fn preflight(access: &Access) -> Response<ResponseBody> {
+        let headers = match access {
+            Access::Credentialed(_) | Access::SameOrigin => ALLOWED_HEADERS,
+            Access::Anonymous => ANONYMOUS_HEADERS,
+            Access::Denied => return text(StatusCode::FORBIDDEN, "origin not allowed"),
+        };
         let mut res = text(StatusCode::NO_CONTENT, "");
         *res.body_mut() = ResponseBody::default();
         let h = res.headers_mut();
@@ -350,11 +491,10 @@ mod cors {
             ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static("POST, OPTIONS"),
         );
-        let requested = headers
-            .get(ACCESS_CONTROL_REQUEST_HEADERS)
-            .cloned()
-            .unwrap_or_else(|| HeaderValue::from_static("Content-Type, Authorization"));
-        h.insert(ACCESS_CONTROL_ALLOW_HEADERS, requested);
+        h.insert(
+            ACCESS_CONTROL_ALLOW_HEADERS,
+            HeaderValue::from_static(headers),
+        );
         h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("3600"));
         res
     }
@@ -509,17 +649,21 @@ pub async fn serve_with_config<S: HttpService>(
     shutdown: impl Future<Output = ()>,
     config: &ServerConfig,
 ) -> io::Result<()> {
+    // Without a server at hand, the connection budgets are this loop's own.
+    let limits = Arc::new(Limits::new(config));
     accept_loop(
         listener,
         service,
         shutdown,
-        Arc::new(Connections::new(config)),
+        Arc::new(Connections::new(config, limits)),
     )
     .await
 }
 
 /// How each accepted connection is served, from a [`ServerConfig`].
 struct Connections {
+    /// The connection budgets (total and per client address).
+    limits: Arc<Limits>,
     http1: http1::Builder,
     #[cfg(feature = "http2")]
     http2: hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>,
@@ -549,12 +693,13 @@ enum Protocol {
 }
 
 impl Connections {
-    fn new(config: &ServerConfig) -> Self {
+    fn new(config: &ServerConfig, limits: Arc<Limits>) -> Self {
         let mut http1 = http1::Builder::new();
         http1
             .timer(TokioTimer::new())
             .header_read_timeout(config.header_timeout);
         Connections {
+            limits,
             http1,
             #[cfg(feature = "http2")]
             http2: {
@@ -566,7 +711,7 @@ impl Connections {
             #[cfg(feature = "http2")]
             idle_timeout: config.header_timeout,
             #[cfg(feature = "tls")]
-            tls: config.tls.as_ref().map(|tls| {
+            tls: config.tls().map(|tls| {
                 (
                     tokio_rustls::TlsAcceptor::from(tls.rustls_config()),
                     config.tls_handshake_timeout,
@@ -656,11 +801,24 @@ async fn accept_loop<S: HttpService>(
                         continue;
                     }
                 };
+                // Over a budget: refused at once, before any task or buffer is spent on it.
+                let slot = match connections.limits.open_connection(peer.ip()) {
+                    Ok(slot) => slot,
+                    Err(_) => {
+                        refuse_connection(stream, connections.is_tls());
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
-                let (service, connections) = (service.clone(), connections.clone());
+                let service = WithClientAddr {
+                    inner: service.clone(),
+                    addr: ClientAddr(peer),
+                };
+                let connections = connections.clone();
                 let (stopping, alive) = (stopping.clone(), alive.clone());
                 let task = async move {
                     connection(stream, peer, service, &connections, stopping).await;
+                    drop(slot);
                     drop(alive);
                 };
                 // The connection's events (its errors, its TLS handshake) name the peer.
@@ -679,6 +837,78 @@ async fn accept_loop<S: HttpService>(
     drop(alive);
     let _ = all_done.recv().await;
     Ok(())
+}
+
+/// The answer to a connection over a budget, written if the socket takes it at once
+/// (it is fresh, so it does): a plain `503` that closes, so a client sees why. A TLS
+/// connection is closed without a word (it has not handshaken).
+const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 35\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections; retry later\r\n";
+
+/// Refused connections whose answer is being delivered right now, at most
+/// [`MAX_REFUSING`]: past it, a refused connection is closed without one.
+static REFUSING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+const MAX_REFUSING: usize = 256;
+
+/// Answers a connection over a budget with [`REFUSED`] and closes it. The request the
+/// client already sent is read and discarded (1 s, 64 KiB at most) before the close, so
+/// that the kernel does not reset the connection over unread bytes and the client
+/// reads the 503; that costs a small task, so only [`MAX_REFUSING`] at once.
+fn refuse_connection(stream: TcpStream, tls: bool) {
+    use std::sync::atomic::Ordering;
+    if tls || REFUSING.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
+        if !tls {
+            REFUSING.fetch_sub(1, Ordering::AcqRel);
+        }
+        return;
+    }
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = stream;
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            stream.write_all(REFUSED).await?;
+            stream.shutdown().await?;
+            let mut sink = [0u8; 4096];
+            let mut read = 0;
+            while read < 64 * 1024 {
+                match stream.read(&mut sink).await? {
+                    0 => break,
+                    n => read += n,
+                }
+            }
+            io::Result::Ok(())
+        })
+        .await;
+        REFUSING.fetch_sub(1, Ordering::AcqRel);
+    });
+}
+
+impl Connections {
+    /// Whether connections are TLS.
+    fn is_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
+    }
+}
+
+/// A connection's service: each request carries the connection's [`ClientAddr`] in
+/// its extensions, for the per-address budgets.
+#[derive(Clone)]
+struct WithClientAddr<S> {
+    inner: S,
+    addr: ClientAddr,
+}
+
+impl<S: HttpService> Service<Request<Incoming>> for WithClientAddr<S> {
+    type Response = Response<ResponseBody>;
+    type Error = Infallible;
+    type Future = S::Future;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        request.extensions_mut().insert(self.addr);
+        self.inner.call(request)
+    }
 }
 
 /// Serves one accepted connection: the TLS handshake (bounded by its timeout) if TLS is
@@ -1087,11 +1317,11 @@ impl Server {
         let listener = TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = oneshot::channel::<()>();
-        let connections = Arc::new(Connections::new(server.config()));
-        #[cfg(feature = "tls")]
-        let tls = server.config().tls.is_some();
-        #[cfg(not(feature = "tls"))]
-        let tls = false;
+        let connections = Arc::new(Connections::new(
+            server.config(),
+            server.inner().limits.clone(),
+        ));
+        let tls = server.config().serves_tls();
         let server_handle = server.clone();
         let task = tokio::spawn(accept_loop(
             listener,

@@ -13,7 +13,7 @@
 //! | metric | type | labels | meaning |
 //! |---|---|---|---|
 //! | `bayeux_sessions` | gauge | `transport` | live sessions, by the transport that last carried them |
-//! | `bayeux_handshakes_total` | counter | `outcome` | handshakes: `accepted`, `denied`, `max-sessions`, `unsupported`, `shutting-down` |
+//! | `bayeux_handshakes_total` | counter | `outcome` | handshakes: `accepted`, `denied`, `max-sessions`, `unsupported`, `shutting-down`, `address-limit`, `busy` |
 //! | `bayeux_sessions_closed_total` | counter | `reason` | sessions ended: `disconnected`, `expired`, `overflow`, `shutdown` |
 //! | `bayeux_messages_published_total` | counter | | messages accepted for delivery |
 //! | `bayeux_messages_delivered_total` | counter | | messages taken by a transport to be written to a client |
@@ -23,6 +23,13 @@
 //! | `bayeux_http_requests_total` | counter | `status` | responses of the Bayeux endpoint |
 //! | `bayeux_publish_to_flush_seconds` | histogram | | per batch, the age of its oldest message when a transport took it |
 //! | `bayeux_replay_retained_messages` | gauge | | messages the in-memory replay log holds (with replay on, without JetStream) |
+//! | `bayeux_limit_refusals_total` | counter | `limit` | refusals by each budget: `max-connections`, `max-connections-per-address`, `max-pending-websockets-per-address`, `websocket-handshake-timeout`, `max-sessions-per-address`, `max-auth-failures-per-address`, `handshakes-per-request`, `max-queued-bytes`, `max-body-bytes`, `max-body-bytes-per-address` |
+//! | `bayeux_limit` | gauge | `limit` | the budgets in force |
+//! | `bayeux_connections_open` | gauge | | TCP connections open on the server's own listener |
+//! | `bayeux_websockets_pending` | gauge | | open WebSockets that have not handshaken yet |
+//! | `bayeux_queued_bytes` | gauge | | bytes held by all session queues together |
+//! | `bayeux_body_bytes` | gauge | | bytes of request bodies being read and handled |
+//! | `bayeux_limit_tracked_clients` | gauge | | client addresses the per-address budgets track |
 //!
 //! With a multi-node broker (NATS), its link too:
 //!
@@ -218,6 +225,86 @@ fn labelled<M: EncodeMetric>(
     Ok(())
 }
 
+/// The budgets: what each refused, how much of each is in use, and the settings.
+fn encode_limits(encoder: &mut DescriptorEncoder<'_>, inner: &Inner, s: &Stats) -> fmt::Result {
+    use super::limits::Refusal;
+    let mut refusals = inner.limits.refusals();
+    refusals[Refusal::ALL
+        .iter()
+        .position(|r| *r == Refusal::QueuedBytes)
+        .unwrap_or(0)] += s.queued_bytes_refusals.load(Ordering::Relaxed);
+    labelled(
+        encoder,
+        "bayeux_limit_refusals",
+        "Requests, connections and messages refused by a budget, by the budget's setting (each refusal counted; the log says it once per client and interval).",
+        MetricType::Counter,
+        "limit",
+        Refusal::ALL
+            .iter()
+            .zip(refusals)
+            .map(|(r, n)| (r.label().to_string(), ConstCounter::new(n))),
+    )?;
+    let c = &inner.config;
+    let gauge = |n: usize| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
+    labelled(
+        encoder,
+        "bayeux_limit",
+        "The budgets in force, by setting.",
+        MetricType::Gauge,
+        "limit",
+        [
+            ("max-connections", c.max_connections),
+            ("max-connections-per-address", c.max_connections_per_address),
+            (
+                "max-pending-websockets-per-address",
+                c.max_pending_websockets_per_address,
+            ),
+            ("max-sessions", c.max_sessions),
+            ("max-sessions-per-address", c.max_sessions_per_address),
+            (
+                "max-auth-failures-per-address",
+                c.max_auth_failures_per_address as usize,
+            ),
+            ("max-queued-bytes", c.max_queued_bytes),
+            ("max-queue-bytes", c.max_queue_bytes),
+            ("max-body-bytes", c.max_body_bytes),
+            ("max-body-bytes-per-address", c.max_body_bytes_per_address),
+        ]
+        .into_iter()
+        .map(|(name, n)| (name.to_string(), gauge(n))),
+    )?;
+    single(
+        encoder,
+        "bayeux_connections_open",
+        "TCP connections open on the server's own listener.",
+        &gauge(inner.limits.open_connections()),
+    )?;
+    single(
+        encoder,
+        "bayeux_websockets_pending",
+        "Open WebSockets that have not handshaken yet.",
+        &gauge(inner.limits.pending_websockets()),
+    )?;
+    single(
+        encoder,
+        "bayeux_queued_bytes",
+        "Bytes held by all session queues together (queued or unacknowledged), as max-queued-bytes counts them.",
+        &gauge(s.queued_bytes.load(Ordering::Relaxed)),
+    )?;
+    single(
+        encoder,
+        "bayeux_body_bytes",
+        "Bytes of request bodies being read and handled right now, as max-body-bytes counts them.",
+        &gauge(inner.limits.body_bytes()),
+    )?;
+    single(
+        encoder,
+        "bayeux_limit_tracked_clients",
+        "Client addresses the per-address budgets track right now.",
+        &gauge(inner.limits.tracked_clients()),
+    )
+}
+
 impl Collector for ServerCollector {
     fn encode(&self, mut encoder: DescriptorEncoder<'_>) -> fmt::Result {
         let s = &*self.stats;
@@ -334,6 +421,7 @@ impl Collector for ServerCollector {
             }
         }
         if let Some(inner) = self.inner.upgrade() {
+            encode_limits(&mut encoder, &inner, s)?;
             single(
                 &mut encoder,
                 "bayeux_websockets_open",

@@ -12,6 +12,7 @@ mod error;
 mod handler;
 pub(crate) mod http;
 mod index;
+pub(crate) mod limits;
 pub(crate) mod linger;
 mod local;
 mod local_delivery;
@@ -40,20 +41,22 @@ pub use broker::{
 };
 #[cfg(feature = "nats")]
 pub use broker::{NatsBroker, NatsConfig, NatsError};
-pub use config::{OverflowPolicy, ServerConfig};
+pub use config::{ConfigError, OverflowPolicy, ServerConfig};
 pub use error::PublishError;
 pub use http::{BayeuxService, HttpService, Listening, ResponseBody, serve, serve_with_config};
 pub use index::{ChannelIndex, Recipient, RecipientId};
+pub use limits::{ClientAddr, ClientKey};
 pub use local::LocalSubscription;
 pub use local_delivery::LocalDelivery;
 #[cfg(feature = "metrics")]
 pub use metrics::METRICS_CONTENT_TYPE;
 pub use ops::{HEALTH_PATH, METRICS_PATH, OpsService, READY_PATH};
 pub use policy::{
-    AllowAll, Decision, Extension, HandshakeDecision, HandshakeRequest, SecurityPolicy, SessionInfo,
+    AllowAll, Decision, Extension, HandshakeDecision, HandshakeRequest, PolicyFuture,
+    SecurityPolicy, SessionInfo,
 };
 pub use replay::ReplayConfig;
-pub use stats::ServerStats;
+pub use stats::{LimitStats, ServerStats};
 #[cfg(feature = "tls")]
 pub use tls::{ClientAuth, TlsConfig, TlsError};
 pub use transport::ConnectionType;
@@ -79,6 +82,8 @@ pub(crate) struct Inner {
     pub connection_types: Vec<ConnectionType>,
     sessions: Arc<Registry>,
     pub stats: Arc<stats::Stats>,
+    /// The budgets per client address and in total.
+    pub limits: Arc<limits::Limits>,
     /// The long polls held per browser (CometD's multiple-clients detection).
     pub browsers: Arc<browsers::Browsers>,
     next_recipient: AtomicU64,
@@ -136,6 +141,7 @@ impl Inner {
     pub fn remove_session(&self, session: &SessionRef, reason: CloseReason) {
         if self.sessions.remove(session) {
             session.uncount();
+            session.release_address();
             #[cfg(feature = "tracing")]
             if reason != CloseReason::Expired {
                 tracing::debug!(
@@ -219,6 +225,7 @@ impl Inner {
         session::QueueLimits {
             max_messages: self.config.max_queue.max(1),
             max_bytes: self.config.max_queue_bytes,
+            max_total_bytes: self.config.max_queued_bytes,
             overflow: self.config.overflow,
             busy_threshold: self.config.busy_threshold,
         }
@@ -262,6 +269,7 @@ impl Inner {
         if let Some(replay) = &self.replay {
             replay.prune(now);
         }
+        self.limits.prune(now);
         let limit = self.config.interval + self.config.max_interval;
         let stale = self.sessions.filter(|s| s.is_idle_longer_than(limit, now));
         for s in &stale {
@@ -377,13 +385,17 @@ impl ServerBuilder {
         }
     }
 
-    /// Builds the server as [`ServerBuilder::build`] does, but returns a broker setting
-    /// that cannot work (a bad NATS URL, an unreadable credentials file) as an error.
+    /// Builds the server as [`ServerBuilder::build`] does, but returns a setting that
+    /// cannot work ([`ServerConfig::validate`], a bad NATS URL, an unreadable
+    /// credentials file) as an error.
     pub fn try_build(self) -> Result<Server, BrokerError> {
+        self.config.validate().map_err(|e| {
+            BrokerError::with_source(format!("invalid server configuration: {e}"), e)
+        })?;
         #[cfg(feature = "nats")]
         let mut nats_link = None;
         #[cfg(feature = "nats")]
-        let broker: Arc<dyn Broker> = match (self.broker, &self.config.nats) {
+        let broker: Arc<dyn Broker> = match (self.broker, self.config.nats()) {
             (Some(broker), _) => broker,
             (None, Some(nats)) => {
                 let broker = NatsBroker::connect(nats.clone())
@@ -413,6 +425,7 @@ impl ServerBuilder {
         });
         let inner = Arc::new(Inner {
             connection_types: transport::offered(&self.config),
+            limits: Arc::new(limits::Limits::new(&self.config)),
             config: self.config,
             broker,
             index,
@@ -521,6 +534,12 @@ impl Server {
     pub fn stats(&self) -> ServerStats {
         let mut stats = self.inner.stats.snapshot(self.session_count());
         stats.broker = self.inner.broker.link_stats();
+        let limits = &self.inner.limits;
+        stats.limits.connections_open = limits.open_connections();
+        stats.limits.pending_websockets = limits.pending_websockets();
+        stats.limits.body_bytes = limits.body_bytes();
+        stats.limits.tracked_clients = limits.tracked_clients();
+        stats.limits.refusals += limits.refusals().iter().sum::<u64>();
         stats
     }
 

@@ -104,6 +104,9 @@ pub(crate) struct QueueLimits {
     pub max_messages: usize,
     /// `maxQueueBytes`: their bytes, each message charged its size and its slot.
     pub max_bytes: usize,
+    /// `max_queued_bytes`: what all sessions together may hold, counted as `max_bytes`
+    /// is, in [`Stats::queued_bytes`].
+    pub max_total_bytes: usize,
     /// What a session without acknowledgements does on overflow.
     pub overflow: OverflowPolicy,
     /// A batch of at least this many messages marks the session busy (see
@@ -195,6 +198,9 @@ pub(crate) struct Session {
     /// does not send them again.
     replay_joined: Mutex<HashMap<ChannelName, u64>>,
     state: Mutex<State>,
+    /// Counts the session against its client's `max_sessions_per_address` until it is
+    /// removed from the registry.
+    address_slot: Mutex<Option<super::limits::SessionSlot>>,
     /// Wakes the attached transport: a message queued into an empty queue, a newer
     /// attachment, or the session ending.
     wake: Notify,
@@ -237,9 +243,50 @@ impl Session {
                 #[cfg(feature = "metrics")]
                 first_queued: 0,
             }),
+            address_slot: Mutex::new(None),
             wake: Notify::new(),
             dropped: AtomicU64::new(0),
         }
+    }
+
+    /// Counts the session against its client's budget until [`Session::release_address`].
+    pub fn hold_address(&self, slot: super::limits::SessionSlot) {
+        *lock(&self.address_slot) = Some(slot);
+    }
+
+    /// Gives back the session's place in its client's budget (it left the registry).
+    pub fn release_address(&self) {
+        lock(&self.address_slot).take();
+    }
+
+    /// Whether `cost` more bytes, for a session that holds `held`, fit the budget of
+    /// all queues (`max_queued_bytes`, B): always below B; past it, only while the
+    /// session holds less than its share (B divided by the live sessions), so that the
+    /// sessions that let their queues grow (stalled clients) overflow, not the ones that
+    /// keep up. Each session can grow to its share at most, so all queues together stay
+    /// below 2 B (a hard stop).
+    fn in_budget(&self, held: usize, cost: usize) -> bool {
+        let budget = self.limits.max_total_bytes;
+        let total = self.stats.queued_bytes.load(Ordering::Relaxed);
+        if total.saturating_add(cost) <= budget {
+            return true;
+        }
+        let sessions = self.stats.live_sessions().max(1);
+        total.saturating_add(cost) <= budget.saturating_mul(2)
+            && held.saturating_add(cost) <= budget / sessions
+    }
+
+    /// Adds `n` to what the session holds, and to the server's total.
+    fn hold_bytes(&self, st: &mut State, n: usize) {
+        st.held_bytes += n;
+        self.stats.queued_bytes.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Takes `n` from what the session holds, and from the server's total.
+    fn release_bytes(&self, st: &mut State, n: usize) {
+        let n = n.min(st.held_bytes);
+        st.held_bytes -= n;
+        self.stats.queued_bytes.fetch_sub(n, Ordering::Relaxed);
     }
 
     fn state(&self) -> MutexGuard<'_, State> {
@@ -395,7 +442,8 @@ impl Session {
                     .drop_messages(DropReason::SessionEnded, lost as u64);
                 st.queue = VecDeque::new();
                 st.ack = None;
-                st.held_bytes = 0;
+                let held = st.held_bytes;
+                self.release_bytes(&mut st, held);
                 #[cfg(feature = "metrics")]
                 {
                     st.first_queued = 0;
@@ -490,7 +538,7 @@ impl Session {
             }
         }
         let remaining = !ack.unacked.is_empty();
-        st.held_bytes = st.held_bytes.saturating_sub(released);
+        self.release_bytes(&mut st, released);
         remaining
     }
 
@@ -523,9 +571,7 @@ impl Session {
         st.busy = messages.len() >= self.limits.busy_threshold.max(1);
         if st.ack.is_none() {
             // Sent and forgotten: no longer held.
-            st.held_bytes = st
-                .held_bytes
-                .saturating_sub(messages.iter().map(charge).sum::<usize>());
+            self.release_bytes(st, messages.iter().map(charge).sum::<usize>());
         }
         let ack_batch = st.ack.as_mut().map(|ack| {
             let batch = ack.next_batch;
@@ -547,9 +593,10 @@ impl Session {
         let st = self.state();
         let held = st.queue.len() + st.ack.as_ref().map_or(0, |a| a.unacked.len());
         let bytes: usize = messages.iter().map(charge).sum();
-        (held == 0 && messages.len() <= 1)
-            || (held + messages.len() <= self.limits.max_messages
-                && st.held_bytes + bytes <= self.limits.max_bytes)
+        self.in_budget(st.held_bytes, bytes)
+            && ((held == 0 && messages.len() <= 1)
+                || (held + messages.len() <= self.limits.max_messages
+                    && st.held_bytes + bytes <= self.limits.max_bytes))
     }
 
     /// Queues an already-encoded message for the client. Never blocks: it runs inside
@@ -579,8 +626,16 @@ impl Session {
             let fits = held == 0
                 || (held < self.limits.max_messages
                     && st.held_bytes + cost <= self.limits.max_bytes);
-            if fits {
+            // The budget of all queues together: past it, only a session that holds
+            // less than its share may queue more; one over its share overflows.
+            let in_budget = self.in_budget(st.held_bytes, cost);
+            if fits && in_budget {
                 break;
+            }
+            if !in_budget {
+                self.stats
+                    .queued_bytes_refusals
+                    .fetch_add(1, Ordering::Relaxed);
             }
             let first_overflow = !std::mem::replace(&mut st.overflowed, true);
             let close = st.ack.is_some() || self.limits.overflow == OverflowPolicy::CloseSession;
@@ -588,7 +643,7 @@ impl Session {
                 && self.limits.overflow == OverflowPolicy::DropOldest
                 && let Some(old) = st.queue.pop_front()
             {
-                st.held_bytes = st.held_bytes.saturating_sub(charge(&old));
+                self.release_bytes(&mut st, charge(&old));
                 dropped_oldest += 1;
                 if first_overflow {
                     self.report_overflow("drop-oldest", st.transport);
@@ -630,7 +685,7 @@ impl Session {
             st.first_queued = self.stats.flush_latency.stamp(at);
         }
         st.queue.push_back(message.clone());
-        st.held_bytes += cost;
+        self.hold_bytes(&mut st, cost);
         drop(st);
         if dropped_oldest > 0 {
             self.count_dropped(DropReason::DropOldest, dropped_oldest);
@@ -733,6 +788,7 @@ mod tests {
         with_limits(QueueLimits {
             max_messages: max_queue,
             max_bytes: usize::MAX,
+            max_total_bytes: usize::MAX,
             overflow,
             busy_threshold: 4,
         })
@@ -844,6 +900,7 @@ mod tests {
         let s = with_limits(QueueLimits {
             max_messages: 1_000,
             max_bytes: 2 * (10 + SLOT_COST),
+            max_total_bytes: usize::MAX,
             overflow: OverflowPolicy::DropNewest,
             busy_threshold: 4,
         });
@@ -887,6 +944,7 @@ mod tests {
         let s = with_limits(QueueLimits {
             max_messages: 1_000,
             max_bytes: 2 * (1 + SLOT_COST),
+            max_total_bytes: usize::MAX,
             overflow: OverflowPolicy::DropNewest,
             busy_threshold: 4,
         });

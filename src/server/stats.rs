@@ -6,7 +6,7 @@
 //! and no counter takes a lock.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 
 use super::transport::ConnectionType;
 
@@ -23,17 +23,23 @@ pub(crate) enum HandshakeOutcome {
     Unsupported,
     /// Refused: the server is shutting down.
     ShuttingDown,
+    /// Refused: the client's address holds `max_sessions_per_address` sessions.
+    AddressLimit,
+    /// Refused for now: the policy's checks are overloaded.
+    Busy,
 }
 
 // Read by the metrics collector and the log events.
 #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 impl HandshakeOutcome {
-    pub const ALL: [HandshakeOutcome; 5] = [
+    pub const ALL: [HandshakeOutcome; 7] = [
         HandshakeOutcome::Accepted,
         HandshakeOutcome::Denied,
         HandshakeOutcome::MaxSessions,
         HandshakeOutcome::Unsupported,
         HandshakeOutcome::ShuttingDown,
+        HandshakeOutcome::AddressLimit,
+        HandshakeOutcome::Busy,
     ];
 
     /// The metric label.
@@ -44,6 +50,8 @@ impl HandshakeOutcome {
             HandshakeOutcome::MaxSessions => "max-sessions",
             HandshakeOutcome::Unsupported => "unsupported",
             HandshakeOutcome::ShuttingDown => "shutting-down",
+            HandshakeOutcome::AddressLimit => "address-limit",
+            HandshakeOutcome::Busy => "busy",
         }
     }
 }
@@ -113,7 +121,7 @@ pub(crate) struct Stats {
     /// Messages dropped, by [`DropReason`].
     pub dropped_by: [AtomicU64; 4],
     /// Handshakes, by [`HandshakeOutcome`].
-    pub handshakes: [AtomicU64; 5],
+    pub handshakes: [AtomicU64; 7],
     /// Sessions ended, by close reason (disconnected, expired, overflow, shutdown).
     pub closed: [AtomicU64; 4],
     /// Live sessions, by the transport that last carried them ([`TRANSPORTS`]).
@@ -127,6 +135,11 @@ pub(crate) struct Stats {
     pub delivered: AtomicU64,
     /// `/meta/connect` requests held right now (long polls, WebSocket heartbeats).
     pub connects_pending: AtomicI64,
+    /// Bytes held by all session queues (queued or unacknowledged), as each session
+    /// charges them against `max_queue_bytes`.
+    pub queued_bytes: AtomicUsize,
+    /// Messages not queued because all queues held `max_queued_bytes`.
+    pub queued_bytes_refusals: AtomicU64,
     /// Responses of the Bayeux endpoint, by HTTP status (index: status - 100).
     http: Box<[AtomicU64]>,
     /// Publish-to-flush latency (see [`super::metrics`]).
@@ -146,6 +159,8 @@ impl Default for Stats {
             published: AtomicU64::new(0),
             delivered: AtomicU64::new(0),
             connects_pending: AtomicI64::new(0),
+            queued_bytes: AtomicUsize::new(0),
+            queued_bytes_refusals: AtomicU64::new(0),
             http: (0..STATUSES).map(|_| AtomicU64::new(0)).collect(),
             #[cfg(feature = "metrics")]
             flush_latency: Default::default(),
@@ -172,7 +187,22 @@ impl Stats {
             sessions_expired: load(&self.closed[1]),
             connects_pending: self.connects_pending.load(Ordering::Relaxed).max(0) as u64,
             broker: None,
+            limits: LimitStats {
+                queued_bytes: self.queued_bytes.load(Ordering::Relaxed),
+                refusals: load(&self.queued_bytes_refusals),
+                ..LimitStats::default()
+            },
         }
+    }
+
+    /// Live sessions, all transports together.
+    pub fn live_sessions(&self) -> usize {
+        let n: i64 = self
+            .sessions
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
+        usize::try_from(n).unwrap_or(0)
     }
 
     /// Counts a handshake.
@@ -275,4 +305,25 @@ pub struct ServerStats {
     /// The counters of the broker's link to the other nodes (a NATS broker), or `None`
     /// for a broker with no link.
     pub broker: Option<super::LinkStats>,
+    /// The budgets: what they hold now and what they refused (see [`LimitStats`]).
+    pub limits: LimitStats,
+}
+
+/// What the budgets of [`ServerConfig`](super::ServerConfig) hold and have refused.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct LimitStats {
+    /// TCP connections open on the server's own listener.
+    pub connections_open: usize,
+    /// WebSockets open that have not handshaken yet.
+    pub pending_websockets: usize,
+    /// Bytes held by all session queues together (`max_queued_bytes` counts them).
+    pub queued_bytes: usize,
+    /// Bytes of request bodies being read and handled (`max_body_bytes` counts them).
+    pub body_bytes: usize,
+    /// Client addresses the per-address budgets track.
+    pub tracked_clients: usize,
+    /// Everything any budget refused (connections, upgrades, handshakes, messages,
+    /// requests), since the server started; `/metrics` has them by budget.
+    pub refusals: u64,
 }

@@ -157,7 +157,7 @@ struct Identity {
 /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 /// let tls = TlsConfig::from_pem_files("cert.pem", "key.pem")?
 ///     .with_client_ca_file("clients-ca.pem", ClientAuth::Required)?; // optional
-/// let server = Server::new(ServerConfig { tls: Some(tls), ..ServerConfig::default() });
+/// let server = Server::new(ServerConfig::default().with_tls(tls));
 /// let listening = server.listen("0.0.0.0:8443".parse()?, "/cometd").await?;
 /// assert!(listening.url("/cometd").starts_with("https://"));
 /// # Ok(())

@@ -10,6 +10,7 @@
 //! per user ([`Server::deliver_to_user`]), never broadcast.
 
 mod app;
+mod checks;
 mod notification;
 mod request;
 mod users;
@@ -25,11 +26,12 @@ use http_body_util::Full;
 use hyper::body::Body;
 
 pub use app::DemoApp;
+pub use checks::{CheckLimits, CheckStats};
 pub use notification::{Notification, WORKBINS_CHANNEL, notifications, timestamp};
 pub use request::{Assignment, Media, Operation, WorkbinError, parse_body, parse_path};
 pub use users::{
-    Access, Caller, Role, UserDirectory, UsersFileError, UsersFileWarning, basic_credentials,
-    hash_password,
+    Access, Caller, Check, Role, UserDirectory, UsersFileError, UsersFileWarning,
+    basic_credentials, hash_password,
 };
 pub use web::STATS_PATH;
 
@@ -162,13 +164,22 @@ impl Workbin {
         if request.method() != Method::POST {
             return Err(WorkbinError::method_not_allowed(request.method().as_str()));
         }
-        match self.access.workbin_caller(request.headers()) {
+        let client = self.server.client_of(&request);
+        match self.access.workbin_caller(request.headers(), client).await {
             Caller::Allowed => {}
             Caller::Unauthenticated => return Err(WorkbinError::unauthorized()),
             Caller::NotSupervisor(user) => return Err(WorkbinError::forbidden(&user)),
+            Caller::Busy => return Err(WorkbinError::busy()),
         }
         let limit = self.max_body;
         let timeout = self.server.config().body_timeout;
+        // Counted with the Bayeux endpoint's bodies, per client and in total.
+        let _reservation = self
+            .server
+            .inner()
+            .limits
+            .reserve_body(client, limit)
+            .map_err(|_| WorkbinError::busy())?;
         let (parts, body) = request.into_parts();
         let body = match read_body(&parts.headers, body, limit, timeout).await {
             Ok(bytes) => bytes,

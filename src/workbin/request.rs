@@ -219,6 +219,15 @@ impl WorkbinError {
             format!("user {user} is not a supervisor"),
         )
     }
+
+    /// 11: the credential checks are busy; try again shortly (HTTP 503).
+    pub fn busy() -> Self {
+        Self::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            11,
+            "the credential checks are busy; try again shortly",
+        )
+    }
 }
 
 impl fmt::Display for WorkbinError {

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Argon2, PasswordHasher, PasswordVerifier};
@@ -13,8 +13,12 @@ use http::header::AUTHORIZATION;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
+use super::checks::{CheckLimits, CheckStats, Checks, Skipped};
 use crate::protocol::{ChannelName, Message};
-use crate::server::{Decision, HandshakeDecision, HandshakeRequest, SecurityPolicy, SessionInfo};
+use crate::server::{
+    ClientKey, Decision, HandshakeDecision, HandshakeRequest, PolicyFuture, SecurityPolicy,
+    SessionInfo,
+};
 
 /// What a user may do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -113,7 +117,13 @@ impl fmt::Display for UsersFileWarning {
 /// client that handshakes again and again does not pay it each time, a password that
 /// passed is remembered as a keyed SHA-256 (the key is random per process, so the
 /// memo is worthless outside it) and later checks of the same password are as cheap
-/// as a `SHA256:` line. A wrong password always pays the full price.
+/// as a `SHA256:` line. A wrong password always pays the full price, and so does an
+/// unknown user (checked against a decoy hash), so that the time of an answer does not
+/// tell which user names exist.
+///
+/// [`UserDirectory::check`] is what servers call: slow checks run on tokio's blocking
+/// threads, a bounded few at a time ([`CheckLimits`]); [`UserDirectory::verify`] runs on
+/// the calling thread (for tools and tests).
 pub struct UserDirectory {
     users: HashMap<String, UserEntry>,
     warnings: Vec<UsersFileWarning>,
@@ -121,6 +131,22 @@ pub struct UserDirectory {
     verified: Mutex<HashMap<String, [u8; 32]>>,
     /// The random key of those digests.
     memo_key: [u8; 32],
+    /// What an unknown user's password is checked against: an Argon2 hash when the
+    /// file has any, so that unknown and known users cost the same.
+    decoy: Secret,
+    /// Where slow checks run, and the per-user throttle.
+    checks: Checks,
+}
+
+/// The outcome of [`UserDirectory::check`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Check {
+    /// The password is right: the user has this role.
+    Valid(Role),
+    /// A wrong password or an unknown user: one answer for both.
+    Invalid,
+    /// Too many checks are waiting: try again later.
+    Busy,
 }
 
 /// Lists the user names only: secrets never reach a log.
@@ -193,12 +219,102 @@ impl UserDirectory {
         }
         let mut memo_key = [0u8; 32];
         getrandom::fill(&mut memo_key).expect("the OS random source is available");
+        let any_argon2 = users
+            .values()
+            .any(|u| matches!(u.secret, Secret::Argon2(_)));
+        let decoy = if any_argon2 {
+            let mut random = [0u8; 32];
+            getrandom::fill(&mut random).expect("the OS random source is available");
+            let hash = hash_password(&parse_hex_lossy(&random))
+                .ok()
+                .and_then(|h| PasswordHash::new(&h).ok());
+            match hash {
+                Some(hash) => Secret::Argon2(Box::new(hash)),
+                None => Secret::Sha256(random),
+            }
+        } else {
+            Secret::Sha256(memo_key)
+        };
         Ok(UserDirectory {
             users,
             warnings,
             verified: Mutex::new(HashMap::new()),
             memo_key,
+            decoy,
+            checks: Checks::new(CheckLimits::default()),
         })
+    }
+
+    /// Sets how checks are bounded (see [`CheckLimits`]).
+    #[must_use]
+    pub fn with_checks(mut self, limits: CheckLimits) -> Self {
+        self.checks = Checks::new(limits);
+        self
+    }
+
+    /// What the checks have done so far.
+    pub fn check_stats(&self) -> CheckStats {
+        self.checks.stats()
+    }
+
+    /// Checks `password` for `user` coming from `client`, as a server should: a check
+    /// that needs no slow hash (a `SHA256:` line, a password that passed before) is
+    /// answered at once; a slow one runs on tokio's blocking threads within the
+    /// [`CheckLimits`], never on the caller's thread. A user name with too many recent
+    /// failures is checked slowly (delayed, in the suspects' lane), except from clients
+    /// that signed in as it recently.
+    pub async fn check(
+        self: &Arc<Self>,
+        user: &str,
+        password: &str,
+        client: Option<ClientKey>,
+    ) -> Check {
+        let result = match self.quick(user, password) {
+            Some(result) => result,
+            None => {
+                // A user name under attack: checks from addresses it was not used from
+                // recently wait, and queue with the suspects.
+                let throttled = self.checks.throttled(user, client);
+                if throttled {
+                    tokio::time::sleep(self.checks.throttle_delay()).await;
+                }
+                let suspect = throttled || self.checks.is_suspect(client);
+                let (this, u, p) = (self.clone(), user.to_string(), password.to_string());
+                match self.checks.run(suspect, move || this.verify(&u, &p)).await {
+                    Ok(result) => result,
+                    Err(Skipped::Busy) => return Check::Busy,
+                    Err(Skipped::Failed) => None,
+                }
+            }
+        };
+        match result {
+            Some(role) => {
+                self.checks.succeeded(user, client);
+                Check::Valid(role)
+            }
+            None => {
+                self.checks.failed(user, client);
+                Check::Invalid
+            }
+        }
+    }
+
+    /// The answer when no slow hash is needed: a `SHA256:` or plain line (or an unknown
+    /// user where the file has no Argon2 line), or a password that passed before.
+    fn quick(&self, user: &str, password: &str) -> Option<Option<Role>> {
+        let secret = self.users.get(user).map_or(&self.decoy, |e| &e.secret);
+        match secret {
+            Secret::Sha256(_) => Some(self.verify(user, password)),
+            Secret::Argon2(_) => {
+                let memo = self.memo(user, password);
+                let verified = self.verified.lock().unwrap_or_else(|e| e.into_inner());
+                let known = verified
+                    .get(user)
+                    .is_some_and(|known| bool::from(known.ct_eq(&memo)));
+                drop(verified);
+                known.then(|| self.users.get(user).map(|e| e.role))
+            }
+        }
     }
 
     /// The lines that are accepted but should be changed (secrets that are not Argon2
@@ -207,9 +323,21 @@ impl UserDirectory {
         &self.warnings
     }
 
-    /// The user's role when `password` is right; `None` otherwise.
+    /// The user's role when `password` is right; `None` otherwise. Runs a slow check
+    /// on the calling thread: servers call [`UserDirectory::check`] instead.
     pub fn verify(&self, user: &str, password: &str) -> Option<Role> {
-        let entry = self.users.get(user)?;
+        let Some(entry) = self.users.get(user) else {
+            // The same work as for a known user, and the same answer.
+            match &self.decoy {
+                Secret::Sha256(digest) => {
+                    let _ = digest.ct_eq(&sha256(password));
+                }
+                Secret::Argon2(hash) => {
+                    let _ = Argon2::default().verify_password(password.as_bytes(), &**hash);
+                }
+            }
+            return None;
+        };
         let ok = match &entry.secret {
             Secret::Sha256(digest) => bool::from(digest.ct_eq(&sha256(password))),
             Secret::Argon2(hash) => self.verify_argon2(user, hash, password),
@@ -267,6 +395,11 @@ fn sha256(text: &str) -> [u8; 32] {
     Sha256::digest(text.as_bytes()).into()
 }
 
+/// Random bytes as hex: a decoy password nobody knows.
+fn parse_hex_lossy(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn parse_hex(hex: &str) -> Option<[u8; 32]> {
     if hex.len() != 64 {
         return None;
@@ -296,7 +429,7 @@ pub fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
 /// Who may use the demo server, and which agent each Bayeux session belongs to.
 #[derive(Debug)]
 pub struct Access {
-    directory: Option<UserDirectory>,
+    directory: Option<Arc<UserDirectory>>,
     trust_ext_user_id: bool,
 }
 
@@ -309,6 +442,8 @@ pub enum Caller {
     Unauthenticated,
     /// Valid credentials, but not a supervisor: 403 (the user is named).
     NotSupervisor(String),
+    /// Too many checks are waiting: 503, try again.
+    Busy,
 }
 
 impl Access {
@@ -324,9 +459,14 @@ impl Access {
     /// Checked mode: credentials must match `directory`; only supervisors may assign.
     pub fn checked(directory: UserDirectory) -> Self {
         Access {
-            directory: Some(directory),
+            directory: Some(Arc::new(directory)),
             trust_ext_user_id: false,
         }
+    }
+
+    /// The users file in checked mode, for its [`UserDirectory::check_stats`].
+    pub fn directory(&self) -> Option<&Arc<UserDirectory>> {
+        self.directory.as_ref()
     }
 
     /// Also accepts `ext.userId` in the handshake as the session's user, without a
@@ -341,16 +481,18 @@ impl Access {
         self.directory.is_none()
     }
 
-    /// Checks a caller of the workbin endpoint.
-    pub fn workbin_caller(&self, headers: &HeaderMap) -> Caller {
+    /// Checks a caller of the workbin endpoint from `client` (its password checked off
+    /// the caller's thread, as for handshakes).
+    pub async fn workbin_caller(&self, headers: &HeaderMap, client: Option<ClientKey>) -> Caller {
         let Some(directory) = &self.directory else {
             return Caller::Allowed;
         };
         match basic_credentials(headers) {
-            Some((user, password)) => match directory.verify(&user, &password) {
-                Some(Role::Supervisor) => Caller::Allowed,
-                Some(Role::Agent) => Caller::NotSupervisor(user),
-                None => Caller::Unauthenticated,
+            Some((user, password)) => match directory.check(&user, &password, client).await {
+                Check::Valid(Role::Supervisor) => Caller::Allowed,
+                Check::Valid(Role::Agent) => Caller::NotSupervisor(user),
+                Check::Invalid => Caller::Unauthenticated,
+                Check::Busy => Caller::Busy,
             },
             None => Caller::Unauthenticated,
         }
@@ -358,14 +500,41 @@ impl Access {
 }
 
 impl SecurityPolicy for Access {
-    fn handshake(&self, request: &HandshakeRequest<'_>) -> HandshakeDecision {
+    fn handshake<'a>(
+        &'a self,
+        request: HandshakeRequest<'a>,
+    ) -> PolicyFuture<'a, HandshakeDecision> {
+        Box::pin(self.decide(request))
+    }
+
+    fn publish(
+        &self,
+        session: Option<&SessionInfo>,
+        channel: &ChannelName,
+        _: &Message,
+    ) -> Decision {
+        // Only the server speaks on /v2/**: a client publishing there could forge
+        // another agent's notifications.
+        if session.is_some() && channel.segments().next() == Some("v2") {
+            Decision::Deny
+        } else {
+            Decision::Allow
+        }
+    }
+}
+
+impl Access {
+    /// The handshake decision: Basic credentials checked against the users file (off
+    /// the I/O threads), `ext.userId` when trusted, anonymous in demo mode.
+    async fn decide(&self, request: HandshakeRequest<'_>) -> HandshakeDecision {
         if let Some((user, password)) = basic_credentials(request.headers) {
-            return match &self.directory {
-                None => HandshakeDecision::Accept { user: Some(user) },
-                Some(d) if d.verify(&user, &password).is_some() => {
-                    HandshakeDecision::Accept { user: Some(user) }
-                }
-                Some(_) => HandshakeDecision::Deny("invalid credentials".into()),
+            let Some(directory) = &self.directory else {
+                return HandshakeDecision::Accept { user: Some(user) };
+            };
+            return match directory.check(&user, &password, request.client).await {
+                Check::Valid(_) => HandshakeDecision::Accept { user: Some(user) },
+                Check::Invalid => HandshakeDecision::Deny("invalid credentials".into()),
+                Check::Busy => HandshakeDecision::Busy("credential checks are busy".into()),
             };
         }
         if self.trust_ext_user_id
@@ -387,21 +556,6 @@ impl SecurityPolicy for Access {
             // Demo mode: an anonymous session may use other channels, but has no
             // /v2/me notifications since it is nobody.
             HandshakeDecision::Accept { user: None }
-        }
-    }
-
-    fn publish(
-        &self,
-        session: Option<&SessionInfo>,
-        channel: &ChannelName,
-        _: &Message,
-    ) -> Decision {
-        // Only the server speaks on /v2/**: a client publishing there could forge
-        // another agent's notifications.
-        if session.is_some() && channel.segments().next() == Some("v2") {
-            Decision::Deny
-        } else {
-            Decision::Allow
         }
     }
 }
@@ -503,8 +657,8 @@ mod tests {
         assert_eq!(basic_credentials(&HeaderMap::new()), None);
     }
 
-    #[test]
-    fn workbin_callers() {
+    #[tokio::test]
+    async fn workbin_callers() {
         let access = Access::checked(UserDirectory::parse(FILE).unwrap());
         let basic = |u: &str, p: &str| {
             headers(&format!(
@@ -513,23 +667,23 @@ mod tests {
             ))
         };
         assert_eq!(
-            access.workbin_caller(&basic("sup", "password")),
+            access.workbin_caller(&basic("sup", "password"), None).await,
             Caller::Allowed
         );
         assert_eq!(
-            access.workbin_caller(&basic("agent1", "pw1")),
+            access.workbin_caller(&basic("agent1", "pw1"), None).await,
             Caller::NotSupervisor("agent1".into())
         );
         assert_eq!(
-            access.workbin_caller(&basic("sup", "wrong")),
+            access.workbin_caller(&basic("sup", "wrong"), None).await,
             Caller::Unauthenticated
         );
         assert_eq!(
-            access.workbin_caller(&HeaderMap::new()),
+            access.workbin_caller(&HeaderMap::new(), None).await,
             Caller::Unauthenticated
         );
         assert_eq!(
-            Access::demo().workbin_caller(&HeaderMap::new()),
+            Access::demo().workbin_caller(&HeaderMap::new(), None).await,
             Caller::Allowed
         );
     }

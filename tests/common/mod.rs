@@ -19,11 +19,9 @@ pub const LIMIT: Duration = Duration::from_secs(20);
 
 /// Short timings so the suite stays fast.
 pub fn fast_config() -> ServerConfig {
-    ServerConfig {
-        timeout: Duration::from_millis(200),
-        max_interval: Duration::from_millis(200),
-        ..ServerConfig::default()
-    }
+    ServerConfig::default()
+        .with_timeout(Duration::from_millis(200))
+        .with_max_interval(Duration::from_millis(200))
 }
 
 /// A server listening on 127.0.0.1 at a free port, Bayeux at `/cometd`.

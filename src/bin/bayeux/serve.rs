@@ -8,7 +8,7 @@ use bayeux::protocol::{ChannelGrammar, ChannelName};
 use bayeux::server::{
     ClientAuth, NatsConfig, OpsService, ReplayConfig, ServerConfig, TlsConfig, TlsError,
 };
-use bayeux::workbin::{Access, DemoApp, UserDirectory, WorkbinConfig};
+use bayeux::workbin::{Access, CheckLimits, DemoApp, UserDirectory, WorkbinConfig};
 
 use crate::settings::{FileSettings, Millis, Overflow, Picker, Secs, UsageError, show_duration};
 use crate::signals::Signals;
@@ -79,6 +79,60 @@ pub struct ServeArgs {
     /// Longest channel name in bytes.
     #[arg(long, value_name = "BYTES")]
     max_channel_length: Option<usize>,
+    /// Bytes held by all session queues together at most; past it, the session a
+    /// message is queued for overflows (its --overflow applies).
+    #[arg(long, value_name = "BYTES")]
+    max_queued_bytes: Option<usize>,
+    /// Bytes of HTTP request bodies read and handled at once at most (503 past it).
+    #[arg(long, value_name = "BYTES")]
+    max_body_bytes: Option<usize>,
+    /// The same per client address.
+    #[arg(long, value_name = "BYTES")]
+    max_body_bytes_per_address: Option<usize>,
+    /// Sessions opened from one client address (IPv4, or IPv6 /64) at most.
+    #[arg(long, value_name = "N")]
+    max_sessions_per_address: Option<usize>,
+    /// TCP connections held at once at most; more are answered 503 and closed.
+    #[arg(long, value_name = "N")]
+    max_connections: Option<usize>,
+    /// TCP connections from one client address at once at most (trusted proxies are
+    /// exempt).
+    #[arg(long, value_name = "N")]
+    max_connections_per_address: Option<usize>,
+    /// WebSockets from one client address that have not handshaken yet, at most.
+    #[arg(long, value_name = "N")]
+    max_pending_websockets_per_address: Option<usize>,
+    /// How long a WebSocket may stay open without a handshake (then closed, 1008).
+    #[arg(long, value_name = "DURATION")]
+    websocket_handshake_timeout: Option<Millis>,
+    /// Failed handshakes of one client address within --auth-failure-window after
+    /// which its handshakes are refused before any password is checked.
+    #[arg(long, value_name = "N")]
+    max_auth_failures_per_address: Option<u32>,
+    /// The window of --max-auth-failures-per-address (and of
+    /// --max-auth-failures-per-user).
+    #[arg(long, value_name = "DURATION")]
+    auth_failure_window: Option<Millis>,
+    /// Each kind of refusal is logged at most once per client address in this interval.
+    #[arg(long, value_name = "DURATION")]
+    refusal_log_interval: Option<Millis>,
+    /// A reverse proxy in front of the server (repeat for several): its requests count
+    /// against the client in X-Forwarded-For, and its connections are not limited per
+    /// address.
+    #[arg(long = "trusted-proxy", value_name = "IP")]
+    trusted_proxies: Vec<std::net::IpAddr>,
+    /// With --users: password checks (Argon2) running at once, off the I/O threads
+    /// (at least 2; default: the number of CPUs).
+    #[arg(long, value_name = "N")]
+    auth_workers: Option<usize>,
+    /// With --users: password checks waiting at most; past it a handshake is told to
+    /// retry later (503).
+    #[arg(long, value_name = "N")]
+    max_auth_waiting: Option<usize>,
+    /// With --users: failed checks of one user name within --auth-failure-window after
+    /// which only addresses that signed in as that user recently are checked.
+    #[arg(long, value_name = "N")]
+    max_auth_failures_per_user: Option<u32>,
     /// Characters allowed in channel names: `strict` (the Bayeux grammar) or `cometd`
     /// (also `.`, `+`, `#`, space, `{}`, as CometD's servers accept: `/stock/AAPL.O`).
     #[arg(long, value_name = "GRAMMAR", value_parser = parse_channel_grammar)]
@@ -227,6 +281,20 @@ fn show_default(arg: clap::Arg) -> clap::Arg {
         "max_subscriptions" => d.max_subscriptions.to_string(),
         "max_sessions" => d.max_sessions.to_string(),
         "max_channel_length" => d.max_channel_length.to_string(),
+        "max_queued_bytes" => d.max_queued_bytes.to_string(),
+        "max_body_bytes" => d.max_body_bytes.to_string(),
+        "max_body_bytes_per_address" => d.max_body_bytes_per_address.to_string(),
+        "max_sessions_per_address" => d.max_sessions_per_address.to_string(),
+        "max_connections" => d.max_connections.to_string(),
+        "max_connections_per_address" => d.max_connections_per_address.to_string(),
+        "max_pending_websockets_per_address" => d.max_pending_websockets_per_address.to_string(),
+        "websocket_handshake_timeout" => show_duration(d.websocket_handshake_timeout),
+        "max_auth_failures_per_address" => d.max_auth_failures_per_address.to_string(),
+        "auth_failure_window" => show_duration(d.auth_failure_window),
+        "refusal_log_interval" => show_duration(d.refusal_log_interval),
+        "auth_workers" => CheckLimits::default().concurrency.to_string(),
+        "max_auth_waiting" => CheckLimits::default().max_waiting.to_string(),
+        "max_auth_failures_per_user" => CheckLimits::default().max_failures_per_user.to_string(),
         "channel_grammar" => d.channel_grammar.as_str().to_string(),
         "header_timeout" => show_duration(d.header_timeout),
         "body_timeout" => show_duration(d.body_timeout),
@@ -275,6 +343,8 @@ struct Settings {
     nats: Option<NatsConfig>,
     /// Where each setting came from, to name it in messages.
     picker: Picker,
+    /// How the users file's password checks are bounded.
+    checks: CheckLimits,
 }
 
 impl ServeArgs {
@@ -289,129 +359,218 @@ impl ServeArgs {
         let d = ServerConfig::default();
         let ms = |v: Option<Millis>| v.map(|m| m.0);
         let cors_flags = (!self.cors_origins.is_empty()).then(|| self.cors_origins.clone());
-        let mut config = ServerConfig {
-            timeout: p.pick("timeout", ms(self.timeout), ms(file.timeout), d.timeout),
-            interval: p.pick("interval", ms(self.interval), ms(file.interval), d.interval),
-            max_interval: p.pick(
+        let mut config = ServerConfig::default()
+            .with_timeout(p.pick("timeout", ms(self.timeout), ms(file.timeout), d.timeout))
+            .with_interval(p.pick("interval", ms(self.interval), ms(file.interval), d.interval))
+            .with_max_interval(p.pick(
                 "max-interval",
                 ms(self.max_interval),
                 ms(file.max_interval),
                 d.max_interval,
-            ),
-            max_queue: p.pick("max-queue", self.max_queue, file.max_queue, d.max_queue),
-            max_queue_bytes: p.pick(
+            ))
+            .with_max_queue(p.pick("max-queue", self.max_queue, file.max_queue, d.max_queue))
+            .with_max_queue_bytes(p.pick(
                 "max-queue-bytes",
                 self.max_queue_bytes,
                 file.max_queue_bytes,
                 d.max_queue_bytes,
-            ),
-            overflow: p
-                .maybe("overflow", self.overflow, file.overflow)
-                .map_or(d.overflow, Overflow::policy),
-            busy_flush_window: p.pick(
+            ))
+            .with_overflow(
+                p.maybe("overflow", self.overflow, file.overflow)
+                    .map_or(d.overflow, Overflow::policy),
+            )
+            .with_busy_flush_window(p.pick(
                 "busy-flush-window",
                 ms(self.busy_flush_window),
                 ms(file.busy_flush_window),
                 d.busy_flush_window,
-            ),
-            busy_threshold: p.pick(
+            ))
+            .with_busy_threshold(p.pick(
                 "busy-threshold",
                 self.busy_threshold,
                 file.busy_threshold,
                 d.busy_threshold,
-            ),
-            max_message_size: p.pick(
+            ))
+            .with_max_message_size(p.pick(
                 "max-message-size",
                 self.max_message_size,
                 file.max_message_size,
                 d.max_message_size,
-            ),
-            ack_extension: !p.pick("no-ack", self.no_ack, file.no_ack, !d.ack_extension),
-            max_batch: p.pick("max-batch", self.max_batch, file.max_batch, d.max_batch),
-            max_subscriptions: p.pick(
+            ))
+            .with_ack_extension(!p.pick("no-ack", self.no_ack, file.no_ack, !d.ack_extension))
+            .with_max_batch(p.pick("max-batch", self.max_batch, file.max_batch, d.max_batch))
+            .with_max_subscriptions(p.pick(
                 "max-subscriptions",
                 self.max_subscriptions,
                 file.max_subscriptions,
                 d.max_subscriptions,
-            ),
-            max_sessions: p.pick(
+            ))
+            .with_max_sessions(p.pick(
                 "max-sessions",
                 self.max_sessions,
                 file.max_sessions,
                 d.max_sessions,
-            ),
-            max_channel_length: p.pick(
+            ))
+            .with_max_channel_length(p.pick(
                 "max-channel-length",
                 self.max_channel_length,
                 file.max_channel_length,
                 d.max_channel_length,
-            ),
-            channel_grammar: p.pick(
+            ))
+            .with_channel_grammar(p.pick(
                 "channel-grammar",
                 self.channel_grammar,
                 file.channel_grammar,
                 d.channel_grammar,
-            ),
-            header_timeout: p.pick(
+            ))
+            .with_header_timeout(p.pick(
                 "header-timeout",
                 ms(self.header_timeout),
                 ms(file.header_timeout),
                 d.header_timeout,
-            ),
-            body_timeout: p.pick(
+            ))
+            .with_body_timeout(p.pick(
                 "body-timeout",
                 ms(self.body_timeout),
                 ms(file.body_timeout),
                 d.body_timeout,
-            ),
-            bind_browser_cookie: p.pick(
+            ))
+            .with_bind_browser_cookie(p.pick(
                 "bind-browser-cookie",
                 self.bind_browser_cookie,
                 file.bind_browser_cookie,
                 d.bind_browser_cookie,
-            ),
-            max_sessions_per_browser: per_browser_limit(p.pick(
+            ))
+            .with_max_sessions_per_browser(per_browser_limit(p.pick(
                 "max-sessions-per-browser",
                 self.max_sessions_per_browser,
                 file.max_sessions_per_browser,
                 per_browser(d.max_sessions_per_browser),
-            )),
-            http2_max_sessions_per_browser: per_browser_limit(p.pick(
+            )))
+            .with_http2_max_sessions_per_browser(per_browser_limit(p.pick(
                 "http2-max-sessions-per-browser",
                 self.http2_max_sessions_per_browser,
                 file.http2_max_sessions_per_browser,
                 per_browser(d.http2_max_sessions_per_browser),
-            )),
-            multi_session_interval: p.pick(
+            )))
+            .with_multi_session_interval(p.pick(
                 "multi-session-interval",
                 ms(self.multi_session_interval),
                 ms(file.multi_session_interval),
                 d.multi_session_interval,
-            ),
-            cors_origins: p.pick("cors-origin", cors_flags, file.cors_origins, d.cors_origins),
-            callback_polling: p.pick(
+            ))
+            .with_cors_origins(p.pick("cors-origin", cors_flags, file.cors_origins, d.cors_origins))
+            .with_callback_polling(p.pick(
                 "callback-polling",
                 self.callback_polling,
                 file.callback_polling,
                 d.callback_polling,
-            ),
-            tls: None,
-            tls_handshake_timeout: p.pick(
+            ))
+            .with_tls_handshake_timeout(p.pick(
                 "tls-handshake-timeout",
                 ms(self.tls_handshake_timeout),
                 ms(file.tls_handshake_timeout),
                 d.tls_handshake_timeout,
-            ),
-            http2_prior_knowledge: p.pick(
+            ))
+            .with_http2_prior_knowledge(p.pick(
                 "http2-prior-knowledge",
                 self.http2_prior_knowledge,
                 file.http2_prior_knowledge,
                 d.http2_prior_knowledge,
-            ),
-            // Set from `Settings::nats` once its files are checked.
-            nats: None,
-            replay: None,
-        };
+            ))
+            .with_max_queued_bytes(p.pick(
+                "max-queued-bytes",
+                self.max_queued_bytes,
+                file.max_queued_bytes,
+                d.max_queued_bytes,
+            ))
+            .with_max_body_bytes(p.pick(
+                "max-body-bytes",
+                self.max_body_bytes,
+                file.max_body_bytes,
+                d.max_body_bytes,
+            ))
+            .with_max_body_bytes_per_address(p.pick(
+                "max-body-bytes-per-address",
+                self.max_body_bytes_per_address,
+                file.max_body_bytes_per_address,
+                d.max_body_bytes_per_address,
+            ))
+            .with_max_sessions_per_address(p.pick(
+                "max-sessions-per-address",
+                self.max_sessions_per_address,
+                file.max_sessions_per_address,
+                d.max_sessions_per_address,
+            ))
+            .with_max_connections(p.pick(
+                "max-connections",
+                self.max_connections,
+                file.max_connections,
+                d.max_connections,
+            ))
+            .with_max_connections_per_address(p.pick(
+                "max-connections-per-address",
+                self.max_connections_per_address,
+                file.max_connections_per_address,
+                d.max_connections_per_address,
+            ))
+            .with_max_pending_websockets_per_address(p.pick(
+                "max-pending-websockets-per-address",
+                self.max_pending_websockets_per_address,
+                file.max_pending_websockets_per_address,
+                d.max_pending_websockets_per_address,
+            ))
+            .with_websocket_handshake_timeout(p.pick(
+                "websocket-handshake-timeout",
+                ms(self.websocket_handshake_timeout),
+                ms(file.websocket_handshake_timeout),
+                d.websocket_handshake_timeout,
+            ))
+            .with_max_auth_failures_per_address(p.pick(
+                "max-auth-failures-per-address",
+                self.max_auth_failures_per_address,
+                file.max_auth_failures_per_address,
+                d.max_auth_failures_per_address,
+            ))
+            .with_auth_failure_window(p.pick(
+                "auth-failure-window",
+                ms(self.auth_failure_window),
+                ms(file.auth_failure_window),
+                d.auth_failure_window,
+            ))
+            .with_refusal_log_interval(p.pick(
+                "refusal-log-interval",
+                ms(self.refusal_log_interval),
+                ms(file.refusal_log_interval),
+                d.refusal_log_interval,
+            ))
+            .with_trusted_proxies(p.pick(
+                "trusted-proxy",
+                (!self.trusted_proxies.is_empty()).then(|| self.trusted_proxies.clone()),
+                file.trusted_proxies,
+                d.trusted_proxies,
+            ));
+        let dc = CheckLimits::default();
+        let checks = CheckLimits::default()
+            .with_window(config.auth_failure_window)
+            .with_concurrency(p.pick(
+                "auth-workers",
+                self.auth_workers,
+                file.auth_workers,
+                dc.concurrency,
+            ))
+            .with_max_waiting(p.pick(
+                "max-auth-waiting",
+                self.max_auth_waiting,
+                file.max_auth_waiting,
+                dc.max_waiting,
+            ))
+            .with_max_failures_per_user(p.pick(
+                "max-auth-failures-per-user",
+                self.max_auth_failures_per_user,
+                file.max_auth_failures_per_user,
+                dc.max_failures_per_user,
+            ));
         let replay_file = (
             file.replay,
             file.replay_retention.map(|m| m.0),
@@ -419,6 +578,7 @@ impl ServeArgs {
         );
         config.replay = self.replay_config(&mut p, replay_file, config.channel_grammar)?;
         let settings = Settings {
+            checks,
             listen: p.pick("listen", self.listen, file.listen, DEFAULT_LISTEN.parse()?),
             path: p.pick(
                 "path",
@@ -597,33 +757,6 @@ impl Settings {
                 p.show("path", path)
             ));
         }
-        for (key, value) in [
-            ("max-queue", c.max_queue),
-            ("max-queue-bytes", c.max_queue_bytes),
-            ("max-message-size", c.max_message_size),
-            ("max-batch", c.max_batch),
-            ("max-subscriptions", c.max_subscriptions),
-            ("max-sessions", c.max_sessions),
-            ("max-channel-length", c.max_channel_length),
-        ] {
-            if value == 0 {
-                return Err(p.refuse(key, 0, "must be at least 1 (0 would refuse every request)"));
-            }
-        }
-        for (key, value) in [
-            ("max-interval", c.max_interval),
-            ("header-timeout", c.header_timeout),
-            ("body-timeout", c.body_timeout),
-            ("tls-handshake-timeout", c.tls_handshake_timeout),
-        ] {
-            if value.is_zero() {
-                return Err(p.refuse(
-                    key,
-                    "0",
-                    "must be more than 0 (with 0 no client could keep up)",
-                ));
-            }
-        }
         if self.stats_every.is_some_and(|d| d.is_zero()) {
             return Err(p.refuse("stats-every", "0", "must be more than 0"));
         }
@@ -638,13 +771,22 @@ impl Settings {
         {
             return Err(p.refuse("public-url", url, "an http:// or https:// URL is required"));
         }
-        for origin in &c.cors_origins {
-            if origin != "*" && (origin.ends_with('/') || !origin.contains("://")) {
-                warnings.push(format!(
-                    "{}: an origin is scheme://host[:port], without a path or a final /: no browser sends this one",
-                    p.show("cors-origin", origin)
-                ));
-            }
+        if c.bind_browser_cookie && !c.cors_origins.is_empty() && self.tls_cert.is_none() {
+            warnings.push(format!(
+                "{} with {}: over plain HTTP, browsers block the BAYEUX_BROWSER cookie of a page of another site, so its sessions would be refused (402) on every request; serve TLS (--tls-cert) for cross-site pages",
+                p.show("bind-browser-cookie", true),
+                p.show("cors-origin", c.cors_origins.join(","))
+            ));
+        }
+        // The library checks the server's settings (the one place they are validated);
+        // its refusal names the flag as the user wrote it.
+        if let Err(e) = c.validate() {
+            let key = match e.field() {
+                "cors_origins" => "cors-origin".to_string(),
+                "trusted_proxies" => "trusted-proxy".to_string(),
+                field => field.replace('_', "-"),
+            };
+            return Err(p.refuse(&key, e.value(), e.reason()));
         }
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) => {
@@ -697,12 +839,16 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
     // Certificates and the users file first: a bad file is reported before anything
     // else happens.
     let mut config = settings.config.clone();
-    config.tls = settings.tls()?;
+    config.set_tls(settings.tls()?);
     if let Some(nats) = &settings.nats {
         nats.check()?;
     }
-    config.nats = settings.nats.clone();
-    let users = settings.users.as_deref().map(Users::read).transpose()?;
+    config.set_nats(settings.nats.clone());
+    let users = settings
+        .users
+        .as_deref()
+        .map(|path| Users::read(path, settings.checks.clone()))
+        .transpose()?;
     for warning in warnings
         .iter()
         .chain(users.iter().flat_map(|u| &u.warnings))
@@ -724,10 +870,7 @@ pub async fn run(args: ServeArgs) -> Result<(), Box<dyn std::error::Error>> {
         public_url: settings.public_url.clone(),
         ..WorkbinConfig::default()
     };
-    let mutual = config
-        .tls
-        .as_ref()
-        .is_some_and(|t| t.client_auth().is_some());
+    let mutual = config.tls().is_some_and(|t| t.client_auth().is_some());
     let prior_knowledge = config.http2_prior_knowledge;
     // The operator's endpoints: on the main listener, or on their own (--metrics-listen).
     let app = DemoApp::new(config, access, workbin, &settings.path);
@@ -896,12 +1039,16 @@ struct Users {
 impl Users {
     /// Reads the users file at `path`. A file with nobody in it, or a user named twice,
     /// is refused: one line that names the file (and the lines).
-    fn read(path: &std::path::Path) -> Result<Users, Box<dyn std::error::Error>> {
+    fn read(
+        path: &std::path::Path,
+        checks: CheckLimits,
+    ) -> Result<Users, Box<dyn std::error::Error>> {
         let shown = path.display();
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read users file {shown}: {e}"))?;
-        let directory =
-            UserDirectory::parse(&text).map_err(|e| UsageError(format!("{shown}: {e}")))?;
+        let directory = UserDirectory::parse(&text)
+            .map_err(|e| UsageError(format!("{shown}: {e}")))?
+            .with_checks(checks);
         let mut first_line: std::collections::HashMap<&str, usize> = Default::default();
         let (mut agent, mut supervisor) = (None, None);
         for (i, line) in text.lines().enumerate() {

@@ -206,6 +206,41 @@ pub struct FileSettings {
     /// `max-channel-length`, `maxChannelLength`.
     #[serde(alias = "maxChannelLength")]
     pub max_channel_length: Option<usize>,
+    /// `max-queued-bytes`.
+    pub max_queued_bytes: Option<usize>,
+    /// `max-body-bytes`.
+    pub max_body_bytes: Option<usize>,
+    /// `max-body-bytes-per-address`.
+    pub max_body_bytes_per_address: Option<usize>,
+    /// `max-sessions-per-address`.
+    pub max_sessions_per_address: Option<usize>,
+    /// `max-connections`.
+    pub max_connections: Option<usize>,
+    /// `max-connections-per-address`.
+    pub max_connections_per_address: Option<usize>,
+    /// `max-pending-websockets-per-address`.
+    pub max_pending_websockets_per_address: Option<usize>,
+    /// `websocket-handshake-timeout`.
+    pub websocket_handshake_timeout: Option<Millis>,
+    /// `max-auth-failures-per-address`.
+    pub max_auth_failures_per_address: Option<u32>,
+    /// `auth-failure-window`.
+    pub auth_failure_window: Option<Millis>,
+    /// `refusal-log-interval`.
+    pub refusal_log_interval: Option<Millis>,
+    /// `trusted-proxy`: one address or a list.
+    #[serde(
+        rename = "trusted-proxy",
+        default,
+        deserialize_with = "one_or_many_ips"
+    )]
+    pub trusted_proxies: Option<Vec<std::net::IpAddr>>,
+    /// `auth-workers`.
+    pub auth_workers: Option<usize>,
+    /// `max-auth-waiting`.
+    pub max_auth_waiting: Option<usize>,
+    /// `max-auth-failures-per-user`.
+    pub max_auth_failures_per_user: Option<u32>,
     /// `channel-grammar`: `strict` or `cometd`.
     pub channel_grammar: Option<bayeux::protocol::ChannelGrammar>,
     /// `header-timeout`.
@@ -278,6 +313,21 @@ pub struct FileSettings {
 /// `replay`: a channel pattern or a list of them.
 fn one_or_many_patterns<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
     d.deserialize_any(OneOrMany("a channel pattern or a list of patterns"))
+        .map(Some)
+}
+
+/// `trusted-proxy`: an IP address or a list of them.
+fn one_or_many_ips<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Vec<std::net::IpAddr>>, D::Error> {
+    let texts = d.deserialize_any(OneOrMany("an IP address or a list of IP addresses"))?;
+    texts
+        .iter()
+        .map(|t| {
+            t.parse()
+                .map_err(|_| serde::de::Error::custom(format!("{t:?} is not an IP address")))
+        })
+        .collect::<Result<Vec<_>, _>>()
         .map(Some)
 }
 

@@ -112,6 +112,7 @@ pub(crate) async fn respond<B>(server: &Server, request: Request<B>) -> Response
         headers,
         browser: browser_cookie(headers),
         transport: crate::server::ConnectionType::CallbackPolling,
+        client: server.client_of(&request),
     };
     let mut processed = process(server.inner(), &ctx, batch).await;
     let set_browser = processed

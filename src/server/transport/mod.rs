@@ -17,6 +17,9 @@ use crate::protocol::LONG_POLLING;
 
 /// The WebSocket connection type's wire name.
 pub const WEBSOCKET: &str = "websocket";
+/// Faye's name for long-polling under CORS, from a page of another origin: offered at
+/// handshake where CORS is on, and served as `long-polling` is.
+pub const CROSS_ORIGIN_LONG_POLLING: &str = "cross-origin-long-polling";
 /// The JSONP connection type's wire name.
 pub const CALLBACK_POLLING: &str = "callback-polling";
 
@@ -49,7 +52,7 @@ impl ConnectionType {
     /// The connection type with this wire name, if this crate knows it.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
-            LONG_POLLING => Some(ConnectionType::LongPolling),
+            LONG_POLLING | CROSS_ORIGIN_LONG_POLLING => Some(ConnectionType::LongPolling),
             WEBSOCKET => Some(ConnectionType::WebSocket),
             CALLBACK_POLLING => Some(ConnectionType::CallbackPolling),
             _ => None,

@@ -25,8 +25,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use http::header::{
-    CONNECTION, HOST, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY, SEC_WEBSOCKET_VERSION,
-    SET_COOKIE, UPGRADE,
+    AUTHORIZATION, CONNECTION, COOKIE, ORIGIN, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_KEY,
+    SEC_WEBSOCKET_VERSION, SET_COOKIE, UPGRADE,
 };
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
@@ -37,9 +37,10 @@ use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig
 use tokio_tungstenite::tungstenite::{self, Message as Frame, Utf8Bytes};
 
 use crate::protocol::message::encode_array;
-use crate::protocol::{Batch, META_DISCONNECT, Message};
+use crate::protocol::{Batch, META_DISCONNECT, META_HANDSHAKE, Message};
 use crate::server::handler::{self, RequestContext, process};
-use crate::server::http::{ResponseBody, browser_cookie, browser_cookie_header, text};
+use crate::server::http::{ResponseBody, browser_cookie, browser_cookie_header, cors, text};
+use crate::server::limits::{ClientKey, PendingWebSocket, Refusal};
 use crate::server::session::{Attachment, CloseReason, Outbound, new_client_id};
 use crate::server::stats::PendingConnect;
 use crate::server::{ConnectionType, Inner, Server};
@@ -70,33 +71,42 @@ pub(crate) fn is_upgrade<B>(request: &Request<B>) -> bool {
         && has_token(CONNECTION, "upgrade")
 }
 
-/// Whether a browser at `Origin` may open a socket: with CORS origins configured, one of
-/// them; without, the endpoint's own origin only (its `Host`, the authority of an
-/// absolute request URI, or the `X-Forwarded-Host` a reverse proxy sets), since a socket
-/// is not protected by CORS and another site's page must not open one with the user's
-/// cookies. Clients that send no `Origin` (not browsers) are accepted.
-fn origin_allowed(server: &Server, headers: &HeaderMap, authority: Option<&str>) -> bool {
-    let Some(origin) = headers.get(ORIGIN).and_then(|v| v.to_str().ok()) else {
+/// Whether a browser at `Origin` may open a socket, as CORS decided (`access`): with
+/// CORS origins configured, a listed origin, or any origin under `*` provided the
+/// upgrade carries no cookie and no `Authorization` (a socket is not protected by CORS,
+/// and `*` grants no credentials); without, the endpoint's own origin only, since
+/// another site's page must not open a socket with the user's cookies. Clients that
+/// send no `Origin` (not browsers) are accepted.
+fn origin_allowed(
+    server: &Server,
+    headers: &HeaderMap,
+    authority: Option<&http::uri::Authority>,
+    access: &cors::Access,
+) -> bool {
+    let Some(origin) = headers.get(ORIGIN) else {
         return true;
     };
     if !server.config().cors_origins.is_empty() {
-        // The same rule as the CORS headers of HTTP requests.
-        return server.allowed_origin(headers).is_some();
+        return match access {
+            cors::Access::SameOrigin | cors::Access::Credentialed(_) => true,
+            cors::Access::Anonymous => {
+                !headers.contains_key(COOKIE) && !headers.contains_key(AUTHORIZATION)
+            }
+            cors::Access::Denied => false,
+        };
     }
-    // Behind a reverse proxy, the host the browser used is in X-Forwarded-Host.
-    let origin_host = origin.split_once("://").map(|(_, rest)| rest);
-    [headers.get("x-forwarded-host"), headers.get(HOST)]
-        .into_iter()
-        .flatten()
-        .filter_map(|v| v.to_str().ok())
-        .chain(authority)
-        .flat_map(|v| v.split(','))
-        .any(|h| origin_host.is_some_and(|o| o.eq_ignore_ascii_case(h.trim())))
+    origin
+        .to_str()
+        .is_ok_and(|o| cors::same_origin(o, headers, authority))
 }
 
 /// Answers an upgrade request: `101` and a task that serves the socket, or the HTTP
 /// error that says why not.
-pub(crate) fn upgrade<B>(server: &Server, mut request: Request<B>) -> Response<ResponseBody> {
+pub(crate) fn upgrade<B>(
+    server: &Server,
+    mut request: Request<B>,
+    access: &cors::Access,
+) -> Response<ResponseBody> {
     let inner = server.inner().clone();
     let headers = request.headers();
     if headers
@@ -111,13 +121,22 @@ pub(crate) fn upgrade<B>(server: &Server, mut request: Request<B>) -> Response<R
     let Some(key) = headers.get(SEC_WEBSOCKET_KEY) else {
         return text(StatusCode::BAD_REQUEST, "Sec-WebSocket-Key is missing");
     };
-    let authority = request.uri().authority().map(|a| a.as_str());
-    if !origin_allowed(server, headers, authority) {
+    let authority = request.uri().authority();
+    if !origin_allowed(server, headers, authority, access) {
         return text(StatusCode::FORBIDDEN, "origin not allowed");
     }
     if inner.is_shutting_down() {
         return text(StatusCode::SERVICE_UNAVAILABLE, "server shutting down");
     }
+    // Sockets that have not handshaken yet are few per client, and short-lived.
+    let client = server.client_of(&request);
+    let Ok(pending) = inner.limits.open_pending_websocket(client) else {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many WebSockets from this address are waiting for their handshake",
+        );
+    };
+    let headers = request.headers();
     let accept = tungstenite::handshake::derive_accept_key(key.as_bytes());
     let (browser, new_browser) = match browser_cookie(headers) {
         Some(b) => (b.to_string(), false),
@@ -152,7 +171,9 @@ pub(crate) fn upgrade<B>(server: &Server, mut request: Request<B>) -> Response<R
         let ws =
             WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
                 .await;
-        Socket::new(inner, ws, upgrade_headers, browser).run().await;
+        Socket::new(inner, ws, upgrade_headers, browser, client, pending)
+            .run()
+            .await;
     };
     tokio::spawn(task);
     res
@@ -199,6 +220,8 @@ enum Event {
     Ready,
     ConnectDue,
     Idle,
+    /// No handshake within `websocket_handshake_timeout`.
+    HandshakeDue,
     Shutdown,
 }
 
@@ -219,6 +242,12 @@ struct Socket {
     held: Option<Box<Held>>,
     last_frame: Instant,
     pings: (Instant, u32),
+    /// The client the socket came from.
+    client: Option<ClientKey>,
+    /// Counted among its client's sockets that have not handshaken, until one does.
+    pending: PendingWebSocket,
+    /// When the socket is closed if it has not handshaken by then.
+    handshake_due: Instant,
 }
 
 impl Socket {
@@ -227,8 +256,11 @@ impl Socket {
         ws: WebSocketStream<Io>,
         headers: HeaderMap,
         browser: String,
+        client: Option<ClientKey>,
+        pending: PendingWebSocket,
     ) -> Self {
         let now = Instant::now();
+        let handshake_due = now + inner.config.websocket_handshake_timeout;
         Socket {
             inner,
             ws,
@@ -238,6 +270,9 @@ impl Socket {
             held: None,
             last_frame: now,
             pings: (now, 0),
+            client,
+            pending,
+            handshake_due,
         }
     }
 
@@ -272,6 +307,14 @@ impl Socket {
                     break Close(CloseCode::Away, "server shutting down");
                 }
                 Event::Idle => break Close(CloseCode::Away, "idle"),
+                Event::HandshakeDue => {
+                    self.inner.limits.refuse(
+                        Refusal::WebSocketHandshakeTimeout,
+                        self.client,
+                        "WebSocket closed (1008)",
+                    );
+                    break Close(CloseCode::Policy, "no handshake in time");
+                }
                 Event::Frame(None) => return,
                 Event::Frame(Some(Err(e))) => break close_for(&e),
                 Event::Frame(Some(Ok(frame))) => {
@@ -323,11 +366,13 @@ impl Socket {
             .as_ref()
             .filter(|a| self.held.is_some() || !a.session().has_ack());
         let inner = self.inner.clone();
+        let handshake_due = self.pending.is_pending().then_some(self.handshake_due);
         // Timers and pushes before reading, so a client that sends without pause still
         // gets its messages and its heartbeat.
         tokio::select! {
             biased;
             _ = inner.shut_down() => Event::Shutdown,
+            _ = async { match handshake_due { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => Event::HandshakeDue,
             _ = async { match due { Some(d) => tokio::time::sleep_until(d).await, None => std::future::pending().await } } => Event::ConnectDue,
             _ = async { match push { Some(a) => a.ready().await, None => std::future::pending().await } } => Event::Ready,
             frame = self.ws.next() => Event::Frame(frame),
@@ -389,8 +434,13 @@ impl Socket {
             headers: &self.headers,
             browser: Some(&self.browser),
             transport: ConnectionType::WebSocket,
+            client: self.client,
         };
         let mut processed = process(&self.inner, &ctx, batch).await;
+        // A session of its own now (or an existing one's connect): no longer pending.
+        if processed.succeeded(META_HANDSHAKE) || processed.connect.is_some() {
+            self.pending.release();
+        }
         // This socket's own session disconnected (not another session named in the batch).
         let disconnected = processed.succeeded(META_DISCONNECT)
             && self
