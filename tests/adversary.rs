@@ -1039,3 +1039,47 @@ async fn stalled_sessions_overflow_against_the_budget_of_all_queues_not_the_acti
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_messages_in_progress_count_against_the_body_budget() {
+    use tokio::io::AsyncWriteExt;
+    timeout(BOUND, async {
+        let config = fast_config()
+            .with_timeout(Duration::from_secs(2))
+            .with_max_interval(Duration::from_secs(5))
+            .with_max_message_size(48 * 1024)
+            .with_max_body_bytes_per_address(64 * 1024);
+        let t = TestServer::with_config(config).await;
+        // Two sockets each start a 48 KiB message and send 40 KiB of it: the second
+        // goes past the address's 64 KiB and is closed (1008).
+        let mut sockets = Vec::new();
+        for _ in 0..2 {
+            let mut ws = ws_from(ATTACKER, &t, &[]).await.unwrap();
+            let len: u64 = 48 * 1024;
+            let mut head = vec![0x81u8, 0x80 | 127];
+            head.extend_from_slice(&len.to_be_bytes());
+            head.extend_from_slice(&[1, 2, 3, 4]);
+            let tcp = ws.get_mut();
+            tcp.write_all(&head).await.unwrap();
+            tcp.write_all(&vec![b'a'; 40 * 1024]).await.unwrap();
+            tcp.flush().await.unwrap();
+            sockets.push(ws);
+        }
+        let second = sockets.pop().unwrap();
+        let mut second = second;
+        assert_eq!(close_code(&mut second).await, Some(CloseCode::Policy));
+        assert!(refusals(&t.server, "max-body-bytes-per-address") >= 1.0);
+        assert!(metric(&t.server, "bayeux_body_bytes ") <= 64.0 * 1024.0);
+        // Another address is served meanwhile.
+        let victim = client_from(VICTIM, &t.url(), None);
+        victim.handshake().await.unwrap();
+        receives(&victim, &t.server, "/budget", 1).await;
+        drop(sockets);
+        eventually("the first socket's bytes to be given back", || {
+            metric(&t.server, "bayeux_body_bytes ") == 0.0
+        })
+        .await;
+    })
+    .await
+    .unwrap();
+}

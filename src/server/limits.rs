@@ -558,9 +558,30 @@ pub(crate) struct BodyReservation {
     bytes: usize,
 }
 
-impl Drop for BodyReservation {
-    fn drop(&mut self) {
-        let n = self.bytes;
+impl BodyReservation {
+    /// An empty reservation, grown as bytes arrive ([`BodyReservation::grow`]).
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
+    pub fn empty(limits: &Arc<Limits>, client: Option<ClientKey>) -> Self {
+        BodyReservation {
+            limits: limits.clone(),
+            client,
+            bytes: 0,
+        }
+    }
+
+    /// Reserves `n` more bytes, or says which budget refuses them.
+    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
+    pub fn grow(&mut self, n: usize) -> Result<(), Refusal> {
+        let mut more = self.limits.reserve_body(self.client, n)?;
+        // The bytes now belong to this reservation.
+        more.bytes = 0;
+        self.bytes += n;
+        Ok(())
+    }
+
+    /// Gives back everything reserved so far (the message it was for is handled).
+    pub fn clear(&mut self) {
+        let n = std::mem::take(&mut self.bytes);
         self.limits.body_bytes.fetch_sub(n, Ordering::AcqRel);
         if let Some(client) = self.client {
             self.limits.adjust(client, |u| {
@@ -568,6 +589,12 @@ impl Drop for BodyReservation {
                 true
             });
         }
+    }
+}
+
+impl Drop for BodyReservation {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 

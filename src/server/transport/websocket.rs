@@ -19,7 +19,9 @@
 //!   than `timeout + maxInterval` (pings do not count), or that does not take a frame
 //!   within that time, is closed (1001, or 1008 for the reader that does not read).
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -30,6 +32,7 @@ use http::header::{
 };
 use http::{HeaderMap, HeaderValue, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -40,7 +43,7 @@ use crate::protocol::message::encode_array;
 use crate::protocol::{Batch, META_DISCONNECT, META_HANDSHAKE, Message};
 use crate::server::handler::{self, RequestContext, process};
 use crate::server::http::{ResponseBody, browser_cookie, browser_cookie_header, cors, text};
-use crate::server::limits::{ClientKey, PendingWebSocket, Refusal};
+use crate::server::limits::{BodyReservation, ClientKey, PendingWebSocket, Refusal};
 use crate::server::session::{Attachment, CloseReason, Outbound, new_client_id};
 use crate::server::stats::PendingConnect;
 use crate::server::{ConnectionType, Inner, Server};
@@ -168,9 +171,11 @@ pub(crate) fn upgrade<B>(
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
-        let ws =
-            WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config))
-                .await;
+        let input = Metered {
+            io: TokioIo::new(upgraded),
+            reserved: BodyReservation::empty(&inner.limits, client),
+        };
+        let ws = WebSocketStream::from_raw_socket(input, Role::Server, Some(config)).await;
         Socket::new(inner, ws, upgrade_headers, browser, client, pending)
             .run()
             .await;
@@ -228,7 +233,77 @@ enum Event {
 /// Why the socket ends.
 struct Close(CloseCode, &'static str);
 
-type Io = TokioIo<hyper::upgrade::Upgraded>;
+type Io = Metered<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// A socket's input, counted against the request body budgets (`max_body_bytes`, per
+/// client and in total) from the first byte of a message until the message is handled,
+/// as an HTTP body is: thousands of sockets each part-way through a large message cannot
+/// hold more than the budget. Bytes the budget refuses end the socket (1008).
+struct Metered<I> {
+    io: I,
+    reserved: BodyReservation,
+}
+
+impl<I> Metered<I> {
+    /// The message read so far is handled: its bytes are given back.
+    fn settle(&mut self) {
+        self.reserved.clear();
+    }
+}
+
+impl<I: AsyncRead + Unpin> AsyncRead for Metered<I> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                let n = buf.filled().len() - before;
+                match this.reserved.grow(n) {
+                    Ok(()) => Poll::Ready(Ok(())),
+                    Err(_) => Poll::Ready(Err(std::io::Error::other(BUDGET_REFUSED))),
+                }
+            }
+            other => other,
+        }
+    }
+}
+
+impl<I: AsyncWrite + Unpin> AsyncWrite for Metered<I> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
+    }
+}
+
+/// The error a socket's input ends with when the body budget refuses its bytes.
+const BUDGET_REFUSED: &str = "request body budget exhausted";
 
 /// One open socket.
 struct Socket {
@@ -318,6 +393,8 @@ impl Socket {
                 Event::Frame(None) => return,
                 Event::Frame(Some(Err(e))) => break close_for(&e),
                 Event::Frame(Some(Ok(frame))) => {
+                    // Held as its Bayeux messages from here on, not as input.
+                    self.ws.get_mut().settle();
                     // Only Bayeux messages keep a socket alive: a client that only pings
                     // is closed as idle, so its session can expire.
                     if matches!(frame, Frame::Text(_)) {
@@ -597,6 +674,9 @@ impl Socket {
 /// The close code for a read error.
 fn close_for(error: &tungstenite::Error) -> Close {
     match error {
+        tungstenite::Error::Io(e) if e.to_string() == BUDGET_REFUSED => {
+            Close(CloseCode::Policy, "request body budget exhausted")
+        }
         tungstenite::Error::Capacity(_) => Close(CloseCode::Size, "message over maxMessageSize"),
         tungstenite::Error::Utf8(_) => Close(CloseCode::Invalid, "invalid UTF-8"),
         tungstenite::Error::Protocol(_) => Close(CloseCode::Protocol, "protocol error"),
