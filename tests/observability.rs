@@ -977,3 +977,47 @@ async fn serve_carries_on_when_nobody_reads_its_log() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_budget_refusal_is_logged_once_per_client_and_interval_and_counted_each_time() {
+    let (events, _guard) = capture();
+    timeout(LIMIT, async {
+        let config = fast_config()
+            .with_max_interval(Duration::from_secs(5))
+            .with_max_sessions_per_address(1)
+            .with_refusal_log_interval(Duration::from_secs(3600));
+        let t = TestServer::with_config(config).await;
+        t.handshake().await;
+        for _ in 0..4 {
+            let reply = handshake_as(&t, "flood").await;
+            assert_eq!(reply["successful"], false, "{reply}");
+        }
+        let lines = events.matching(|e| {
+            e.message.starts_with("refused") && e.field("limit") == "max-sessions-per-address"
+        });
+        assert_eq!(lines.len(), 1, "{lines:#?}");
+        assert_eq!(lines[0].level, Level::WARN);
+        assert_eq!(lines[0].field("client"), "127.0.0.1");
+        let metrics = parse_metrics(&t.server.metrics());
+        assert_eq!(
+            sample(
+                &metrics,
+                "bayeux_limit_refusals_total{limit=\"max-sessions-per-address\"}"
+            ),
+            4.0
+        );
+        assert_eq!(
+            sample(
+                &metrics,
+                "bayeux_handshakes_total{outcome=\"address-limit\"}"
+            ),
+            4.0
+        );
+        assert_eq!(
+            sample(&metrics, "bayeux_limit{limit=\"max-sessions-per-address\"}"),
+            1.0
+        );
+    })
+    .await
+    .unwrap();
+}
