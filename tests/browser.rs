@@ -8,6 +8,12 @@
 //! - the official CometD JavaScript client inside Chromium, on a page of another origin
 //!   allowed by `cors_origins`, over WebSocket and long-polling (and refused from an
 //!   origin that is not allowed);
+//! - Faye's browser client (npm `faye`) inside Chromium, on a page of another site
+//!   (`http://127.0.0.1`, the endpoint at `http://localhost`) allowed by `cors_origins`,
+//!   the server serving callback-polling too (Faye handshakes over it there): it
+//!   subscribes, publishes and receives its own message and one from outside, over
+//!   WebSocket, and over `cross-origin-long-polling` when the network drops WebSocket
+//!   and when the page disables it;
 //! - two tabs of one browser long-polling: the multiple-clients advice, and both keep
 //!   receiving;
 //! - across sites under TLS: a page of `http://page.test` (mapped to 127.0.0.1 inside
@@ -60,12 +66,14 @@ enum Mode {
 const USERS: &str = "boss:boss-pw:supervisor\nagent1:agent1-pw:agent\nagent2:agent2-pw:agent\n";
 
 /// Starts the demo app on `addr` (port 0 the first time, the same port after a
-/// restart), allowing `origin` by CORS, over TLS with `tls`.
+/// restart), allowing `origin` by CORS, over TLS with `tls`, serving callback-polling
+/// (JSONP) too with `callback_polling`.
 async fn start(
     mode: Mode,
     addr: SocketAddr,
     origin: Option<&str>,
     tls: Option<TlsConfig>,
+    callback_polling: bool,
 ) -> (DemoApp, Listening) {
     let access = match mode {
         Mode::Demo => Access::demo(),
@@ -79,6 +87,7 @@ async fn start(
     let config = ServerConfig::default()
         .with_timeout(Duration::from_secs(10))
         .with_cors_origins(origin.map(|o| vec![o.to_string()]).unwrap_or_default())
+        .with_callback_polling(callback_polling)
         .with_tls(tls)
         .with_bind_browser_cookie(tls_scenario)
         .with_http2_max_sessions_per_browser(if tls_scenario { Some(1) } else { None });
@@ -101,8 +110,8 @@ async fn start(
 
 /// Runs the driver's `scenario` against a server in `mode` (over TLS with a
 /// certificate for 127.0.0.1 when `tls`; Chromium is told to accept it), serving its
-/// requests to start and stop the server, and returns the steps that failed (empty:
-/// all passed).
+/// requests to start and stop the server (with the CORS origin and callback-polling
+/// the driver asks for), and returns the steps that failed (empty: all passed).
 async fn run(scenario: &str, mode: Mode, tls: bool, extra: &[&str]) -> Vec<String> {
     let _one = ONE_AT_A_TIME.lock().await;
     let chromium = std::env::var("BAYEUX_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
@@ -131,6 +140,7 @@ async fn run(scenario: &str, mode: Mode, tls: bool, extra: &[&str]) -> Vec<Strin
     let mut server: Option<(DemoApp, Listening)> = None;
     let mut addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
     let mut origin: Option<String> = None;
+    let mut callback_polling = false;
     let mut failed = Vec::new();
     let mut done = false;
     let outcome = timeout(LIMIT, async {
@@ -159,12 +169,16 @@ async fn run(scenario: &str, mode: Mode, tls: bool, extra: &[&str]) -> Vec<Strin
                     if let Some(o) = value["origin"].as_str() {
                         origin = Some(o.to_string());
                     }
+                    if value["callbackPolling"] == true {
+                        callback_polling = true;
+                    }
                     let tls = tls.then(|| {
                         let pki = common::certs::TestPki::new();
                         TlsConfig::from_pem(pki.server.cert.as_bytes(), pki.server.key.as_bytes())
                             .unwrap()
                     });
-                    let (app, listening) = start(mode, addr, origin.as_deref(), tls).await;
+                    let (app, listening) =
+                        start(mode, addr, origin.as_deref(), tls, callback_polling).await;
                     addr = listening.local_addr();
                     let answer = format!("started {}\n", listening.url(""));
                     server = Some((app, listening));
@@ -210,6 +224,12 @@ async fn the_page_assigns_shows_and_recovers_from_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cometd_client_in_chromium_from_another_origin() {
     let failed = run("cometd", Mode::Demo, false, &[]).await;
+    assert!(failed.is_empty(), "failed steps:\n{}", failed.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faye_browser_client_from_another_site_over_websocket_and_cross_origin_long_polling() {
+    let failed = run("faye", Mode::Demo, false, &[]).await;
     assert!(failed.is_empty(), "failed steps:\n{}", failed.join("\n"));
 }
 

@@ -2,11 +2,12 @@
 // browser suite (tests/browser.rs, `cargo test --features browser --test browser`).
 //
 // Usage: node browser_driver.mjs SCENARIO [SCREENSHOT_PATH]
-// SCENARIO: page | cometd | tabs | cross-site | screenshot.
+// SCENARIO: page | cometd | tabs | cross-site | faye | screenshot.
 //
 // The Rust test owns the server; the two talk in lines. This script writes JSON lines
 // on stdout: {"ask":"start","origin":ORIGIN} (start the server, allowing ORIGIN by
-// CORS; the answer is "started BASE_URL"), {"ask":"stop"} (answer "stopped"),
+// CORS, and serving callback-polling too with "callbackPolling":true; the answer is
+// "started BASE_URL"), {"ask":"stop"} (answer "stopped"),
 // {"step":NAME,"ok":BOOL,"detail":...} for each check, and {"done":true} at the end.
 // It reads the answers on stdin. Everything is on 127.0.0.1; every wait is bounded.
 import { chromium } from 'playwright-core';
@@ -36,8 +37,11 @@ async function ask(what, extra = {}) {
   say({ ask: what, ...extra });
   return nextAnswer();
 }
-async function startServer(origin) {
-  const answer = await ask('start', origin ? { origin } : {});
+async function startServer(origin, { callbackPolling = false } = {}) {
+  const answer = await ask('start', {
+    ...(origin ? { origin } : {}),
+    ...(callbackPolling ? { callbackPolling } : {}),
+  });
   const [word, base] = answer.split(' ');
   if (word !== 'started') throw new Error(`the test answered ${answer}`);
   return base;
@@ -248,6 +252,59 @@ async function crossSiteScenario() {
   site.server.close();
 }
 
+/** Faye's browser client (npm `faye`) on a page of another site: the page is on
+ * http://127.0.0.1:P, the endpoint on http://localhost:S. Faye handshakes over
+ * callback-polling (JSONP) there, then takes websocket, else cross-origin-long-polling
+ * (CORS). In each of three runs (WebSocket open, WebSocket dropped by the network,
+ * WebSocket disabled by the page) it subscribes, publishes, and receives both its own
+ * message and one published from outside once its subscription is confirmed. */
+async function fayeScenario() {
+  const site = await pageServer();
+  const base = await startServer(site.origin, { callbackPolling: true });
+  const url = `${base.replace('127.0.0.1', 'localhost')}/cometd`; // another site, not just another origin
+  const post = async (msgs) => (await fetch(`${base}/cometd`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify(msgs),
+    signal: AbortSignal.timeout(WAIT),
+  })).json();
+  for (const [label, expected, block] of [
+    ['WebSocket', 'websocket', null],
+    ['WebSocket dropped', 'cross-origin-long-polling', 'route'],
+    ['WebSocket disabled', 'cross-origin-long-polling', 'disable'],
+  ]) {
+    const name = (what) => `faye in Chromium, cross-site, ${label}: ${what}`;
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    page.setDefaultTimeout(WAIT);
+    page.on('pageerror', (e) => step(name('no script error'), false, e.message));
+    if (block === 'route') {
+      await page.routeWebSocket(/\/cometd/, (ws) => ws.close({ code: 1011, reason: 'blocked by the test' }));
+    }
+    await page.goto(`${site.origin}/faye.html`);
+    await page.waitForFunction(() => typeof window.runFaye === 'function');
+    const running = page.evaluate(([u, b]) => window.runFaye(u, b), [url, block]);
+    // Once the server has confirmed the page's subscription (or the run gave up:
+    // runFaye settles fayeSubscribed either way, within its limit), publish from outside.
+    await page.waitForFunction(() => window.fayeSubscribed !== undefined);
+    const subscribed = await page.evaluate(() => window.fayeSubscribed);
+    if (subscribed === true) {
+      const [hs] = await post([{ channel: '/meta/handshake', version: '1.0', supportedConnectionTypes: ['long-polling'] }]);
+      const [pub] = await post([{ channel: '/faye/foo', clientId: hs.clientId, data: { text: 'from outside' } }]);
+      step(name('the outside publish is accepted'), pub?.successful === true, pub);
+      await post([{ channel: '/meta/disconnect', clientId: hs.clientId }]);
+    }
+    const result = await running;
+    step(name('subscribe'), result.subscribe === true, result.subscribe ?? result);
+    step(name('transport'), result.transport === expected, result.transport ?? result);
+    step(name('publish reply'), result.publish === true, result.publish ?? result);
+    step(name('receives its own message and the outside one'),
+      result.received.includes('from the page') && result.received.includes('from outside'), result);
+    await context.close();
+  }
+  site.server.close();
+}
+
 /** Two tabs of one browser long-polling: one gets the multiple-clients advice, both
  * keep receiving. */
 async function tabsScenario() {
@@ -308,7 +365,7 @@ async function screenshotScenario() {
   step('screenshot written', fs.existsSync(screenshotPath), screenshotPath);
 }
 
-// --- the other origin's page for the CometD client ---------------------------------------
+// --- the other origin's pages for the CometD and Faye clients -----------------------------
 
 const COMETD_PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>cometd-js, another origin</title>
 <script type="module" src="/cometd-test.js"></script></head><body>cometd-js</body></html>`;
@@ -390,11 +447,45 @@ window.runTwo = (url) => new Promise((resolve) => {
 });
 `;
 
+const FAYE_PAGE = `<!doctype html><html><head><meta charset="utf-8"><title>Faye, another site</title>
+<script src="/faye/faye-browser.js"></script><script src="/faye-test.js"></script></head><body>faye</body></html>`;
+// runFaye resolves (always, within `limit`) to what happened; window.fayeSubscribed
+// settles as soon as the server confirmed the subscription (true), refused it (the
+// error), or the run ended without (why).
+const FAYE_TEST = `
+window.runFaye = (url, noWebSocket, limit = 10000) => new Promise((resolve) => {
+  const result = { received: [] };
+  let subscribed;
+  window.fayeSubscribed = new Promise((res) => { subscribed = res; });
+  const client = new Faye.Client(url, { timeout: 20, retry: 1 });
+  if (noWebSocket === 'disable') client.disable('websocket');
+  const finish = (why) => {
+    clearTimeout(timer);
+    result.transport = client._dispatcher.connectionType;
+    if (why) result.error = why;
+    subscribed(why ?? 'finished');
+    client.disconnect();
+    resolve(result);
+  };
+  const timer = setTimeout(() => finish('timed out'), limit);
+  client.subscribe('/faye/foo', (m) => {
+    result.received.push(m.text);
+    if (result.received.length === 2) finish();
+  }).then(() => {
+    result.subscribe = true;
+    subscribed(true);
+    client.publish('/faye/foo', { text: 'from the page' })
+      .then(() => { result.publish = true; }, (e) => { result.publish = e.message; });
+  }, (e) => { result.subscribe = e.message; finish('subscribe refused'); });
+});
+`;
+
 /** A tiny static server on its own port: another origin (with `host`, another site),
- * serving the CometD client from tests/interop/node_modules (never shipped) and a page
- * that runs it. It listens on 127.0.0.1 whatever the host name. */
+ * serving the CometD and Faye clients from tests/interop/node_modules (never shipped)
+ * and pages that run them. It listens on 127.0.0.1 whatever the host name. */
 function pageServer(host = '127.0.0.1') {
   const cometdDir = path.join(here, 'node_modules', 'cometd');
+  const fayeBundle = path.join(here, 'node_modules', 'faye', 'client', 'faye-browser.js');
   const server = http.createServer((req, res) => {
     const url = new URL(req.url, 'http://x');
     const send = (status, type, body) => {
@@ -403,6 +494,9 @@ function pageServer(host = '127.0.0.1') {
     };
     if (url.pathname === '/') return send(200, 'text/html;charset=utf-8', COMETD_PAGE);
     if (url.pathname === '/cometd-test.js') return send(200, 'text/javascript', COMETD_TEST);
+    if (url.pathname === '/faye.html') return send(200, 'text/html;charset=utf-8', FAYE_PAGE);
+    if (url.pathname === '/faye-test.js') return send(200, 'text/javascript', FAYE_TEST);
+    if (url.pathname === '/faye/faye-browser.js') return send(200, 'text/javascript', fs.readFileSync(fayeBundle));
     const m = /^\/cometd\/([A-Za-z0-9]+\.js)$/.exec(url.pathname);
     if (m && fs.existsSync(path.join(cometdDir, m[1]))) {
       return send(200, 'text/javascript', fs.readFileSync(path.join(cometdDir, m[1])));
@@ -423,6 +517,7 @@ const scenarios = {
   cometd: cometdScenario,
   tabs: tabsScenario,
   'cross-site': crossSiteScenario,
+  faye: fayeScenario,
   screenshot: screenshotScenario,
 };
 try {
