@@ -40,7 +40,7 @@ import time
 
 # The helpers compare.py already has (the same loopback ports, the same CPU reading).
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from compare import cpu_seconds, free_port, median, wait_port  # noqa: E402
+from compare import LOAD_BUDGETS, cpu_seconds, free_port, median, wait_port  # noqa: E402
 import urllib.request
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -73,6 +73,71 @@ def loadavg():
         return float(f.read().split()[0])
 
 
+class Cluster:
+    """nats-server (unless `nats` is False) and `n` nodes; `stop()` ends them all."""
+
+    def __init__(self, binary, n, nats=True, extra=()):
+        self.procs = []
+        self.nats = None
+        self.nodes = []  # (port, Popen)
+        try:
+            nats_url = None
+            if nats:
+                port = free_port()
+                self.nats = self._spawn(["nats-server", "-a", "127.0.0.1", "-p", str(port)])
+                wait_port(port)
+                nats_url = f"nats://127.0.0.1:{port}"
+            for _ in range(n):
+                port = free_port()
+                cmd = [binary, "serve", "--listen", f"127.0.0.1:{port}",
+                       "--max-queue", "100000", "--max-queue-bytes", str(256 << 20)]
+                cmd += LOAD_BUDGETS
+                cmd += list(extra)
+                if nats_url:
+                    cmd += ["--nats", nats_url]
+                self.nodes.append((port, self._spawn(cmd)))
+            for port, _ in self.nodes:
+                wait_port(port)
+            if nats:
+                self._wait_joined()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _spawn(self, cmd):
+        p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(p)
+        return p
+
+    def _wait_joined(self, timeout=10):
+        """Until every node's /metrics says its NATS link is up."""
+        deadline = time.time() + timeout
+        for port, _ in self.nodes:
+            while time.time() < deadline:
+                if metrics(port).get("bayeux_broker_connected") == 1:
+                    break
+                time.sleep(0.1)
+
+    def url(self, i):
+        return f"http://127.0.0.1:{self.nodes[i][0]}/cometd"
+
+    def pids(self):
+        out = {f"node{i + 1}": p.pid for i, (_, p) in enumerate(self.nodes)}
+        if self.nats:
+            out["nats"] = self.nats.pid
+        return out
+
+    def stop(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        deadline = time.time() + 5
+        for p in self.procs:
+            try:
+                p.wait(max(0.1, deadline - time.time()))
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
 
 
 def metrics(port):

@@ -30,7 +30,9 @@ def main():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     server = subprocess.Popen(
-        [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--max-interval", "2000", "--stats-every", "1"],
+        [BIN, "serve", "--listen", f"127.0.0.1:{port}", "--max-interval", "2000", "--stats-every", "1",
+         # One address churns thousands of sessions: lift the per-address budgets.
+         "--max-connections-per-address", "100000", "--max-sessions-per-address", "100000"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     stats = []
     def read():

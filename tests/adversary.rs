@@ -335,8 +335,14 @@ async fn a_wrong_password_flood_never_stalls_a_legitimate_agent() {
         boss.handshake().await.unwrap();
         receives(&boss, &server, "/chat/floor", 2).await;
         attack.until_more(20).await;
-        // The clean clients' checks never waited behind the attacker's.
+        // The clean clients' checks never waited behind the attacker's (the test hook
+        // and the metric agree).
         assert_eq!(directory.check_stats().clean_waits, waits_before);
+        assert_eq!(
+            metric(&server, "bayeux_auth_clean_waits_total "),
+            waits_before as f64
+        );
+        assert!(metric(&server, "bayeux_auth_slow_checks_total ") >= 3.0);
         attack.stop().await;
 
         // The attacker paid for its guesses, the server did not: past the per-address

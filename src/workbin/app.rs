@@ -22,6 +22,81 @@ type WorkbinRequests = prometheus_client::metrics::family::Family<
     prometheus_client::metrics::counter::Counter,
 >;
 
+/// Reads one figure of the users file's [`CheckStats`](super::CheckStats).
+#[cfg(feature = "metrics")]
+type ReadCheck = fn(&super::CheckStats) -> u64;
+
+/// A counter read from the users file's [`CheckStats`](super::CheckStats) at scrape time.
+#[cfg(feature = "metrics")]
+struct CheckCounter {
+    directory: Arc<super::UserDirectory>,
+    read: ReadCheck,
+}
+
+#[cfg(feature = "metrics")]
+impl std::fmt::Debug for CheckCounter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CheckCounter")
+    }
+}
+
+#[cfg(feature = "metrics")]
+impl prometheus_client::encoding::EncodeMetric for CheckCounter {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::MetricEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        let value = (self.read)(&self.directory.check_stats());
+        encoder.encode_counter::<prometheus_client::encoding::NoLabelSet, _, u64>(&value, None)
+    }
+
+    fn metric_type(&self) -> prometheus_client::metrics::MetricType {
+        prometheus_client::metrics::MetricType::Counter
+    }
+}
+
+/// The users file's password checks in `/metrics`: `bayeux_auth_*_total`.
+#[cfg(feature = "metrics")]
+fn register_check_metrics(server: &Server, directory: &Arc<super::UserDirectory>) {
+    let counters: [(&str, &str, ReadCheck); 5] = [
+        (
+            "bayeux_auth_slow_checks",
+            "Password checks (Argon2) run on the blocking pool.",
+            |s| s.slow_checks,
+        ),
+        (
+            "bayeux_auth_clean_waits",
+            "Checks of clients without recent failures that waited for a place in the pool (only other clean clients can make them wait).",
+            |s| s.clean_waits,
+        ),
+        (
+            "bayeux_auth_busy",
+            "Checks refused because too many were waiting (--max-auth-waiting).",
+            |s| s.busy,
+        ),
+        (
+            "bayeux_auth_user_throttled",
+            "Checks slowed because their user name had too many recent failures (--max-auth-failures-per-user).",
+            |s| s.user_throttled,
+        ),
+        (
+            "bayeux_auth_failures",
+            "Checks that failed: a wrong password or an unknown user.",
+            |s| s.failures,
+        ),
+    ];
+    for (name, help, read) in counters {
+        server.register_metric(
+            name,
+            help,
+            CheckCounter {
+                directory: directory.clone(),
+                read,
+            },
+        );
+    }
+}
+
 /// Routes the operator's endpoints (`/health`, `/ready`, `/metrics`: see
 /// [`OpsService`]) to them, the web app (`/`, its files and `/stats`) to it, the Bayeux
 /// mount path to the Bayeux server, and everything else to the workbin API (which
@@ -65,6 +140,10 @@ impl DemoApp {
             );
             family
         };
+        #[cfg(feature = "metrics")]
+        if let Some(directory) = access.directory() {
+            register_check_metrics(&server, directory);
+        }
         DemoApp {
             ops: Some(OpsService::new(server.clone())),
             web,

@@ -23,9 +23,9 @@ pub struct CheckLimits {
     /// Slow checks (Argon2) running at once, on tokio's blocking threads. Default: the
     /// number of CPUs, at least 2. Clients with recent failures may use all but one.
     pub concurrency: usize,
-    /// Slow checks waiting for their turn, at most; past it, a handshake is answered
-    /// "busy, try again" (`503` with advice to handshake later) without a check.
-    /// Default: 64.
+    /// Slow checks waiting for their turn, at most, in each lane (clients with recent
+    /// failures, and the others); past it, a handshake is answered "busy, try again"
+    /// (`503` with advice to handshake later) without a check. Default: 64.
     pub max_waiting: usize,
     /// Failed checks of one user name within `window` after which the checks of that
     /// name from addresses that have not signed in as it within the window are slowed:
@@ -126,7 +126,8 @@ pub(crate) struct Checks {
     pool: Arc<Semaphore>,
     /// Places clients with recent failures may take: all but one of the pool's.
     suspect: Arc<Semaphore>,
-    waiting: AtomicUsize,
+    /// Checks waiting for a place, by lane: clean, suspect.
+    waiting: [AtomicUsize; 2],
     users: Mutex<HashMap<String, UserRecord>>,
     /// Clients with recent failures (they take the suspect lane).
     clients: Mutex<HashMap<ClientKey, FailureWindow>>,
@@ -156,7 +157,7 @@ impl Checks {
             pool: Arc::new(Semaphore::new(n)),
             suspect: Arc::new(Semaphore::new(n - 1)),
             limits,
-            waiting: AtomicUsize::new(0),
+            waiting: Default::default(),
             users: Mutex::default(),
             clients: Mutex::default(),
             slow_checks: AtomicU64::new(0),
@@ -225,8 +226,10 @@ impl Checks {
         suspect: bool,
         check: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Skipped> {
-        if self.waiting.fetch_add(1, Ordering::AcqRel) >= self.limits.max_waiting {
-            self.waiting.fetch_sub(1, Ordering::AcqRel);
+        // Each lane has its own bound, so suspects never make a clean client "busy".
+        let waiting = &self.waiting[usize::from(suspect)];
+        if waiting.fetch_add(1, Ordering::AcqRel) >= self.limits.max_waiting {
+            waiting.fetch_sub(1, Ordering::AcqRel);
             self.busy.fetch_add(1, Ordering::Relaxed);
             return Err(Skipped::Busy);
         }
@@ -246,7 +249,7 @@ impl Checks {
                 self.pool.clone().acquire_owned().await.ok()
             }
         };
-        self.waiting.fetch_sub(1, Ordering::AcqRel);
+        waiting.fetch_sub(1, Ordering::AcqRel);
         self.slow_checks.fetch_add(1, Ordering::Relaxed);
         let result = tokio::task::spawn_blocking(move || {
             let result = check();
@@ -373,7 +376,7 @@ mod tests {
                 checks.run(false, || ()).await.is_ok()
             }));
         }
-        while checks.waiting.load(Ordering::Acquire) < 2 {
+        while checks.waiting[0].load(Ordering::Acquire) < 2 {
             tokio::task::yield_now().await;
         }
         assert!(matches!(checks.run(false, || ()).await, Err(Skipped::Busy)));

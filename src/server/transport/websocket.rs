@@ -419,6 +419,9 @@ impl Socket {
         };
         #[cfg(feature = "tracing")]
         self.log_close(&close);
+        // Closing: no longer a socket waiting for its handshake, whatever the client
+        // does with the closing handshake (bounded below).
+        self.pending.release();
         let frame = CloseFrame {
             code: close.0,
             reason: close.1.into(),
