@@ -1089,3 +1089,41 @@ async fn websocket_messages_in_progress_count_against_the_body_budget() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgraded_websockets_keep_counting_as_connections() {
+    timeout(BOUND, async {
+        let config = fast_config()
+            .with_timeout(Duration::from_secs(2))
+            .with_max_interval(Duration::from_secs(5))
+            .with_max_connections_per_address(5);
+        let t = TestServer::with_config(config).await;
+        // Five sockets that handshook (so none is pending) use up the address's places.
+        let mut open = Vec::new();
+        for _ in 0..5 {
+            let mut ws = ws_from(ATTACKER, &t, &[]).await.unwrap();
+            ws.send(Frame::text(handshake_message().to_string()))
+                .await
+                .unwrap();
+            assert_eq!(frame(&mut ws).await[0]["successful"], true);
+            open.push(ws);
+        }
+        assert_eq!(metric(&t.server, "bayeux_connections_open "), 5.0);
+        assert_eq!(ws_from(ATTACKER, &t, &[]).await.err(), Some(503));
+        // Another address is not affected; a closed socket gives its place back.
+        assert!(ws_from(VICTIM, &t, &[]).await.is_ok());
+        drop(open.pop());
+        eventually("the closed socket's place to come back", || {
+            metric(&t.server, "bayeux_connections_open ") <= 5.0
+                && metric(&t.server, "bayeux_websockets_open ") <= 5.0
+        })
+        .await;
+        eventually("a place for the address", || {
+            metric(&t.server, "bayeux_connections_open ") < 5.0
+        })
+        .await;
+        assert!(ws_from(ATTACKER, &t, &[]).await.is_ok());
+    })
+    .await
+    .unwrap();
+}

@@ -96,15 +96,16 @@ pub struct ServerConfig {
     /// session over its share is an overflow of that session, and its
     /// [`OverflowPolicy`] applies. So the sessions whose queues grow (stalled or slow
     /// clients, the largest queues) pay, not those that keep up, and all queues
-    /// together never hold more than twice this budget. Default: 512 MiB (so at most
-    /// 1 GiB).
+    /// together never hold more than twice this budget. Never less than
+    /// `max_queue_bytes`. Default: 512 MiB (so at most 1 GiB).
     pub max_queued_bytes: usize,
     /// The bytes of HTTP request bodies the server reads and handles at once, over
     /// all clients (each request reserves its `Content-Length`, or `max_message_size`
     /// when it has none, until it is handled); a request over it is answered `503` with
-    /// `Retry-After`. Default: 256 MiB.
+    /// `Retry-After`. Never less than `max_message_size`. Default: 256 MiB.
     pub max_body_bytes: usize,
-    /// The same for one client address. Default: 16 MiB.
+    /// The same for one client address. Never less than `max_message_size`. Default:
+    /// 16 MiB.
     pub max_body_bytes_per_address: usize,
     /// What happens when a queue is full.
     pub overflow: OverflowPolicy,
@@ -440,26 +441,6 @@ impl ServerConfig {
                 "must be more than 0 (with 0 no client could keep up)",
             ));
         }
-        if self.max_queue_bytes > self.max_queued_bytes {
-            return Err(ConfigError::new(
-                "max_queue_bytes",
-                self.max_queue_bytes,
-                format!(
-                    "is over max_queued_bytes ({}), the budget of all queues together",
-                    self.max_queued_bytes
-                ),
-            ));
-        }
-        let body_budget = self.max_body_bytes_per_address.min(self.max_body_bytes);
-        if self.max_message_size > body_budget {
-            return Err(ConfigError::new(
-                "max_message_size",
-                self.max_message_size,
-                format!(
-                    "is over max_body_bytes_per_address or max_body_bytes ({body_budget}): no request that large could be read"
-                ),
-            ));
-        }
         for origin in &self.cors_origins {
             if origin != "*" && !is_origin(origin) {
                 return Err(ConfigError::new(
@@ -560,11 +541,6 @@ mod tests {
             .validate()
             .unwrap_err();
         assert_eq!(e.field(), "websocket_handshake_timeout");
-        let e = ServerConfig::default()
-            .with_max_queued_bytes(1024)
-            .validate()
-            .unwrap_err();
-        assert_eq!(e.field(), "max_queue_bytes");
         for bad in ["desk.example.com", "https://desk.example.com/", "https://"] {
             let e = ServerConfig::default()
                 .with_cors_origins(vec![bad.into()])

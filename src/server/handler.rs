@@ -401,8 +401,9 @@ async fn handshake(
         return (None, reply.fail(&err).with_advice(Advice::none()));
     }
     // An address that keeps failing is refused before the policy runs: its guesses
-    // cost it a round trip, not the server a password hash.
-    if inner.limits.auth_blocked(ctx.client) {
+    // cost it a round trip, not the server a password hash. Its checks under way count
+    // as failures until they end, so a burst of guesses cannot all pass.
+    let Some(attempt) = inner.limits.begin_auth(ctx.client) else {
         refused(
             inner,
             ctx,
@@ -415,15 +416,18 @@ async fn handshake(
                 .fail(&BayeuxError::handshake_denied("invalid credentials"))
                 .with_advice(Advice::none()),
         );
-    }
+    };
     let decision = inner
         .policy
         .handshake(HandshakeRequest::new(request, ctx.headers, ctx.client))
         .await;
     let user = match decision {
-        HandshakeDecision::Accept { user } => user,
+        HandshakeDecision::Accept { user } => {
+            drop(attempt);
+            user
+        }
         HandshakeDecision::Deny(reason) => {
-            inner.limits.auth_failed(ctx.client);
+            attempt.failed();
             refused(inner, ctx, HandshakeOutcome::Denied, &reason);
             return (
                 None,
@@ -433,6 +437,7 @@ async fn handshake(
             );
         }
         HandshakeDecision::Busy(reason) => {
+            drop(attempt);
             refused(inner, ctx, HandshakeOutcome::Busy, &reason);
             let err = BayeuxError::new(ErrorCode(503), &[], &reason);
             return (None, reply.fail(&err).with_advice(handshake_later(inner)));

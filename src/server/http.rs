@@ -13,7 +13,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::header::{ALLOW, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, COOKIE, SET_COOKIE};
 use http::{Method, Request, Response, StatusCode};
-use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::{Body, Incoming};
 use hyper::server::conn::http1;
 use hyper::service::Service;
@@ -24,7 +24,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 use super::handler::{RequestContext, process};
-use super::limits::{ClientAddr, ClientKey, Limits};
+use super::limits::{BodyReservation, ClientAddr, ClientKey, Limits};
 use super::transport::long_polling;
 use super::{Server, ServerConfig};
 use crate::protocol::Batch;
@@ -131,43 +131,38 @@ impl Server {
         let client = self.client_of(&request);
         let (parts, body) = request.into_parts();
         let limit = config.max_message_size;
-        // The bytes it may take, reserved until it is handled: bodies in flight are
-        // bounded per client and in total.
-        let declared = declared_length(&parts.headers);
-        let reserve = declared.map_or(limit, |n| usize::try_from(n).unwrap_or(limit).min(limit));
-        let Ok(reservation) = self.inner().limits.reserve_body(client, reserve) else {
-            let mut res = text(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "too many request bodies in flight; retry shortly",
-            );
-            res.headers_mut().insert(
-                http::header::RETRY_AFTER,
-                http::HeaderValue::from_static("1"),
-            );
-            return res;
-        };
+        // Its bytes count against the body budgets (per client and in total) as they
+        // arrive, until it is handled.
+        let mut reservation = BodyReservation::empty(&self.inner().limits, client);
         // Boxed, as is `process` below: the request's future is as large as its largest
         // state, and a held long poll should not carry these (BENCHMARKS.md).
-        let bytes =
-            match Box::pin(read_body(&parts.headers, body, limit, config.body_timeout)).await {
-                Ok(bytes) => bytes,
-                Err(BodyError::TooLarge) => return too_large(limit),
-                Err(BodyError::TimedOut) => {
-                    return text(
-                        StatusCode::REQUEST_TIMEOUT,
-                        format!(
-                            "the request body did not arrive within {} ms",
-                            config.body_timeout.as_millis()
-                        ),
-                    );
-                }
-                Err(BodyError::Read(e)) => {
-                    return text(
-                        StatusCode::BAD_REQUEST,
-                        format!("could not read the request body: {e}"),
-                    );
-                }
-            };
+        let read = read_body(
+            &parts.headers,
+            body,
+            limit,
+            config.body_timeout,
+            &mut reservation,
+        );
+        let bytes = match Box::pin(read).await {
+            Ok(bytes) => bytes,
+            Err(BodyError::OverBudget) => return over_budget(),
+            Err(BodyError::TooLarge) => return too_large(limit),
+            Err(BodyError::TimedOut) => {
+                return text(
+                    StatusCode::REQUEST_TIMEOUT,
+                    format!(
+                        "the request body did not arrive within {} ms",
+                        config.body_timeout.as_millis()
+                    ),
+                );
+            }
+            Err(BodyError::Read(e)) => {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    format!("could not read the request body: {e}"),
+                );
+            }
+        };
         // Faye and old CometD clients may POST a form, `message=<JSON>`: served as Faye
         // serves it (its cross-origin transport sends one as text/plain).
         let parsed = if is_form(&parts.headers, &bytes) {
@@ -232,16 +227,22 @@ pub(crate) enum BodyError {
     TimedOut,
     /// The connection failed while reading.
     Read(String),
+    /// The request body budgets are spent: 503, retry shortly.
+    OverBudget,
 }
 
 /// Reads a whole request body of at most `limit` bytes within `timeout`, refusing at once
 /// a body whose declared `Content-Length` is over the limit. Shared by every endpoint so
-/// that none can be held by a slow or oversized body.
+/// that none can be held by a slow or oversized body. Each chunk is counted in
+/// `reserved` as it arrives (the body budgets, per client and in total: what the body
+/// really holds, so a client that declares a large body and sends it slowly holds only
+/// what it sent); the caller keeps the reservation until the body is handled.
 pub(crate) async fn read_body<B>(
     headers: &http::HeaderMap,
     body: B,
     limit: usize,
     timeout: Duration,
+    reserved: &mut BodyReservation,
 ) -> Result<Bytes, BodyError>
 where
     B: Body,
@@ -251,11 +252,38 @@ where
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge);
     }
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
+    let read = async {
+        let mut body = std::pin::pin!(body);
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut len = 0usize;
+        while let Some(frame) = body.frame().await {
+            let frame = frame.map_err(|e| BodyError::Read(e.to_string()))?;
+            let Ok(mut data) = frame.into_data() else {
+                continue;
+            };
+            let n = bytes::Buf::remaining(&data);
+            len += n;
+            if len > limit {
+                return Err(BodyError::TooLarge);
+            }
+            reserved.grow(n).map_err(|_| BodyError::OverBudget)?;
+            parts.push(bytes::Buf::copy_to_bytes(&mut data, n));
+        }
+        Ok(match parts.len() {
+            0 => Bytes::new(),
+            1 => parts.pop().unwrap_or_default(),
+            _ => {
+                let mut all = bytes::BytesMut::with_capacity(len);
+                for part in parts {
+                    all.extend_from_slice(&part);
+                }
+                all.freeze()
+            }
+        })
+    };
+    match tokio::time::timeout(timeout, read).await {
         Err(_) => Err(BodyError::TimedOut),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(BodyError::TooLarge),
-        Ok(Err(e)) => Err(BodyError::Read(e.to_string())),
+        Ok(result) => result,
     }
 }
 
@@ -498,6 +526,19 @@ pub(crate) mod cors {
         h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("3600"));
         res
     }
+}
+
+/// The answer to a request whose body the budgets cannot take now: 503, retry shortly.
+pub(crate) fn over_budget() -> Response<ResponseBody> {
+    let mut res = text(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "too many request bodies in flight; retry shortly",
+    );
+    res.headers_mut().insert(
+        http::header::RETRY_AFTER,
+        http::HeaderValue::from_static("1"),
+    );
+    res
 }
 
 fn too_large(limit: usize) -> Response<ResponseBody> {
@@ -810,9 +851,13 @@ async fn accept_loop<S: HttpService>(
                     }
                 };
                 let _ = stream.set_nodelay(true);
+                // Shared with an upgraded socket, which outlives the HTTP connection and
+                // keeps counting as a connection until it closes.
+                let slot = Arc::new(slot);
                 let service = WithClientAddr {
                     inner: service.clone(),
                     addr: ClientAddr(peer),
+                    slot: ConnectionHold(slot.clone()),
                 };
                 let connections = connections.clone();
                 let (stopping, alive) = (stopping.clone(), alive.clone());
@@ -892,12 +937,19 @@ impl Connections {
     }
 }
 
-/// A connection's service: each request carries the connection's [`ClientAddr`] in
-/// its extensions, for the per-address budgets.
+/// A connection's place in the connection budgets, in each request's extensions: a
+/// WebSocket upgrade takes a clone, so that the socket counts as a connection for as
+/// long as it lives.
+#[derive(Clone, Debug)]
+pub(crate) struct ConnectionHold(#[allow(dead_code)] pub Arc<super::limits::ConnectionSlot>);
+
+/// A connection's service: each request carries the connection's [`ClientAddr`] and
+/// its [`ConnectionHold`] in its extensions, for the budgets.
 #[derive(Clone)]
 struct WithClientAddr<S> {
     inner: S,
     addr: ClientAddr,
+    slot: ConnectionHold,
 }
 
 impl<S: HttpService> Service<Request<Incoming>> for WithClientAddr<S> {
@@ -907,6 +959,7 @@ impl<S: HttpService> Service<Request<Incoming>> for WithClientAddr<S> {
 
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         request.extensions_mut().insert(self.addr);
+        request.extensions_mut().insert(self.slot.clone());
         self.inner.call(request)
     }
 }

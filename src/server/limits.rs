@@ -58,6 +58,15 @@ impl std::fmt::Display for ClientKey {
     }
 }
 
+/// The address of an `X-Forwarded-For` entry: `192.0.2.7`, `2001:db8::1`, or with a
+/// port as some proxies write it (`192.0.2.7:4711`, `[2001:db8::1]:4711`).
+fn forwarded_ip(entry: &str) -> Option<IpAddr> {
+    entry
+        .parse::<IpAddr>()
+        .ok()
+        .or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
 /// The budgets that refuse, as `bayeux_limit_refusals_total` labels them.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Refusal {
@@ -146,16 +155,6 @@ pub(crate) struct FailureWindow {
 }
 
 impl FailureWindow {
-    /// Whether `max` failures fall within `window` before `now`.
-    pub fn is_full(&self, max: u32, window: Duration, now: Instant) -> bool {
-        max == 0
-            || (self.times.len() >= max as usize
-                && self
-                    .times
-                    .get(self.times.len() - max as usize)
-                    .is_some_and(|t| now.saturating_duration_since(*t) < window))
-    }
-
     /// Records a failure at `now`, keeping the newest `max`.
     pub fn record(&mut self, max: u32, now: Instant) {
         self.times.push_back(now);
@@ -164,12 +163,47 @@ impl FailureWindow {
         }
     }
 
+    /// How many of the recorded failures fall within `window` before `now`.
+    pub fn recent(&self, window: Duration, now: Instant) -> usize {
+        self.times
+            .iter()
+            .rev()
+            .take_while(|t| now.saturating_duration_since(**t) < window)
+            .count()
+    }
+
+    /// The newest failure, if any.
+    pub fn newest(&self) -> Option<Instant> {
+        self.times.back().copied()
+    }
+
     /// Whether the newest failure is older than `window`: the entry can go.
     pub fn is_stale(&self, window: Duration, now: Instant) -> bool {
         self.times
             .back()
             .is_none_or(|t| now.saturating_duration_since(*t) >= window)
     }
+}
+
+/// Keeps the `keep` entries of `map` whose `time` is the latest, dropping the others:
+/// when a table is full of fresh entries, the oldest go first (an attacker with many
+/// addresses cannot flush its own recent failures out), in linear time.
+pub(crate) fn keep_newest<K: std::hash::Hash + Eq, V>(
+    map: &mut HashMap<K, V>,
+    keep: usize,
+    time: impl Fn(&V) -> Option<Instant>,
+) {
+    if map.len() <= keep || keep == 0 {
+        if keep == 0 {
+            map.clear();
+        }
+        return;
+    }
+    let mut times: Vec<Option<Instant>> = map.values().map(&time).collect();
+    let cut = times.len() - keep;
+    let (_, threshold, _) = times.select_nth_unstable(cut);
+    let threshold = *threshold;
+    map.retain(|_, v| time(v) >= threshold);
 }
 
 /// The most clients the failure and refusal tables track; past it, the oldest entries
@@ -194,7 +228,7 @@ pub(crate) struct Limits {
     /// Bytes of request bodies being read, over all clients.
     body_bytes: AtomicUsize,
     usage: Mutex<HashMap<ClientKey, Usage>>,
-    failures: Mutex<HashMap<ClientKey, FailureWindow>>,
+    failures: Mutex<HashMap<ClientKey, AuthRecord>>,
     /// When each (kind, client) refusal was last logged, and how many since.
     logged: Mutex<HashMap<(usize, ClientKey), (Instant, u64)>>,
     refused: [AtomicU64; 10],
@@ -224,8 +258,11 @@ impl Limits {
             auth_window: config.auth_failure_window,
             log_interval: config.refusal_log_interval,
             trusted_proxies: config.trusted_proxies.clone(),
-            max_body_bytes: config.max_body_bytes,
-            max_body_bytes_per_address: config.max_body_bytes_per_address,
+            // A single request of `max_message_size` always fits the budgets.
+            max_body_bytes: config.max_body_bytes.max(config.max_message_size),
+            max_body_bytes_per_address: config
+                .max_body_bytes_per_address
+                .max(config.max_message_size),
             connections: AtomicUsize::new(0),
             body_bytes: AtomicUsize::new(0),
             usage: Mutex::default(),
@@ -247,18 +284,24 @@ impl Limits {
         if !self.is_trusted_proxy(peer) {
             return Some(ClientKey::of(peer));
         }
-        let forwarded = headers
+        let forwarded: Vec<&str> = headers
             .get_all("x-forwarded-for")
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
-            .filter_map(|a| a.trim().parse::<IpAddr>().ok())
-            .collect::<Vec<_>>();
-        let client = forwarded
-            .into_iter()
-            .rev()
-            .find(|ip| !self.is_trusted_proxy(*ip))
-            .unwrap_or(peer);
+            .map(str::trim)
+            .collect();
+        // From the right: skip the trusted proxies; the first other entry is the client.
+        // One that cannot be read (a proxy that wrote something odd) ends the walk at
+        // the last trusted hop, which cannot be spoofed.
+        let mut client = peer;
+        for entry in forwarded.into_iter().rev() {
+            match forwarded_ip(entry) {
+                Some(ip) if self.is_trusted_proxy(ip) => client = ip,
+                Some(ip) => return Some(ClientKey::of(ip)),
+                None => break,
+            }
+        }
         Some(ClientKey::of(client))
     }
 
@@ -437,39 +480,64 @@ impl Limits {
         Some(SessionSlot(Some((self.clone(), client))))
     }
 
-    /// Whether `client` has failed `max_auth_failures_per_address` handshakes within
-    /// the window: then it is refused before the policy runs (and the refusal counted).
-    pub fn auth_blocked(&self, client: Option<ClientKey>) -> bool {
-        let Some(client) = client else {
-            return false;
+    /// Starts a credential check for `client`, or refuses it (counted, logged) when its
+    /// recent failures and the checks it has under way reach
+    /// `max_auth_failures_per_address`: the checks under way count as failures until
+    /// they end, so a burst of concurrent guesses cannot all pass the bound.
+    pub fn begin_auth(self: &Arc<Self>, client: Option<ClientKey>) -> Option<AuthAttempt> {
+        let Some(key) = client else {
+            return Some(AuthAttempt {
+                limits: self.clone(),
+                client: None,
+            });
         };
         let now = Instant::now();
-        let blocked = lock(&self.failures)
-            .get(&client)
-            .is_some_and(|w| w.is_full(self.max_auth_failures, self.auth_window, now));
-        if blocked {
-            self.refuse(Refusal::AuthFailures, Some(client), "handshake refused");
-        }
-        blocked
-    }
-
-    /// Records a handshake of `client` that the policy refused.
-    pub fn auth_failed(&self, client: Option<ClientKey>) {
-        let Some(client) = client else { return };
-        let now = Instant::now();
         let mut failures = lock(&self.failures);
-        failures
-            .entry(client)
-            .or_default()
-            .record(self.max_auth_failures, now);
+        let record = failures.entry(key).or_default();
+        // Checks under way count only for an address that has failed recently: a busy
+        // client behind one address (a NAT, a load tool) that never fails is not held
+        // back, and a first burst of guesses is bounded by the check pool's queue.
+        let recent = record.failures.recent(self.auth_window, now);
+        let used = if recent > 0 {
+            recent + record.in_flight as usize
+        } else {
+            0
+        };
+        if used >= self.max_auth_failures.max(1) as usize {
+            if record.is_idle(self.auth_window, now) {
+                failures.remove(&key);
+            }
+            drop(failures);
+            self.refuse(Refusal::AuthFailures, client, "handshake refused");
+            return None;
+        }
+        record.in_flight += 1;
         if failures.len() > MAX_TRACKED {
             let window = self.auth_window;
-            failures.retain(|_, w| !w.is_stale(window, now));
-            if failures.len() > MAX_TRACKED {
-                // Still full of fresh entries: forget an arbitrary half rather than grow.
-                let keep: Vec<ClientKey> = failures.keys().copied().take(MAX_TRACKED / 2).collect();
-                failures.retain(|k, _| keep.contains(k));
-            }
+            failures.retain(|k, r| *k == key || !r.is_idle(window, now));
+            keep_newest(&mut failures, MAX_TRACKED / 2, |r| {
+                r.failures.newest().or(Some(now))
+            });
+        }
+        Some(AuthAttempt {
+            limits: self.clone(),
+            client,
+        })
+    }
+
+    /// Ends a check that `begin_auth` started: `failed` records a failure.
+    fn end_auth(&self, client: ClientKey, failed: bool) {
+        let now = Instant::now();
+        let mut failures = lock(&self.failures);
+        let Some(record) = failures.get_mut(&client) else {
+            return;
+        };
+        record.in_flight = record.in_flight.saturating_sub(1);
+        if failed {
+            record.failures.record(self.max_auth_failures, now);
+        }
+        if record.is_idle(self.auth_window, now) {
+            failures.remove(&client);
         }
     }
 
@@ -477,7 +545,7 @@ impl Limits {
     /// their intervals. Run by the server's periodic sweep.
     pub fn prune(&self, now: Instant) {
         let window = self.auth_window;
-        lock(&self.failures).retain(|_, w| !w.is_stale(window, now));
+        lock(&self.failures).retain(|_, r| !r.is_idle(window, now));
         self.prune_logged(now, false);
     }
 
@@ -550,6 +618,45 @@ impl Drop for PendingWebSocket {
     }
 }
 
+/// One client's failed handshakes, and its checks under way.
+#[derive(Debug, Default)]
+struct AuthRecord {
+    failures: FailureWindow,
+    in_flight: u32,
+}
+
+impl AuthRecord {
+    /// Nothing under way and no failure within `window`: the entry can go.
+    fn is_idle(&self, window: Duration, now: Instant) -> bool {
+        self.in_flight == 0 && self.failures.is_stale(window, now)
+    }
+}
+
+/// A credential check under way for a client (see [`Limits::begin_auth`]): dropped, it
+/// ends as not failed (accepted, or cancelled with its request).
+#[derive(Debug)]
+pub(crate) struct AuthAttempt {
+    limits: Arc<Limits>,
+    client: Option<ClientKey>,
+}
+
+impl AuthAttempt {
+    /// The check failed: one more failure for the client's address.
+    pub fn failed(mut self) {
+        if let Some(client) = self.client.take() {
+            self.limits.end_auth(client, true);
+        }
+    }
+}
+
+impl Drop for AuthAttempt {
+    fn drop(&mut self) {
+        if let Some(client) = self.client.take() {
+            self.limits.end_auth(client, false);
+        }
+    }
+}
+
 /// Request body bytes counted against the budgets until dropped.
 #[derive(Debug)]
 pub(crate) struct BodyReservation {
@@ -560,7 +667,6 @@ pub(crate) struct BodyReservation {
 
 impl BodyReservation {
     /// An empty reservation, grown as bytes arrive ([`BodyReservation::grow`]).
-    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
     pub fn empty(limits: &Arc<Limits>, client: Option<ClientKey>) -> Self {
         BodyReservation {
             limits: limits.clone(),
@@ -570,8 +676,10 @@ impl BodyReservation {
     }
 
     /// Reserves `n` more bytes, or says which budget refuses them.
-    #[cfg_attr(not(feature = "websocket"), allow(dead_code))]
     pub fn grow(&mut self, n: usize) -> Result<(), Refusal> {
+        if n == 0 {
+            return Ok(());
+        }
         let mut more = self.limits.reserve_body(self.client, n)?;
         // The bytes now belong to this reservation.
         more.bytes = 0;
@@ -582,6 +690,9 @@ impl BodyReservation {
     /// Gives back everything reserved so far (the message it was for is handled).
     pub fn clear(&mut self) {
         let n = std::mem::take(&mut self.bytes);
+        if n == 0 {
+            return;
+        }
         self.limits.body_bytes.fetch_sub(n, Ordering::AcqRel);
         if let Some(client) = self.client {
             self.limits.adjust(client, |u| {
@@ -688,6 +799,22 @@ mod tests {
             l.client_of(Some(ip("10.0.0.1")), &headers),
             Some(ClientKey::of(ip("192.0.2.7")))
         );
+        let mut ported = http::HeaderMap::new();
+        ported.insert(
+            "x-forwarded-for",
+            "6.6.6.6, 192.0.2.8:4711".parse().unwrap(),
+        );
+        assert_eq!(
+            l.client_of(Some(ip("10.0.0.1")), &ported),
+            Some(ClientKey::of(ip("192.0.2.8")))
+        );
+        let mut odd = http::HeaderMap::new();
+        odd.insert("x-forwarded-for", "6.6.6.6, unknown".parse().unwrap());
+        assert_eq!(
+            l.client_of(Some(ip("10.0.0.1")), &odd),
+            Some(ClientKey::of(ip("10.0.0.1"))),
+            "an entry that cannot be read is not skipped over"
+        );
         // From anyone else, the header is the client's word and is ignored.
         assert_eq!(
             l.client_of(Some(ip("192.0.2.9")), &headers),
@@ -699,6 +826,7 @@ mod tests {
     fn request_bodies_are_bounded_in_total_and_per_address() {
         let l = limits(
             ServerConfig::default()
+                .with_max_message_size(100)
                 .with_max_body_bytes(300)
                 .with_max_body_bytes_per_address(200),
         );
@@ -749,15 +877,36 @@ mod tests {
         let a = Some(ClientKey::of(ip("127.0.0.1")));
         let b = Some(ClientKey::of(ip("127.0.0.2")));
         for _ in 0..3 {
-            assert!(!l.auth_blocked(a));
-            l.auth_failed(a);
+            l.begin_auth(a).expect("under the bound").failed();
         }
-        assert!(l.auth_blocked(a));
-        assert!(!l.auth_blocked(b), "another address is not affected");
+        assert!(l.begin_auth(a).is_none());
+        assert!(l.begin_auth(b).is_some(), "another address is not affected");
         tokio::time::advance(Duration::from_secs(61)).await;
-        assert!(!l.auth_blocked(a));
+        assert!(l.begin_auth(a).is_some());
         l.prune(Instant::now());
         assert_eq!(l.tracked_clients(), 0);
         assert_eq!(l.refusals()[Refusal::AuthFailures.index()], 1);
+    }
+
+    #[test]
+    fn checks_under_way_count_against_the_failure_bound() {
+        let l = limits(ServerConfig::default().with_max_auth_failures_per_address(3));
+        let a = Some(ClientKey::of(ip("127.0.0.1")));
+        // An address that never failed is not held back, however many at once.
+        let many: Vec<AuthAttempt> = (0..10).map(|_| l.begin_auth(a).unwrap()).collect();
+        drop(many);
+        // Once it failed, its checks under way count: one failure and two under way
+        // reach the bound of three.
+        l.begin_auth(a).unwrap().failed();
+        let burst: Vec<AuthAttempt> = (0..2).map(|_| l.begin_auth(a).unwrap()).collect();
+        assert!(l.begin_auth(a).is_none());
+        // One ends well (or is cancelled): its place comes back; failures stay.
+        let mut burst = burst.into_iter();
+        drop(burst.next());
+        let again = l.begin_auth(a).unwrap();
+        for attempt in burst.chain([again]) {
+            attempt.failed();
+        }
+        assert!(l.begin_auth(a).is_none());
     }
 }

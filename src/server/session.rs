@@ -266,7 +266,8 @@ impl Session {
     /// keep up. Each session can grow to its share at most, so all queues together stay
     /// below 2 B (a hard stop).
     fn in_budget(&self, held: usize, cost: usize) -> bool {
-        let budget = self.limits.max_total_bytes;
+        // One session's own bound always fits.
+        let budget = self.limits.max_total_bytes.max(self.limits.max_bytes);
         let total = self.stats.queued_bytes.load(Ordering::Relaxed);
         if total.saturating_add(cost) <= budget {
             return true;
@@ -420,7 +421,26 @@ impl Session {
         for p in subs.drain() {
             index(&p);
         }
+        drop(subs);
+        // Removed for good: whatever an overflow left for its transport to report, or
+        // sent and never acknowledged, is freed now (nobody will take it any more).
+        self.free_all();
         first
+    }
+
+    /// Frees the queue and the unacknowledged messages, counting them as lost with the
+    /// session, and gives their bytes back to the server's total.
+    fn free_all(&self) {
+        let mut st = self.state();
+        let lost = st.queue.len() + st.ack.as_ref().map_or(0, |a| a.unacked.len());
+        self.stats
+            .drop_messages(DropReason::SessionEnded, lost as u64);
+        st.queue = VecDeque::new();
+        if let Some(ack) = st.ack.as_mut() {
+            ack.unacked = VecDeque::new();
+        }
+        let held = st.held_bytes;
+        self.release_bytes(&mut st, held);
     }
 
     /// Marks the session ended without touching the subscriptions (which needs their
@@ -720,6 +740,16 @@ impl Session {
     }
 }
 
+/// A session dropped while it still holds bytes (never removed through
+/// [`Session::close`]) gives them back to the server's total.
+impl Drop for Session {
+    fn drop(&mut self) {
+        let st = self.state.get_mut().unwrap_or_else(|e| e.into_inner());
+        let held = std::mem::take(&mut st.held_bytes);
+        self.stats.queued_bytes.fetch_sub(held, Ordering::Relaxed);
+    }
+}
+
 /// Why [`Session::subscribe`] added nothing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum SubscribeError {
@@ -936,7 +966,61 @@ mod tests {
             let out = s.take();
             assert_eq!(out.messages, vec![b("1"), b("2")]);
             assert_eq!(out.closed, Some(CloseReason::Overflow));
+            // Still held (unacknowledged) until the session is removed; then every
+            // byte goes back to the server's total.
+            assert!(s.stats.queued_bytes.load(Ordering::Relaxed) > 0);
+            s.close(CloseReason::Overflow, |_| {});
+            assert_eq!(
+                s.stats.queued_bytes.load(Ordering::Relaxed),
+                0,
+                "{policy:?}"
+            );
         }
+    }
+
+    #[test]
+    fn the_servers_total_follows_every_session_and_returns_to_zero() {
+        let stats = Arc::new(Stats::default());
+        let limits = QueueLimits {
+            max_messages: 3,
+            max_bytes: usize::MAX,
+            max_total_bytes: usize::MAX,
+            overflow: OverflowPolicy::DropOldest,
+            busy_threshold: 4,
+        };
+        let make = || {
+            let info = SessionInfo {
+                client_id: new_client_id(),
+                user: None,
+            };
+            Arc::new(Session::new(
+                info,
+                1,
+                limits,
+                stats.clone(),
+                None,
+                ConnectionType::LongPolling,
+            ))
+        };
+        let (a, b_) = (make(), make());
+        for i in 0..5 {
+            a.enqueue(&b(if i % 2 == 0 { "even" } else { "odd" }));
+            b_.enqueue(&b("x"));
+        }
+        let total = stats.queued_bytes.load(Ordering::Relaxed);
+        // a keeps its newest three (even, odd, even), b its first three.
+        assert_eq!(
+            total,
+            2 * charge(&b("even")) + charge(&b("odd")) + 3 * charge(&b("x"))
+        );
+        a.take();
+        b_.close(CloseReason::Expired, |_| {});
+        assert_eq!(stats.queued_bytes.load(Ordering::Relaxed), 0);
+        // A session dropped while holding bytes gives them back too.
+        let c = make();
+        c.enqueue(&b("left behind"));
+        drop(c);
+        assert_eq!(stats.queued_bytes.load(Ordering::Relaxed), 0);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 use crate::server::ClientKey;
-use crate::server::limits::FailureWindow;
+use crate::server::limits::{FailureWindow, keep_newest};
 
 /// How the users file's checks are bounded (see [`Access::with_checks`](super::Access::with_checks)).
 #[derive(Clone, Debug)]
@@ -142,6 +142,27 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// A check counted among those waiting for a place until dropped (taken a place, or
+/// cancelled with its request).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    /// Counts one more waiting, unless `max` wait already.
+    fn enter(count: &'a AtomicUsize, max: usize) -> Option<Self> {
+        if count.fetch_add(1, Ordering::AcqRel) >= max {
+            count.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(Waiting(count))
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Why a slow check did not run.
 pub(crate) enum Skipped {
     /// The check failed to run (it panicked): answer as a wrong password.
@@ -187,10 +208,8 @@ impl Checks {
         let Some(record) = users.get(user) else {
             return false;
         };
-        let full =
-            record
-                .failures
-                .is_full(self.limits.max_failures_per_user, self.limits.window, now);
+        let full = record.failures.recent(self.limits.window, now)
+            >= self.limits.max_failures_per_user.max(1) as usize;
         let trusted = client.is_some_and(|c| {
             record
                 .trusted
@@ -227,12 +246,13 @@ impl Checks {
         check: impl FnOnce() -> T + Send + 'static,
     ) -> Result<T, Skipped> {
         // Each lane has its own bound, so suspects never make a clean client "busy".
-        let waiting = &self.waiting[usize::from(suspect)];
-        if waiting.fetch_add(1, Ordering::AcqRel) >= self.limits.max_waiting {
-            waiting.fetch_sub(1, Ordering::AcqRel);
+        // Counted by a guard: a request dropped while it waits gives its place back.
+        let Some(waiting) =
+            Waiting::enter(&self.waiting[usize::from(suspect)], self.limits.max_waiting)
+        else {
             self.busy.fetch_add(1, Ordering::Relaxed);
             return Err(Skipped::Busy);
-        }
+        };
         // A suspect takes a lane place first, so that suspects never hold every place
         // in the pool: a clean client finds one free, or waits for clean ones only.
         let lane = if suspect {
@@ -249,7 +269,7 @@ impl Checks {
                 self.pool.clone().acquire_owned().await.ok()
             }
         };
-        waiting.fetch_sub(1, Ordering::AcqRel);
+        drop(waiting);
         self.slow_checks.fetch_add(1, Ordering::Relaxed);
         let result = tokio::task::spawn_blocking(move || {
             let result = check();
@@ -271,13 +291,15 @@ impl Checks {
         let (max, window) = (self.limits.max_failures_per_user, self.limits.window);
         {
             let mut users = lock(&self.users);
-            if !users.contains_key(user) && users.len() >= MAX_TRACKED {
+            // Unknown names pile up as fast as they are guessed: stale entries go
+            // every so often, and the oldest when the table is full.
+            if !users.contains_key(user)
+                && (users.len() >= MAX_TRACKED || users.len().is_power_of_two())
+            {
                 users.retain(|_, r| !r.failures.is_stale(window, now) || !r.trusted.is_empty());
-                if users.len() >= MAX_TRACKED {
-                    let keep: Vec<String> = users.keys().take(MAX_TRACKED / 2).cloned().collect();
-                    users.retain(|k, _| keep.contains(k));
-                }
+                keep_newest(&mut users, MAX_TRACKED / 2, |r| r.failures.newest());
             }
+
             users
                 .entry(user.to_string())
                 .or_default()
@@ -286,11 +308,11 @@ impl Checks {
         }
         if let Some(client) = client {
             let mut clients = lock(&self.clients);
-            if !clients.contains_key(&client) && clients.len() >= MAX_TRACKED {
+            if !clients.contains_key(&client)
+                && (clients.len() >= MAX_TRACKED || clients.len().is_power_of_two())
+            {
                 clients.retain(|_, w| !w.is_stale(window, now));
-                if clients.len() >= MAX_TRACKED {
-                    clients.clear();
-                }
+                keep_newest(&mut clients, MAX_TRACKED / 2, FailureWindow::newest);
             }
             clients.entry(client).or_default().record(1, now);
         }

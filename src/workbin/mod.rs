@@ -36,6 +36,7 @@ pub use users::{
 pub use web::STATS_PATH;
 
 use crate::server::http::{BodyError, read_body};
+use crate::server::limits::BodyReservation;
 use crate::server::{ResponseBody, Server};
 
 /// Settings of the workbin endpoint.
@@ -165,24 +166,27 @@ impl Workbin {
             return Err(WorkbinError::method_not_allowed(request.method().as_str()));
         }
         let client = self.server.client_of(&request);
+        // The same bound on failed attempts per address as for handshakes.
+        let Some(attempt) = self.server.inner().limits.begin_auth(client) else {
+            return Err(WorkbinError::unauthorized());
+        };
         match self.access.workbin_caller(request.headers(), client).await {
-            Caller::Allowed => {}
-            Caller::Unauthenticated => return Err(WorkbinError::unauthorized()),
+            Caller::Allowed => drop(attempt),
+            Caller::Unauthenticated => {
+                attempt.failed();
+                return Err(WorkbinError::unauthorized());
+            }
             Caller::NotSupervisor(user) => return Err(WorkbinError::forbidden(&user)),
             Caller::Busy => return Err(WorkbinError::busy()),
         }
         let limit = self.max_body;
         let timeout = self.server.config().body_timeout;
         // Counted with the Bayeux endpoint's bodies, per client and in total.
-        let _reservation = self
-            .server
-            .inner()
-            .limits
-            .reserve_body(client, limit)
-            .map_err(|_| WorkbinError::busy())?;
+        let mut reservation = BodyReservation::empty(&self.server.inner().limits, client);
         let (parts, body) = request.into_parts();
-        let body = match read_body(&parts.headers, body, limit, timeout).await {
+        let body = match read_body(&parts.headers, body, limit, timeout, &mut reservation).await {
             Ok(bytes) => bytes,
+            Err(BodyError::OverBudget) => return Err(WorkbinError::busy()),
             Err(BodyError::TooLarge) => return Err(WorkbinError::too_large(limit)),
             Err(BodyError::TimedOut) => return Err(WorkbinError::timed_out(timeout)),
             Err(BodyError::Read(e)) => {

@@ -151,6 +151,11 @@ pub(crate) fn upgrade<B>(
     // Copied, not cloned: a cloned value shares hyper's 8 KiB read buffer, which it
     // would then keep for as long as the socket lives.
     let upgrade_headers = owned_headers(headers);
+    // The socket keeps its connection's place in the connection budgets.
+    let connection = request
+        .extensions()
+        .get::<crate::server::http::ConnectionHold>()
+        .cloned();
     let on_upgrade = hyper::upgrade::on(&mut request);
     let mut res = Response::new(ResponseBody::default());
     *res.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
@@ -168,6 +173,7 @@ pub(crate) fn upgrade<B>(
     let guard = inner.socket_opened();
     let task = async move {
         let _guard = guard;
+        let _connection = connection;
         let Ok(upgraded) = on_upgrade.await else {
             return;
         };
@@ -335,7 +341,10 @@ impl Socket {
         pending: PendingWebSocket,
     ) -> Self {
         let now = Instant::now();
-        let handshake_due = now + inner.config.websocket_handshake_timeout;
+        // A deadline past what the clock can hold is no deadline (a year on).
+        let handshake_due = now
+            .checked_add(inner.config.websocket_handshake_timeout)
+            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
         Socket {
             inner,
             ws,
