@@ -835,11 +835,34 @@ async fn cors_grants_credentials_to_listed_origins_only() {
             .await
             .is_ok()
         );
-        // Without `*`, another origin is refused outright.
+        // Without `*`, another origin is refused outright; an application's own request
+        // headers are allowed when configured.
         let strict = TestServer::with_config(
-            fast_config().with_cors_origins(vec!["http://desk.example".into()]),
+            fast_config()
+                .with_cors_origins(vec!["http://desk.example".into()])
+                .with_cors_allowed_headers(vec!["X-App-Token".into()]),
         )
         .await;
+        let (status, headers, _) = request_from(
+            ATTACKER,
+            strict.listening.local_addr(),
+            "OPTIONS",
+            "/cometd",
+            &[
+                ("origin", "http://desk.example"),
+                ("access-control-request-method", "POST"),
+                ("access-control-request-headers", "x-app-token"),
+            ],
+            Bytes::new(),
+        )
+        .await;
+        assert_eq!(status, 204);
+        assert!(
+            headers["access-control-allow-headers"]
+                .to_str()
+                .unwrap()
+                .ends_with(", X-App-Token")
+        );
         let (status, headers, _) = request_from(
             ATTACKER,
             strict.listening.local_addr(),

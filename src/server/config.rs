@@ -212,6 +212,11 @@ pub struct ServerConfig {
     /// handshake also offers `cross-origin-long-polling` (Faye's name for long-polling
     /// under CORS).
     pub cors_origins: Vec<String>,
+    /// Request headers a preflight allows besides the ones the CometD, Faye and this
+    /// crate's clients send (`Accept, Authorization, Content-Type, Pragma,
+    /// X-Requested-With`): the custom headers an application's client adds (CometD's
+    /// `requestHeaders`). Empty by default.
+    pub cors_allowed_headers: Vec<String>,
     /// Serve the `callback-polling` (JSONP) transport: Bayeux over `GET` requests
     /// answered as a script, for browsers that can use neither CORS nor WebSocket. Off by
     /// default: any page can make such requests with the user's cookies and read the
@@ -278,6 +283,7 @@ impl Default for ServerConfig {
             http2_max_sessions_per_browser: None,
             multi_session_interval: Duration::from_millis(2_000),
             cors_origins: Vec::new(),
+            cors_allowed_headers: Vec::new(),
             callback_polling: false,
             tls_handshake_timeout: Duration::from_secs(10),
             http2_prior_knowledge: false,
@@ -342,6 +348,7 @@ setters! {
     with_http2_max_sessions_per_browser => http2_max_sessions_per_browser: Option<usize>,
     with_multi_session_interval => multi_session_interval: Duration,
     with_cors_origins => cors_origins: Vec<String>,
+    with_cors_allowed_headers => cors_allowed_headers: Vec<String>,
     with_callback_polling => callback_polling: bool,
     with_tls_handshake_timeout => tls_handshake_timeout: Duration,
     with_http2_prior_knowledge => http2_prior_knowledge: bool,
@@ -447,6 +454,15 @@ impl ServerConfig {
                     "cors_origins",
                     origin,
                     "an origin is scheme://host[:port], without a path or a final / (no browser sends this one), or * for any origin without credentials",
+                ));
+            }
+        }
+        for name in &self.cors_allowed_headers {
+            if http::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                return Err(ConfigError::new(
+                    "cors_allowed_headers",
+                    name,
+                    "is not an HTTP header name",
                 ));
             }
         }

@@ -120,7 +120,7 @@ impl Server {
             return Box::pin(super::transport::callback_polling::respond(self, request)).await;
         }
         if request.method() == Method::OPTIONS && !config.cors_origins.is_empty() {
-            return cors::preflight(access);
+            return cors::preflight(access, &config.cors_allowed_headers);
         }
         if request.method() != Method::POST {
             let mut res = text(StatusCode::METHOD_NOT_ALLOWED, "Bayeux requests use POST");
@@ -506,7 +506,7 @@ pub(crate) mod cors {
 
     /// Answers an `OPTIONS` preflight: 204 with the methods and headers the endpoint
     /// accepts for an allowed origin, 403 otherwise.
-    pub fn preflight(access: &Access) -> Response<ResponseBody> {
+    pub fn preflight(access: &Access, extra: &[String]) -> Response<ResponseBody> {
         let headers = match access {
             Access::Credentialed(_) | Access::SameOrigin => ALLOWED_HEADERS,
             Access::Anonymous => ANONYMOUS_HEADERS,
@@ -519,10 +519,16 @@ pub(crate) mod cors {
             ACCESS_CONTROL_ALLOW_METHODS,
             HeaderValue::from_static("POST, OPTIONS"),
         );
-        h.insert(
-            ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static(headers),
-        );
+        let allowed = if extra.is_empty() {
+            HeaderValue::from_static(headers)
+        } else {
+            let list = std::iter::once(headers)
+                .chain(extra.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(", ");
+            HeaderValue::from_str(&list).unwrap_or(HeaderValue::from_static(headers))
+        };
+        h.insert(ACCESS_CONTROL_ALLOW_HEADERS, allowed);
         h.insert(ACCESS_CONTROL_MAX_AGE, HeaderValue::from_static("3600"));
         res
     }

@@ -161,6 +161,10 @@ pub struct ServeArgs {
     /// Allow this browser origin (CORS); repeat for several, `*` for any.
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     cors_origins: Vec<String>,
+    /// A request header that CORS preflights allow besides the standard ones (a custom
+    /// header the application's clients send); repeat for several.
+    #[arg(long = "cors-header", value_name = "NAME")]
+    cors_allowed_headers: Vec<String>,
     /// Do not offer CometD's acknowledged-messages extension.
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     no_ack: Option<bool>,
@@ -460,6 +464,12 @@ impl ServeArgs {
                 d.multi_session_interval,
             ))
             .with_cors_origins(p.pick("cors-origin", cors_flags, file.cors_origins, d.cors_origins))
+            .with_cors_allowed_headers(p.pick(
+                "cors-header",
+                (!self.cors_allowed_headers.is_empty()).then(|| self.cors_allowed_headers.clone()),
+                file.cors_allowed_headers,
+                d.cors_allowed_headers,
+            ))
             .with_callback_polling(p.pick(
                 "callback-polling",
                 self.callback_polling,
@@ -783,6 +793,7 @@ impl Settings {
         if let Err(e) = c.validate() {
             let key = match e.field() {
                 "cors_origins" => "cors-origin".to_string(),
+                "cors_allowed_headers" => "cors-header".to_string(),
                 "trusted_proxies" => "trusted-proxy".to_string(),
                 field => field.replace('_', "-"),
             };

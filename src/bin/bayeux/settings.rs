@@ -261,6 +261,13 @@ pub struct FileSettings {
     /// `cors-origin`: one origin or a list.
     #[serde(rename = "cors-origin", default, deserialize_with = "one_or_many")]
     pub cors_origins: Option<Vec<String>>,
+    /// `cors-header`: one header name or a list.
+    #[serde(
+        rename = "cors-header",
+        default,
+        deserialize_with = "one_or_many_headers"
+    )]
+    pub cors_allowed_headers: Option<Vec<String>>,
     /// `no-ack`.
     pub no_ack: Option<bool>,
     /// `callback-polling`.
@@ -328,6 +335,12 @@ fn one_or_many_ips<'de, D: Deserializer<'de>>(
                 .map_err(|_| serde::de::Error::custom(format!("{t:?} is not an IP address")))
         })
         .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+/// `cors-header`: a header name or a list of them.
+fn one_or_many_headers<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<String>>, D::Error> {
+    d.deserialize_any(OneOrMany("a header name or a list of header names"))
         .map(Some)
 }
 
