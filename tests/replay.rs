@@ -627,3 +627,68 @@ async fn the_metrics_count_the_retained_messages() {
     let plain = Server::new(fast_config());
     assert!(!plain.metrics().contains("bayeux_replay"));
 }
+
+#[tokio::test]
+async fn durable_messages_carry_their_creation_time_in_salesforces_shapes() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(replay_config(&["/topic/**", "/event/**", "/data/**"], 10))
+            .await;
+        let (id, _) = handshake(&t, json!({"replay": true})).await;
+        for channel in [
+            "/topic/orders",
+            "/event/Order__e",
+            "/data/AccountChangeEvent",
+        ] {
+            let reply = subscribe_ext(&t, &id, channel, json!({"replay": {channel: -1}})).await;
+            assert_eq!(reply["successful"], true, "{reply}");
+        }
+        t.connect_now(&id).await;
+        t.server
+            .publish("/topic/orders", json!({"order": 1}))
+            .await
+            .unwrap();
+        t.server
+            .publish("/event/Order__e", json!({"Amount__c": 5}))
+            .await
+            .unwrap();
+        t.server
+            .publish(
+                "/data/AccountChangeEvent",
+                json!({"payload": {"Name": "Acme", "ChangeEventHeader": {"changeType": "CREATE"}}}),
+            )
+            .await
+            .unwrap();
+        let mut got = Vec::new();
+        while got.len() < 3 {
+            let (messages, _) = t.connect(&id).await;
+            got.extend(messages);
+        }
+        let date = |v: &Value| {
+            let s = v.as_str().unwrap_or_else(|| panic!("no date: {v}"));
+            // 2016-03-29T16:40:08.208Z
+            assert_eq!(s.len(), 24, "{s}");
+            assert!(s.ends_with('Z') && s.as_bytes()[10] == b'T', "{s}");
+        };
+        let on = |channel: &str| {
+            got.iter()
+                .find(|m| m["channel"] == channel)
+                .unwrap()
+                .clone()
+        };
+        let topic = on("/topic/orders");
+        assert_eq!(topic["data"]["order"], 1);
+        date(&topic["data"]["event"]["createdDate"]);
+        replay_id(&topic);
+        let platform = on("/event/Order__e");
+        assert_eq!(platform["data"]["payload"]["Amount__c"], 5);
+        date(&platform["data"]["payload"]["CreatedDate"]);
+        replay_id(&platform);
+        let change = on("/data/AccountChangeEvent");
+        let header = &change["data"]["payload"]["ChangeEventHeader"];
+        assert_eq!(header["changeType"], "CREATE");
+        assert!(header["commitTimestamp"].as_u64().unwrap() > 1_600_000_000_000);
+        replay_id(&change);
+    })
+    .await
+    .unwrap();
+}

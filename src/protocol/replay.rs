@@ -218,6 +218,114 @@ pub fn inject_replay_id(data: &mut Value, id: i64) -> bool {
     true
 }
 
+/// The shape of Salesforce's events a durable channel's messages take, chosen from
+/// the channel's name as Salesforce names its channels: where the creation time goes
+/// (clients such as aiosfstream order their stored replay markers by it and refuse an
+/// event without one). The replay id is in `data.event.replayId` in every shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventShape {
+    /// PushTopic and generic streaming events (every channel but the two below):
+    /// `data.event.createdDate`, ISO 8601 in UTC with milliseconds
+    /// (`2016-03-29T16:40:08.208Z`), beside the publisher's fields.
+    Generic,
+    /// Platform events (`/event/...`, as `/event/Order_Placed__e`):
+    /// `data.payload.CreatedDate`, ISO 8601; a publisher's data without a `payload`
+    /// object becomes the payload (its `event` and `schema` fields stay beside it).
+    PlatformEvent,
+    /// Change Data Capture (`/data/...`, as `/data/AccountChangeEvent`):
+    /// `data.payload.ChangeEventHeader.commitTimestamp`, milliseconds since the Unix
+    /// epoch; the payload as for platform events.
+    ChangeEvent,
+}
+
+impl EventShape {
+    /// The shape of the messages of `channel`.
+    pub fn of(channel: &str) -> Self {
+        if channel.starts_with("/event/") {
+            EventShape::PlatformEvent
+        } else if channel.starts_with("/data/") {
+            EventShape::ChangeEvent
+        } else {
+            EventShape::Generic
+        }
+    }
+}
+
+/// Puts the creation time `at` where `shape` says, unless the publisher put one there
+/// already: the publisher's own fields are never overwritten. Changes nothing when
+/// `data` is not an object (such a message carries no id either).
+pub fn stamp_created(shape: EventShape, data: &mut Value, at: std::time::SystemTime) {
+    let Value::Object(fields) = data else {
+        return;
+    };
+    match shape {
+        EventShape::Generic => {
+            if let Value::Object(event) = fields
+                .entry("event")
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
+                event
+                    .entry("createdDate")
+                    .or_insert_with(|| Value::from(rfc3339_millis(at)));
+            }
+        }
+        EventShape::PlatformEvent | EventShape::ChangeEvent => {
+            if !fields.contains_key("payload") {
+                // The publisher's data becomes the payload.
+                let mut payload = std::mem::take(fields);
+                for beside in ["event", "schema"] {
+                    if let Some(v) = payload.remove(beside) {
+                        fields.insert(beside.into(), v);
+                    }
+                }
+                fields.insert("payload".into(), Value::Object(payload));
+            }
+            let Some(Value::Object(payload)) = fields.get_mut("payload") else {
+                return;
+            };
+            if shape == EventShape::PlatformEvent {
+                payload
+                    .entry("CreatedDate")
+                    .or_insert_with(|| Value::from(rfc3339_millis(at)));
+            } else if let Value::Object(header) = payload
+                .entry("ChangeEventHeader")
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
+                let millis = at
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                header
+                    .entry("commitTimestamp")
+                    .or_insert_with(|| Value::from(millis));
+            }
+        }
+    }
+}
+
+/// `at` as ISO 8601 in UTC with milliseconds: `2016-03-29T16:40:08.208Z`.
+pub fn rfc3339_millis(at: std::time::SystemTime) -> String {
+    let since = at.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Howard Hinnant's days-to-civil, for the proleptic Gregorian calendar.
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3_600,
+        rest % 3_600 / 60,
+        rest % 60,
+        since.subsec_millis()
+    )
+}
+
 /// Whether [`inject_replay_id`] would succeed on `data`.
 pub fn can_carry_replay_id(data: &Value) -> bool {
     match data {
@@ -325,6 +433,58 @@ mod tests {
             "400:/v2/me/emails:The replayId {77} you provided was invalid (no longer retained). Please provide a valid ID, -2 to replay all events, or -1 to replay only new events."
         );
         assert!(is_invalid_replay_id(&e));
+    }
+
+    #[test]
+    fn creation_times_are_written_as_salesforce_writes_them() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let at = UNIX_EPOCH + Duration::from_millis(1_459_269_608_208);
+        assert_eq!(rfc3339_millis(at), "2016-03-29T16:40:08.208Z");
+        assert_eq!(rfc3339_millis(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339_millis(UNIX_EPOCH + Duration::from_secs(951_782_400)),
+            "2000-02-29T00:00:00.000Z"
+        );
+        assert_eq!(EventShape::of("/topic/orders"), EventShape::Generic);
+        assert_eq!(EventShape::of("/v2/me/emails"), EventShape::Generic);
+        assert_eq!(EventShape::of("/event/Order__e"), EventShape::PlatformEvent);
+        assert_eq!(
+            EventShape::of("/data/AccountChangeEvent"),
+            EventShape::ChangeEvent
+        );
+
+        let mut d = json!({"text": "hi", "event": {"type": "created"}});
+        stamp_created(EventShape::Generic, &mut d, at);
+        assert_eq!(
+            d,
+            json!({"text": "hi", "event": {"type": "created", "createdDate": "2016-03-29T16:40:08.208Z"}})
+        );
+        // The publisher's own date is kept.
+        let mut d = json!({"event": {"createdDate": "2001-01-01T00:00:00.000Z"}});
+        stamp_created(EventShape::Generic, &mut d, at);
+        assert_eq!(d["event"]["createdDate"], "2001-01-01T00:00:00.000Z");
+        // A platform event: the publisher's data becomes the payload.
+        let mut d = json!({"Amount__c": 3, "schema": "s1"});
+        stamp_created(EventShape::PlatformEvent, &mut d, at);
+        assert_eq!(
+            d,
+            json!({"schema": "s1", "payload": {"Amount__c": 3, "CreatedDate": "2016-03-29T16:40:08.208Z"}})
+        );
+        let mut d = json!({"payload": {"CreatedDate": "mine"}});
+        stamp_created(EventShape::PlatformEvent, &mut d, at);
+        assert_eq!(d["payload"]["CreatedDate"], "mine");
+        // A change event: the header's commit timestamp, in milliseconds.
+        let mut d =
+            json!({"payload": {"Name": "Acme", "ChangeEventHeader": {"entityName": "Account"}}});
+        stamp_created(EventShape::ChangeEvent, &mut d, at);
+        assert_eq!(
+            d["payload"]["ChangeEventHeader"],
+            json!({"entityName": "Account", "commitTimestamp": 1_459_269_608_208u64})
+        );
+        // Not an object: nothing to stamp.
+        let mut d = json!("text");
+        stamp_created(EventShape::Generic, &mut d, at);
+        assert_eq!(d, json!("text"));
     }
 
     #[test]

@@ -167,6 +167,18 @@ impl Replay {
         channel: ChannelName,
         mut message: Message,
     ) -> Result<Receipt, BrokerError> {
+        // Its creation time, where Salesforce's clients read it (the id is added below).
+        if let Some(data) = message
+            .data
+            .as_mut()
+            .filter(|d| crate::protocol::replay::can_carry_replay_id(d))
+        {
+            crate::protocol::replay::stamp_created(
+                crate::protocol::replay::EventShape::of(channel.as_str()),
+                data,
+                std::time::SystemTime::now(),
+            );
+        }
         let routing: Routing = match &self.store {
             Store::Memory(log) => {
                 let mut log = Self::memory(log);
