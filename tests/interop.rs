@@ -575,6 +575,47 @@ async fn faye_node_client_https_then_wss() {
     .await;
 }
 
+/// The steps of aiosfstream-ng, a Salesforce streaming client (`aiosfstream_client.py`).
+const AIOSFSTREAM_STEPS: &[&str] = &[
+    "live events in order",
+    "each carries data.event.replayId and createdDate",
+    "the stored marker is the last event's",
+    "replays what it missed after its marker",
+    "then live",
+    "replays all retained events (-2)",
+    "an id it cannot replay after falls back to all events",
+];
+
+/// aiosfstream-ng, run unchanged but for its authenticator (which returns this server's
+/// URL and a token), against a server with `/topic/**` durable at Salesforce's path
+/// (`/cometd/45.0`): live events with their replay ids and creation dates, its own
+/// replay-marker storage resuming after what it received, `-2`, and its fallback when
+/// the server cannot replay after its marker. Before durable messages carried their
+/// creation time, it failed on the first event.
+#[tokio::test]
+async fn aiosfstream_salesforce_client_replays_from_its_own_markers() {
+    let config = ServerConfig::default()
+        .with_timeout(Duration::from_secs(5))
+        .with_replay(Some(bayeux::server::ReplayConfig::new(vec![
+            bayeux::protocol::ChannelName::parse("/topic/**").unwrap(),
+        ])));
+    let app = DemoApp::new(
+        config,
+        Access::demo(),
+        WorkbinConfig::default(),
+        "/cometd/45.0",
+    );
+    let l = app.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    run_steps(
+        &python(),
+        &["aiosfstream_client.py", &l.url("")],
+        "aiosfstream-ng",
+        AIOSFSTREAM_STEPS,
+        &app,
+    )
+    .await;
+}
+
 /// The Python interpreter with aiocometd-ng: `BAYEUX_INTEROP_PYTHON`, or `python3`.
 fn python() -> String {
     std::env::var("BAYEUX_INTEROP_PYTHON").unwrap_or_else(|_| "python3".into())
