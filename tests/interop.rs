@@ -1,8 +1,9 @@
 //! Interoperability with real peers: the official CometD JavaScript client, Faye's Node
 //! client and aiocometd against our server, each over WebSocket and over long-polling,
 //! and the two Node clients again over TLS (https, wss); our client against Faye's and
-//! CometD's Node servers. Needs Node (and `npm ci` in tests/interop) and a Python with
-//! aiocometd-ng; run with `cargo test --features interop --test interop` (`.ci/run` sets
+//! CometD's Node servers; Salesforce's streaming clients (aiosfstream-ng for Python,
+//! jsforce for Node) against durable channels. Needs Node (and `npm ci` in
+//! tests/interop) and a Python with aiocometd-ng and aiosfstream-ng; run with `cargo test --features interop --test interop` (`.ci/run` sets
 //! it all up).
 #![cfg(feature = "interop")]
 
@@ -594,6 +595,29 @@ const AIOSFSTREAM_STEPS: &[&str] = &[
 /// creation time, it failed on the first event.
 #[tokio::test]
 async fn aiosfstream_salesforce_client_replays_from_its_own_markers() {
+    let (app, l) = salesforce_like_server().await;
+    run_steps(
+        &python(),
+        &["aiosfstream_client.py", &l.url("")],
+        "aiosfstream-ng",
+        AIOSFSTREAM_STEPS,
+        &app,
+    )
+    .await;
+}
+
+/// The steps of jsforce's streaming client (`jsforce_client.mjs`).
+const JSFORCE_STEPS: &[&str] = &[
+    "live events in order",
+    "each carries event.replayId and event.createdDate",
+    "the extension tracked the last replay id",
+    "replays what it missed after its last id",
+    "then live",
+    "replays all retained events (-2)",
+];
+
+/// A server with `/topic/**` durable at Salesforce's path, `INSTANCE/cometd/45.0`.
+async fn salesforce_like_server() -> (DemoApp, Listening) {
     let config = ServerConfig::default()
         .with_timeout(Duration::from_secs(5))
         .with_replay(Some(bayeux::server::ReplayConfig::new(vec![
@@ -606,11 +630,20 @@ async fn aiosfstream_salesforce_client_replays_from_its_own_markers() {
         "/cometd/45.0",
     );
     let l = app.listen("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    (app, l)
+}
+
+/// jsforce (Salesforce's Node library) with its Replay extension, run unchanged against
+/// a local instance URL and token: live events with ids and dates, resuming after the
+/// last id it saw, and `-2`.
+#[tokio::test]
+async fn jsforce_streaming_client_with_its_replay_extension() {
+    let (app, l) = salesforce_like_server().await;
     run_steps(
-        &python(),
-        &["aiosfstream_client.py", &l.url("")],
-        "aiosfstream-ng",
-        AIOSFSTREAM_STEPS,
+        "node",
+        &["jsforce_client.mjs", &l.url("")],
+        "jsforce",
+        JSFORCE_STEPS,
         &app,
     )
     .await;
