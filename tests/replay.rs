@@ -692,3 +692,56 @@ async fn durable_messages_carry_their_creation_time_in_salesforces_shapes() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_replaying_subscribe_joins_each_pattern_once_and_is_capped() {
+    timeout(LIMIT, async {
+        let t = TestServer::with_config(replay_config(&["/topic/**"], 10)).await;
+        for n in 0..3 {
+            t.server.publish("/topic/a", json!({"n": n})).await.unwrap();
+        }
+        let (id, _) = handshake(&t, json!({"replay": true})).await;
+        // The same pattern a thousand times: joined once, its history queued once.
+        let same: Vec<&str> = vec!["/topic/a"; 1_000];
+        let reply = subscribe_ext(&t, &id, "", json!({"replay": {"/topic/a": -2}})).await;
+        assert_eq!(
+            reply["successful"], false,
+            "an empty subscription is refused"
+        );
+        let reply = t
+            .post(
+                json!({"channel": "/meta/subscribe", "clientId": id, "subscription": same,
+                         "ext": {"replay": {"/topic/a": -2}}}),
+            )
+            .await[0]
+            .clone();
+        assert_eq!(reply["successful"], true, "{reply}");
+        let (messages, _) = t.connect_now(&id).await;
+        let ns: Vec<i64> = messages
+            .iter()
+            .map(|m| m["data"]["n"].as_i64().unwrap())
+            .collect();
+        assert_eq!(ns, [0, 1, 2]);
+        // More distinct channels than the cap: refused before the log is read.
+        let many: Vec<String> = (0..=ReplayConfig::DEFAULT_MAX_PATTERNS_PER_SUBSCRIBE)
+            .map(|i| format!("/topic/c{i}"))
+            .collect();
+        let reply = t
+            .post(
+                json!({"channel": "/meta/subscribe", "clientId": id, "subscription": many,
+                         "ext": {"replay": {}}}),
+            )
+            .await[0]
+            .clone();
+        assert_eq!(reply["successful"], false, "{reply}");
+        assert!(
+            reply["error"]
+                .as_str()
+                .unwrap()
+                .starts_with("409:maxReplayPatterns:"),
+            "{reply}"
+        );
+    })
+    .await
+    .unwrap();
+}

@@ -747,8 +747,23 @@ async fn subscribe(inner: &Arc<Inner>, session: &SessionRef, message: &Message) 
         // same, so that the session knows where each pattern joined it.
         let asked = froms.is_some();
         let froms = froms.unwrap_or_else(|| vec![ReplayFrom::New; channels.len()]);
-        let requests: Vec<(ChannelName, ReplayFrom)> =
-            channels.iter().cloned().zip(froms).collect();
+        // A join's cost is bounded before the log is touched: a pattern named twice is
+        // joined once, and the distinct patterns of one subscribe are capped.
+        let mut seen = std::collections::HashSet::new();
+        let requests: Vec<(ChannelName, ReplayFrom)> = channels
+            .iter()
+            .cloned()
+            .zip(froms)
+            .filter(|(c, _)| seen.insert(c.clone()))
+            .collect();
+        let cap = replay.max_patterns_per_subscribe();
+        if requests.len() > cap {
+            denied(session, "subscribe", "", "too many durable patterns");
+            return reply.fail(&BayeuxError::limit(
+                "maxReplayPatterns",
+                format!("More than {cap} distinct channels in one replaying subscribe"),
+            ));
+        }
         return match replay.join(session, &requests, add).await {
             Ok(_) if !asked => reply.succeed(),
             Ok(joined) => {

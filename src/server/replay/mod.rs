@@ -65,6 +65,10 @@ pub struct ReplayConfig {
     /// into the session's queue, and a history that does not fit there is refused
     /// (`409`), so keep this below `max_queue`.
     pub max_per_channel: usize,
+    /// The most distinct channels one subscribe may name while replay is on (each is
+    /// looked up in the log); more are refused with `409::maxReplayPatterns`, and a
+    /// channel named twice counts once. Default: 100.
+    pub max_patterns_per_subscribe: usize,
 }
 
 impl ReplayConfig {
@@ -72,6 +76,8 @@ impl ReplayConfig {
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
     /// The default bound per channel (1 000 messages).
     pub const DEFAULT_MAX_PER_CHANNEL: usize = 1_000;
+    /// The default bound on the distinct channels of one replaying subscribe (100).
+    pub const DEFAULT_MAX_PATTERNS_PER_SUBSCRIBE: usize = 100;
 
     /// Durable `patterns`, with the default retention and bound.
     pub fn new(patterns: Vec<ChannelName>) -> Self {
@@ -79,6 +85,7 @@ impl ReplayConfig {
             patterns,
             retention: Self::DEFAULT_RETENTION,
             max_per_channel: Self::DEFAULT_MAX_PER_CHANNEL,
+            max_patterns_per_subscribe: Self::DEFAULT_MAX_PATTERNS_PER_SUBSCRIBE,
         }
     }
 
@@ -142,6 +149,11 @@ impl Replay {
             config,
             store: Store::JetStream(log),
         }
+    }
+
+    /// The most distinct channels one subscribe may name (at least 1).
+    pub fn max_patterns_per_subscribe(&self) -> usize {
+        self.config.max_patterns_per_subscribe.max(1)
     }
 
     fn memory(log: &Mutex<MemoryLog>) -> MutexGuard<'_, MemoryLog> {
