@@ -64,7 +64,12 @@ impl Server {
     /// - Malformed JSON, a body that is not messages, an empty array, more than
     ///   `max_batch` messages: 400. A body over `max_message_size`: 413. A body slower
     ///   than `body_timeout`: 408. Another method: 405.
-    /// - With `cors_origins`, CORS headers for allowed origins and `OPTIONS` preflights.
+    /// - With `cors_origins`, CORS headers for allowed origins and `OPTIONS` preflights;
+    ///   `403` for an origin that is not allowed; under `*`, other origins are served
+    ///   without credentials (see [`ServerConfig::cors_origins`]).
+    /// - Per-address budgets need the client's address: requests served by
+    ///   [`Server::listen`] carry it; from another stack, insert a [`ClientAddr`] in the
+    ///   request's extensions.
     pub async fn handle<B>(&self, mut request: Request<B>) -> Response<ResponseBody>
     where
         B: Body,
@@ -75,7 +80,7 @@ impl Server {
         // WebSocket, which CORS does not protect, is refused if it carries some.
         let mut refuse = access == cors::Access::Denied;
         if access == cors::Access::Anonymous {
-            let headers = request.headers_mut();
+            let headers = request.headers();
             let credentials = headers.contains_key(COOKIE) || headers.contains_key(AUTHORIZATION);
             refuse = credentials && wants_websocket(&request);
             let headers = request.headers_mut();

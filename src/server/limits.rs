@@ -311,10 +311,10 @@ impl Limits {
         self.refused[kind.index()].fetch_add(1, Ordering::Relaxed);
         #[cfg(feature = "tracing")]
         {
-            let Some(client) = client else {
-                tracing::info!(limit = kind.label(), detail, "refused");
-                return;
-            };
+            // A request whose client is not known (an embedder's own stack) is
+            // logged under 0.0.0.0, rate-limited like the others.
+            let client =
+                client.unwrap_or(ClientKey::of(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)));
             let now = Instant::now();
             let mut logged = lock(&self.logged);
             let entry = logged.entry((kind.index(), client)).or_insert((now, 0));

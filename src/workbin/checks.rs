@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use crate::server::ClientKey;
 use crate::server::limits::{FailureWindow, keep_newest};
 
-/// How the users file's checks are bounded (see [`Access::with_checks`](super::Access::with_checks)).
+/// How the users file's checks are bounded (see [`UserDirectory::with_checks`](super::UserDirectory::with_checks)).
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct CheckLimits {
