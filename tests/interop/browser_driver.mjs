@@ -468,14 +468,20 @@ window.runFaye = (url, noWebSocket, limit = 10000) => new Promise((resolve) => {
     resolve(result);
   };
   const timer = setTimeout(() => finish('timed out'), limit);
+  // Done once both messages arrived and the page's publish was answered: its own
+  // message may arrive (on the long poll) before its publish reply (on another
+  // request), as any two HTTP exchanges may cross.
+  const done = () => {
+    if (result.received.length >= 2 && result.publish !== undefined) finish();
+  };
   client.subscribe('/faye/foo', (m) => {
     result.received.push(m.text);
-    if (result.received.length === 2) finish();
+    done();
   }).then(() => {
     result.subscribe = true;
     subscribed(true);
     client.publish('/faye/foo', { text: 'from the page' })
-      .then(() => { result.publish = true; }, (e) => { result.publish = e.message; });
+      .then(() => { result.publish = true; done(); }, (e) => { result.publish = e.message; done(); });
   }, (e) => { result.subscribe = e.message; finish('subscribe refused'); });
 });
 `;
