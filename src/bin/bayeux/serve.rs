@@ -122,7 +122,7 @@ pub struct ServeArgs {
     #[arg(long = "trusted-proxy", value_name = "IP")]
     trusted_proxies: Vec<std::net::IpAddr>,
     /// With --users: password checks (Argon2) running at once, off the I/O threads
-    /// (at least 2; default: the number of CPUs).
+    /// (at least 2; the default is this machine's CPUs).
     #[arg(long, value_name = "N")]
     auth_workers: Option<usize>,
     /// With --users: password checks waiting at most; past it a handshake is told to
