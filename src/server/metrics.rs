@@ -23,6 +23,8 @@
 //! | `bayeux_http_requests_total` | counter | `status` | responses of the Bayeux endpoint |
 //! | `bayeux_publish_to_flush_seconds` | histogram | | per batch, the age of its oldest message when a transport took it |
 //! | `bayeux_replay_retained_messages` | gauge | | messages the in-memory replay log holds (with replay on, without JetStream) |
+//! | `bayeux_replay_retained_bytes`, `bayeux_replay_channels` | gauge | | its bytes and channels (bounded by `max_bytes`, `max_channels`) |
+//! | `bayeux_replay_evicted_total` | counter | | messages it dropped, oldest first, to stay within those bounds |
 //! | `bayeux_limit_refusals_total` | counter | `limit` | refusals by each budget: `max-connections`, `max-connections-per-address`, `max-pending-websockets-per-address`, `websocket-handshake-timeout`, `max-sessions-per-address`, `max-auth-failures-per-address`, `handshakes-per-request`, `max-queued-bytes`, `max-body-bytes`, `max-body-bytes-per-address` |
 //! | `bayeux_limit` | gauge | `limit` | the budgets in force |
 //! | `bayeux_connections_open` | gauge | | TCP connections open on the server's own listener |
@@ -428,12 +430,31 @@ impl Collector for ServerCollector {
                 "Open WebSocket connections.",
                 &ConstGauge::new(inner.sockets.load(Ordering::Relaxed) as i64),
             )?;
-            if let Some(retained) = inner.replay.as_ref().and_then(|r| r.retained()) {
+            if let Some(log) = inner.replay.as_ref().and_then(|r| r.memory_stats()) {
+                let gauge = |n: usize| ConstGauge::new(i64::try_from(n).unwrap_or(i64::MAX));
                 single(
                     &mut encoder,
                     "bayeux_replay_retained_messages",
                     "Messages the in-memory replay log of the durable channels holds.",
-                    &ConstGauge::new(i64::try_from(retained).unwrap_or(i64::MAX)),
+                    &gauge(log.messages),
+                )?;
+                single(
+                    &mut encoder,
+                    "bayeux_replay_retained_bytes",
+                    "Bytes of the messages the in-memory replay log holds (bounded by max_bytes).",
+                    &gauge(log.bytes),
+                )?;
+                single(
+                    &mut encoder,
+                    "bayeux_replay_channels",
+                    "Channels (and channel and user pairs) the in-memory replay log holds (bounded by max_channels).",
+                    &gauge(log.channels),
+                )?;
+                single(
+                    &mut encoder,
+                    "bayeux_replay_evicted",
+                    "Messages the in-memory replay log dropped, oldest first, to stay within max_bytes and max_channels.",
+                    &ConstCounter::new(log.evicted),
                 )?;
             }
         }

@@ -248,6 +248,17 @@ pub struct ServeArgs {
     /// Messages kept per durable channel (and per user, for per-user messages) at most.
     #[arg(long, value_name = "N")]
     replay_max: Option<usize>,
+    /// Bytes of all durable messages kept at most (the oldest go first; with NATS, the
+    /// JetStream stream's max_bytes).
+    #[arg(long, value_name = "BYTES")]
+    replay_max_bytes: Option<usize>,
+    /// Durable channels (and channel and user pairs) kept at most, in memory (the oldest
+    /// messages go first).
+    #[arg(long, value_name = "N")]
+    replay_max_channels: Option<usize>,
+    /// Distinct channels one replaying subscribe may name (409 above).
+    #[arg(long, value_name = "N")]
+    replay_max_patterns: Option<usize>,
 }
 
 /// The value of `--channel-grammar`.
@@ -316,6 +327,9 @@ fn show_default(arg: clap::Arg) -> clap::Arg {
         "nats_prefix" => NatsConfig::new("").subject_prefix,
         "replay_retention" => show_duration(ReplayConfig::DEFAULT_RETENTION),
         "replay_max" => ReplayConfig::DEFAULT_MAX_PER_CHANNEL.to_string(),
+        "replay_max_bytes" => ReplayConfig::DEFAULT_MAX_BYTES.to_string(),
+        "replay_max_channels" => ReplayConfig::DEFAULT_MAX_CHANNELS.to_string(),
+        "replay_max_patterns" => ReplayConfig::DEFAULT_MAX_PATTERNS_PER_SUBSCRIBE.to_string(),
         _ => return arg,
     };
     let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
@@ -587,6 +601,40 @@ impl ServeArgs {
             file.replay_max,
         );
         config.replay = self.replay_config(&mut p, replay_file, config.channel_grammar)?;
+        for (key, flag, file_value) in [
+            (
+                "replay-max-bytes",
+                self.replay_max_bytes,
+                file.replay_max_bytes,
+            ),
+            (
+                "replay-max-channels",
+                self.replay_max_channels,
+                file.replay_max_channels,
+            ),
+            (
+                "replay-max-patterns",
+                self.replay_max_patterns,
+                file.replay_max_patterns,
+            ),
+        ] {
+            let Some(n) = p.maybe(key, flag, file_value) else {
+                continue;
+            };
+            let Some(replay) = config.replay.as_mut() else {
+                return Err(p
+                    .refuse(key, n, "applies to durable channels: add --replay PATTERN")
+                    .into());
+            };
+            if n == 0 {
+                return Err(p.refuse(key, 0, "must be at least 1").into());
+            }
+            match key {
+                "replay-max-bytes" => replay.max_bytes = n,
+                "replay-max-channels" => replay.max_channels = n,
+                _ => replay.max_patterns_per_subscribe = n,
+            }
+        }
         let settings = Settings {
             checks,
             listen: p.pick("listen", self.listen, file.listen, DEFAULT_LISTEN.parse()?),

@@ -315,6 +315,12 @@ pub struct FileSettings {
     pub replay_retention: Option<Millis>,
     /// `replay-max`.
     pub replay_max: Option<usize>,
+    /// `replay-max-bytes`.
+    pub replay_max_bytes: Option<usize>,
+    /// `replay-max-channels`.
+    pub replay_max_channels: Option<usize>,
+    /// `replay-max-patterns`.
+    pub replay_max_patterns: Option<usize>,
 }
 
 /// `replay`: a channel pattern or a list of them.

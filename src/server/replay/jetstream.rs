@@ -67,6 +67,8 @@ impl JetStreamLog {
             subjects: vec![format!("{}.>", durable_prefix(&link.prefix))],
             max_age: config.retention,
             max_messages_per_subject: i64::try_from(config.max_per_channel).unwrap_or(i64::MAX),
+            // The stream's bytes, bounded as the in-memory log's: the oldest go first.
+            max_bytes: i64::try_from(config.max_bytes).unwrap_or(i64::MAX),
             storage: stream::StorageType::File,
             discard: stream::DiscardPolicy::Old,
             ..Default::default()

@@ -2,7 +2,7 @@
 //! bounded queue of entries per (channel, user). Synchronous and free of I/O; the caller
 //! holds it under a lock and supplies the clock.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -52,6 +52,11 @@ impl Refusal {
 /// The log. Ids are unique across the server and increase with each message, so they
 /// also increase per channel (with gaps, as Salesforce's do); a replay over a wildcard
 /// sorts by them.
+///
+/// Bounded three ways: per stream (`max_per_stream`), and over all streams by bytes and
+/// by the number of streams (a durable pattern such as `/event/*` grows a stream per
+/// channel). Past a total bound the oldest entries of the whole log go first: the heads
+/// of the streams are indexed by id, so finding the oldest is a lookup, not a scan.
 pub(crate) struct MemoryLog {
     latest: u64,
     /// Ids at or below it are not replayable: the ids before this log began, and the
@@ -61,8 +66,18 @@ pub(crate) struct MemoryLog {
     /// per-user deliveries (that user's sessions only). A replay looks at two audiences,
     /// however many users there are.
     streams: HashMap<Option<String>, Streams>,
+    /// The id of each stream's oldest entry, to its stream: the first is the log's
+    /// oldest entry.
+    heads: BTreeMap<u64, (Option<String>, ChannelName)>,
     retention: Duration,
     max_per_stream: usize,
+    /// The bytes of all retained messages, and the bound on them.
+    bytes: usize,
+    max_bytes: usize,
+    max_streams: usize,
+    /// Entries retained, and entries dropped to keep within the total bounds.
+    entries: usize,
+    evicted: u64,
 }
 
 /// The first id of a log made now, less one: the microseconds since 1970, so that a
@@ -76,21 +91,37 @@ fn initial_floor() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
+/// The total bounds of a [`MemoryLog`].
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Bounds {
+    /// Each stream's messages at most.
+    pub per_stream: usize,
+    /// The bytes of all messages at most.
+    pub bytes: usize,
+    /// Streams (channel and audience) at most.
+    pub streams: usize,
+}
+
 impl MemoryLog {
-    /// An empty log keeping each stream's messages for `retention`, at most
-    /// `max_per_stream` of them.
-    pub fn new(retention: Duration, max_per_stream: usize) -> Self {
-        Self::starting_after(initial_floor(), retention, max_per_stream)
+    /// An empty log keeping each stream's messages for `retention`, within `bounds`.
+    pub fn new(retention: Duration, bounds: Bounds) -> Self {
+        Self::starting_after(initial_floor(), retention, bounds)
     }
 
     /// An empty log whose first id is `floor + 1`.
-    pub fn starting_after(floor: u64, retention: Duration, max_per_stream: usize) -> Self {
+    pub fn starting_after(floor: u64, retention: Duration, bounds: Bounds) -> Self {
         MemoryLog {
             latest: floor,
             floor,
             streams: HashMap::new(),
+            heads: BTreeMap::new(),
             retention,
-            max_per_stream: max_per_stream.max(1),
+            max_per_stream: bounds.per_stream.max(1),
+            bytes: 0,
+            max_bytes: bounds.bytes,
+            max_streams: bounds.streams.max(1),
+            entries: 0,
+            evicted: 0,
         }
     }
 
@@ -105,7 +136,8 @@ impl MemoryLog {
     }
 
     /// Retains `message` (already carrying `id`, which must be [`MemoryLog::next_id`]),
-    /// for `user` only or for everyone; the stream's oldest entry goes when it is full.
+    /// for `user` only or for everyone; the stream's oldest entry goes when it is full,
+    /// and the log's oldest entries when a total bound is passed (never the new one).
     pub fn append(
         &mut self,
         channel: &ChannelName,
@@ -116,49 +148,120 @@ impl MemoryLog {
     ) {
         debug_assert_eq!(id, self.next_id());
         self.latest = id;
+        let audience = user.map(str::to_string);
         let stream = self
             .streams
-            .entry(user.map(str::to_string))
+            .entry(audience.clone())
             .or_default()
             .entry(channel.clone())
             .or_default();
-        if stream.entries.len() >= self.max_per_stream
-            && let Some(old) = stream.entries.pop_front()
-        {
-            stream.floor = old.id;
+        if stream.entries.is_empty() {
+            self.heads.insert(id, (audience.clone(), channel.clone()));
         }
+        self.bytes += message.len();
+        self.entries += 1;
         stream.entries.push_back(Entry {
             id,
             at: now,
             message,
         });
+        if stream.entries.len() > self.max_per_stream {
+            self.pop_oldest(&audience, channel);
+        }
+        while (self.bytes > self.max_bytes || self.stream_count() > self.max_streams)
+            && self
+                .heads
+                .first_key_value()
+                .is_some_and(|(first, _)| *first != id)
+        {
+            if let Some((_, (audience, channel))) = self.heads.pop_first() {
+                self.pop_oldest_at(&audience, &channel);
+                self.evicted += 1;
+            }
+        }
+    }
+
+    /// The streams retained.
+    pub fn stream_count(&self) -> usize {
+        self.heads.len()
+    }
+
+    /// Drops the oldest entry of a stream whose head is still indexed.
+    fn pop_oldest(&mut self, audience: &Option<String>, channel: &ChannelName) {
+        let head = self
+            .streams
+            .get(audience)
+            .and_then(|s| s.get(channel))
+            .and_then(|s| s.entries.front())
+            .map(|e| e.id);
+        if let Some(head) = head {
+            self.heads.remove(&head);
+            self.pop_oldest_at(audience, channel);
+        }
+    }
+
+    /// Drops the oldest entry of a stream whose head was already taken out of the index:
+    /// its floor rises, the next entry becomes its head, and an empty stream goes.
+    fn pop_oldest_at(&mut self, audience: &Option<String>, channel: &ChannelName) {
+        let Some(streams) = self.streams.get_mut(audience) else {
+            return;
+        };
+        let Some(stream) = streams.get_mut(channel) else {
+            return;
+        };
+        if let Some(old) = stream.entries.pop_front() {
+            stream.floor = old.id;
+            self.bytes -= old.message.len();
+            self.entries -= 1;
+        }
+        match stream.entries.front() {
+            Some(next) => {
+                self.heads
+                    .insert(next.id, (audience.clone(), channel.clone()));
+            }
+            None => {
+                self.floor = self.floor.max(stream.floor);
+                streams.remove(channel);
+                if streams.is_empty() {
+                    self.streams.remove(audience);
+                }
+            }
+        }
     }
 
     /// Drops the entries older than the retention; a stream left empty is forgotten
-    /// (its floor moves to the log's).
+    /// (its floor moves to the log's). Ids grow with time, so the expired entries are
+    /// the log's oldest: found through the heads' index.
     pub fn prune(&mut self, now: Instant) {
-        let retention = self.retention;
-        let mut floor = self.floor;
-        self.streams.retain(|_, streams| {
-            streams.retain(|_, stream| {
-                while stream
-                    .entries
-                    .front()
-                    .is_some_and(|e| now.saturating_duration_since(e.at) > retention)
-                {
-                    if let Some(old) = stream.entries.pop_front() {
-                        stream.floor = old.id;
-                    }
-                }
-                if stream.entries.is_empty() {
-                    floor = floor.max(stream.floor);
-                    return false;
-                }
-                true
-            });
-            !streams.is_empty()
-        });
-        self.floor = floor;
+        loop {
+            let Some((&first, (audience, channel))) = self.heads.first_key_value() else {
+                return;
+            };
+            let expired = self
+                .streams
+                .get(audience)
+                .and_then(|s| s.get(channel))
+                .and_then(|s| s.entries.front())
+                .is_some_and(|e| now.saturating_duration_since(e.at) > self.retention);
+            if !expired {
+                return;
+            }
+            let (audience, channel) = (audience.clone(), channel.clone());
+            self.heads.remove(&first);
+            self.pop_oldest_at(&audience, &channel);
+        }
+    }
+
+    /// The bytes of the retained messages.
+    #[cfg_attr(not(any(test, feature = "metrics")), allow(dead_code))]
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Entries dropped to keep within the total bounds (bytes, streams).
+    #[cfg_attr(not(any(test, feature = "metrics")), allow(dead_code))]
+    pub fn evicted(&self) -> u64 {
+        self.evicted
     }
 
     /// The streams a session of `user` subscribed to `pattern` replays: the broadcast
@@ -219,11 +322,7 @@ impl MemoryLog {
     /// How many messages are retained, for monitoring.
     #[cfg_attr(not(any(test, feature = "metrics")), allow(dead_code))]
     pub fn len(&self) -> usize {
-        self.streams
-            .values()
-            .flat_map(|streams| streams.values())
-            .map(|s| s.entries.len())
-            .sum()
+        self.entries
     }
 }
 
@@ -233,6 +332,15 @@ mod tests {
 
     fn ch(s: &str) -> ChannelName {
         ChannelName::parse(s).unwrap()
+    }
+
+    /// `per_stream` per stream, no total bound.
+    fn bounds(per_stream: usize) -> Bounds {
+        Bounds {
+            per_stream,
+            bytes: usize::MAX,
+            streams: usize::MAX,
+        }
     }
 
     fn ids(log: &MemoryLog, pattern: &str, user: Option<&str>, after: Option<u64>) -> Vec<u64> {
@@ -251,7 +359,7 @@ mod tests {
 
     #[test]
     fn ids_are_unique_and_increasing_across_channels() {
-        let mut log = MemoryLog::starting_after(100, Duration::from_secs(60), 10);
+        let mut log = MemoryLog::starting_after(100, Duration::from_secs(60), bounds(10));
         let now = Instant::now();
         assert_eq!(add(&mut log, "/a", None, now), 101);
         assert_eq!(add(&mut log, "/b", None, now), 102);
@@ -265,7 +373,7 @@ mod tests {
 
     #[test]
     fn a_user_replays_its_own_entries_and_broadcasts_only() {
-        let mut log = MemoryLog::starting_after(0, Duration::from_secs(60), 10);
+        let mut log = MemoryLog::starting_after(0, Duration::from_secs(60), bounds(10));
         let now = Instant::now();
         let a = add(&mut log, "/v2/me/emails", Some("agent1"), now);
         let b = add(&mut log, "/v2/me/emails", Some("agent2"), now);
@@ -277,7 +385,7 @@ mod tests {
 
     #[test]
     fn the_bound_per_stream_drops_the_oldest_and_raises_the_floor() {
-        let mut log = MemoryLog::starting_after(0, Duration::from_secs(60), 3);
+        let mut log = MemoryLog::starting_after(0, Duration::from_secs(60), bounds(3));
         let now = Instant::now();
         let first: Vec<u64> = (0..5).map(|_| add(&mut log, "/a", None, now)).collect();
         let other = add(&mut log, "/b", None, now);
@@ -299,17 +407,64 @@ mod tests {
     }
 
     #[test]
+    fn the_total_bounds_drop_the_oldest_entries_of_the_whole_log() {
+        // Messages of 3 bytes ("101"...); 4 entries' worth of bytes, 2 streams.
+        let mut log = MemoryLog::starting_after(
+            100,
+            Duration::from_secs(60),
+            Bounds {
+                per_stream: 10,
+                bytes: 12,
+                streams: 2,
+            },
+        );
+        let now = Instant::now();
+        let a1 = add(&mut log, "/a", None, now);
+        let b1 = add(&mut log, "/b", None, now);
+        let a2 = add(&mut log, "/a", None, now);
+        let b2 = add(&mut log, "/b", None, now);
+        assert_eq!((log.len(), log.bytes()), (4, 12));
+        // Over the bytes: the oldest (a1) goes, and `/a` can no longer replay from 0.
+        let a3 = add(&mut log, "/a", None, now);
+        assert_eq!(ids(&log, "/**", None, None), vec![b1, a2, b2, a3]);
+        assert_eq!(log.check(&ch("/a"), None, 0), Err(Refusal::NotRetained));
+        assert_eq!(log.check(&ch("/a"), None, a1), Ok(()));
+        // A third stream is over the stream bound: the oldest entries go until a
+        // whole stream has (here `/b`, whose last entry was older than `/a`'s).
+        let c1 = add(&mut log, "/c", None, now);
+        assert_eq!(log.stream_count(), 2);
+        assert_eq!(ids(&log, "/**", None, None), vec![a3, c1]);
+        assert_eq!(log.evicted(), 4);
+        assert_eq!(log.bytes(), 6);
+        // The floor of a stream dropped whole is the log's: older ids are refused.
+        assert_eq!(log.check(&ch("/b"), None, b1), Err(Refusal::NotRetained));
+        // One message larger than the whole budget is still kept (alone).
+        let mut tiny = MemoryLog::starting_after(
+            0,
+            Duration::from_secs(60),
+            Bounds {
+                per_stream: 10,
+                bytes: 1,
+                streams: 10,
+            },
+        );
+        add(&mut tiny, "/a", None, now);
+        let big = add(&mut tiny, "/a", None, now);
+        assert_eq!(ids(&tiny, "/a", None, None), vec![big]);
+    }
+
+    #[test]
     fn ids_from_before_the_log_began_are_not_retained() {
-        let log = MemoryLog::starting_after(1_000, Duration::from_secs(60), 3);
+        let log = MemoryLog::starting_after(1_000, Duration::from_secs(60), bounds(3));
         assert_eq!(log.check(&ch("/a"), None, 1_000), Ok(()));
         assert_eq!(log.check(&ch("/a"), None, 999), Err(Refusal::NotRetained));
         assert_eq!(log.check(&ch("/a"), None, 1_001), Err(Refusal::Unknown));
-        assert!(MemoryLog::new(Duration::from_secs(1), 1).latest() > 1_700_000_000_000_000);
+        assert!(MemoryLog::new(Duration::from_secs(1), bounds(1)).latest() > 1_700_000_000_000_000);
     }
 
     #[test]
     fn retention_drops_old_entries_and_forgets_empty_streams() {
-        let mut log = MemoryLog::starting_after(0, Duration::from_secs(10), 100);
+        let mut log = MemoryLog::starting_after(0, Duration::from_secs(10), bounds(100));
         let t0 = Instant::now();
         let old = add(&mut log, "/a", None, t0);
         let gone = add(&mut log, "/b", None, t0);

@@ -65,6 +65,15 @@ pub struct ReplayConfig {
     /// into the session's queue, and a history that does not fit there is refused
     /// (`409`), so keep this below `max_queue`.
     pub max_per_channel: usize,
+    /// The bytes of all retained messages at most, in the in-memory log; past it the
+    /// oldest messages of the whole log go first (and a replay from before them is
+    /// refused, as after the retention). With NATS, the JetStream stream's `max_bytes`.
+    /// Default: 256 MiB.
+    pub max_bytes: usize,
+    /// The most channels (and, for per-user messages, channel and user pairs) the
+    /// in-memory log keeps: a durable pattern such as `/event/*` grows one per channel
+    /// published on. Past it the oldest messages go first. Default: 100 000.
+    pub max_channels: usize,
     /// The most distinct channels one subscribe may name while replay is on (each is
     /// looked up in the log); more are refused with `409::maxReplayPatterns`, and a
     /// channel named twice counts once. Default: 100.
@@ -76,6 +85,10 @@ impl ReplayConfig {
     pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
     /// The default bound per channel (1 000 messages).
     pub const DEFAULT_MAX_PER_CHANNEL: usize = 1_000;
+    /// The default bound on the bytes retained (256 MiB).
+    pub const DEFAULT_MAX_BYTES: usize = 256 << 20;
+    /// The default bound on the channels retained (100 000).
+    pub const DEFAULT_MAX_CHANNELS: usize = 100_000;
     /// The default bound on the distinct channels of one replaying subscribe (100).
     pub const DEFAULT_MAX_PATTERNS_PER_SUBSCRIBE: usize = 100;
 
@@ -86,6 +99,8 @@ impl ReplayConfig {
             retention: Self::DEFAULT_RETENTION,
             max_per_channel: Self::DEFAULT_MAX_PER_CHANNEL,
             max_patterns_per_subscribe: Self::DEFAULT_MAX_PATTERNS_PER_SUBSCRIBE,
+            max_bytes: Self::DEFAULT_MAX_BYTES,
+            max_channels: Self::DEFAULT_MAX_CHANNELS,
         }
     }
 
@@ -105,6 +120,17 @@ enum Store {
     /// cluster-wide, and the log survives a node's restart.
     #[cfg(feature = "nats")]
     JetStream(jetstream::JetStreamLog),
+}
+
+/// What the in-memory log holds, for the metrics.
+#[derive(Clone, Copy, Debug)]
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
+pub(crate) struct MemoryStats {
+    pub messages: usize,
+    pub bytes: usize,
+    pub channels: usize,
+    /// Messages dropped to keep within `max_bytes` and `max_channels`.
+    pub evicted: u64,
 }
 
 /// A replaying subscribe that went through.
@@ -133,7 +159,14 @@ pub(crate) struct Replay {
 impl Replay {
     /// A single-node replay, kept in memory.
     pub fn in_memory(config: ReplayConfig) -> Self {
-        let log = MemoryLog::new(config.retention, config.max_per_channel);
+        let log = MemoryLog::new(
+            config.retention,
+            memory::Bounds {
+                per_stream: config.max_per_channel,
+                bytes: config.max_bytes,
+                streams: config.max_channels,
+            },
+        );
         Replay {
             config,
             store: Store::Memory(Mutex::new(log)),
@@ -292,12 +325,20 @@ impl Replay {
         }
     }
 
-    /// How many messages this node's log holds (for the metrics); `None` for a log kept
-    /// elsewhere (JetStream reports its own).
+    /// What the in-memory log holds and has dropped for its total bounds (`None` on
+    /// JetStream, whose stream the NATS server accounts for).
     #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
-    pub fn retained(&self) -> Option<usize> {
+    pub fn memory_stats(&self) -> Option<MemoryStats> {
         match &self.store {
-            Store::Memory(log) => Some(Self::memory(log).len()),
+            Store::Memory(log) => {
+                let log = Self::memory(log);
+                Some(MemoryStats {
+                    messages: log.len(),
+                    bytes: log.bytes(),
+                    channels: log.stream_count(),
+                    evicted: log.evicted(),
+                })
+            }
             #[cfg(feature = "nats")]
             Store::JetStream(_) => None,
         }
