@@ -988,3 +988,59 @@ async fn a_nodes_origin_numbers_follow_the_order_nats_carries() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jetstream_log_refuses_ids_it_cannot_replay_after_as_the_memory_log_does() {
+    timeout(LIMIT, async {
+        let store = StoreDir::new("refusals");
+        let nats = Nats::start_with_jetstream(free_port(), &store.0).await;
+        let a = Node::start_with(&nats.url(), &["--replay", "/v2/**", "--replay-max", "2"])
+            .await
+            .joined()
+            .await;
+        let agent1 = client(&a.url, Some("agent1")).await;
+        let mut feed = agent1
+            .subscribe_from("/v2/me/emails", ReplayFrom::New)
+            .await
+            .unwrap();
+        for i in 0..5 {
+            assign(&a, "agent1", "wb1", &format!(".../N{i}")).await;
+        }
+        let got = emails(&mut feed, 5, "live").await;
+        assert_assignments(&got, 5);
+        let (first, last) = (got[0].1, got[4].1);
+        let refused = async |from: i64| {
+            let late = client(&a.url, Some("agent1")).await;
+            let e = late
+                .subscribe_from("/v2/me/emails", ReplayFrom::After(from))
+                .await
+                .expect_err("refused");
+            e.bayeux_error()
+                .map(|b| b.to_string())
+                .unwrap_or_else(|| panic!("not a Bayeux refusal: {e}"))
+        };
+        // An id never assigned (after the latest): 400, as the memory log answers.
+        let error = refused(last + 1_000).await;
+        assert!(
+            error.starts_with("400:/v2/me/emails:The replayId {")
+                && error.contains("no message has this replayId"),
+            "{error}"
+        );
+        // An id whose followers were dropped (two kept per channel): 400 too.
+        let error = refused(first).await;
+        assert!(
+            error.starts_with("400:/v2/me/emails:The replayId {")
+                && error.contains("no longer retained"),
+            "{error}"
+        );
+        // After the second-to-last: what is retained after it, exactly.
+        let late = client(&a.url, Some("agent1")).await;
+        let mut resumed = late
+            .subscribe_from("/v2/me/emails", ReplayFrom::After(got[3].1))
+            .await
+            .unwrap();
+        assert_eq!(emails(&mut resumed, 1, "after N3").await[0].0, "N4");
+    })
+    .await
+    .unwrap();
+}
