@@ -716,6 +716,8 @@ pub async fn serve_with_config<S: HttpService>(
 struct Connections {
     /// The connection budgets (total and per client address).
     limits: Arc<Limits>,
+    /// Refused connections being answered right now (see [`refuse_connection`]).
+    refusing: std::sync::atomic::AtomicUsize,
     http1: http1::Builder,
     #[cfg(feature = "http2")]
     http2: hyper::server::conn::http2::Builder<hyper_util::rt::TokioExecutor>,
@@ -752,6 +754,7 @@ impl Connections {
             .header_read_timeout(config.header_timeout);
         Connections {
             limits,
+            refusing: std::sync::atomic::AtomicUsize::new(0),
             http1,
             #[cfg(feature = "http2")]
             http2: {
@@ -857,7 +860,7 @@ async fn accept_loop<S: HttpService>(
                 let slot = match connections.limits.open_connection(peer.ip()) {
                     Ok(slot) => slot,
                     Err(_) => {
-                        refuse_connection(stream, connections.is_tls());
+                        refuse_connection(stream, &connections);
                         continue;
                     }
                 };
@@ -900,23 +903,25 @@ async fn accept_loop<S: HttpService>(
 /// connection is closed without a word (it has not handshaken).
 const REFUSED: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 35\r\nRetry-After: 1\r\nConnection: close\r\n\r\ntoo many connections; retry later\r\n";
 
-/// Refused connections whose answer is being delivered right now, at most
-/// [`MAX_REFUSING`]: past it, a refused connection is closed without one.
-static REFUSING: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+/// How many refused connections one listener answers at once: past it, a refused
+/// connection is closed without an answer.
 const MAX_REFUSING: usize = 256;
 
 /// Answers a connection over a budget with [`REFUSED`] and closes it. The request the
 /// client already sent is read and discarded (1 s, 64 KiB at most) before the close, so
 /// that the kernel does not reset the connection over unread bytes and the client
-/// reads the 503; that costs a small task, so only [`MAX_REFUSING`] at once.
-fn refuse_connection(stream: TcpStream, tls: bool) {
+/// reads the 503; that costs a small task, so only [`MAX_REFUSING`] at once per
+/// listener (counted in [`Connections::refusing`]).
+fn refuse_connection(stream: TcpStream, connections: &Arc<Connections>) {
     use std::sync::atomic::Ordering;
-    if tls || REFUSING.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
-        if !tls {
-            REFUSING.fetch_sub(1, Ordering::AcqRel);
-        }
+    if connections.is_tls() {
         return;
     }
+    if connections.refusing.fetch_add(1, Ordering::AcqRel) >= MAX_REFUSING {
+        connections.refusing.fetch_sub(1, Ordering::AcqRel);
+        return;
+    }
+    let connections = connections.clone();
     tokio::spawn(async move {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = stream;
@@ -934,7 +939,7 @@ fn refuse_connection(stream: TcpStream, tls: bool) {
             io::Result::Ok(())
         })
         .await;
-        REFUSING.fetch_sub(1, Ordering::AcqRel);
+        connections.refusing.fetch_sub(1, Ordering::AcqRel);
     });
 }
 
