@@ -27,6 +27,7 @@ use bayeux::client::{Client, basic_authorization};
 use bayeux::server::{Server, ServerConfig};
 use bayeux::workbin::{Access, CheckLimits, DemoApp, UserDirectory, WorkbinConfig, hash_password};
 use bytes::Bytes;
+use common::ws::{close_code, frame};
 use common::*;
 use futures::{SinkExt, StreamExt};
 use http::HeaderMap;
@@ -487,29 +488,6 @@ async fn ws_from(from: &str, t: &TestServer, headers: &[(&str, &str)]) -> Result
         Ok((ws, _)) => Ok(ws),
         Err(tokio_tungstenite::tungstenite::Error::Http(res)) => Err(res.status().as_u16()),
         Err(e) => panic!("upgrade failed: {e}"),
-    }
-}
-
-/// The close code the server closes `ws` with.
-async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
-    while let Some(frame) = ws.next().await {
-        match frame {
-            Ok(Frame::Close(c)) => return c.map(|c| c.code),
-            Ok(_) => continue,
-            Err(_) => return None,
-        }
-    }
-    None
-}
-
-/// The next text frame as a JSON array.
-async fn frame(ws: &mut Ws) -> Vec<Value> {
-    loop {
-        match ws.next().await.expect("socket open").expect("frame") {
-            Frame::Text(t) => return serde_json::from_str(&t).expect("a JSON array"),
-            Frame::Ping(_) | Frame::Pong(_) => continue,
-            other => panic!("unexpected frame {other:?}"),
-        }
     }
 }
 
@@ -1146,6 +1124,56 @@ async fn upgraded_websockets_keep_counting_as_connections() {
         })
         .await;
         assert!(ws_from(ATTACKER, &t, &[]).await.is_ok());
+    })
+    .await
+    .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_bodies_count_against_the_budget_as_their_bytes_arrive() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    timeout(BOUND, async {
+        let config = fast_config()
+            .with_max_message_size(48 * 1024)
+            .with_max_body_bytes_per_address(64 * 1024);
+        let t = TestServer::with_config(config).await;
+        let addr = t.listening.local_addr();
+        // Two bodies declared at 48 KiB each: declaring costs nothing, bytes do.
+        let head = format!(
+            "POST /cometd HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
+            48 * 1024
+        );
+        let mut first = connect_from(ATTACKER, addr).await;
+        first.write_all(head.as_bytes()).await.unwrap();
+        let mut second = connect_from(ATTACKER, addr).await;
+        second.write_all(head.as_bytes()).await.unwrap();
+        // A small request from the same address still fits beside them.
+        let (status, _) = bayeux_from(ATTACKER, addr, &[], handshake_message()).await;
+        assert_eq!(status, 200);
+        // 40 KiB of each: the second goes past the address's 64 KiB and is answered
+        // 503 with Retry-After.
+        first.write_all(&vec![b' '; 40 * 1024]).await.unwrap();
+        eventually("the first body's bytes to be counted", || {
+            metric(&t.server, "bayeux_body_bytes ") >= 40.0 * 1024.0
+        })
+        .await;
+        second.write_all(&vec![b' '; 40 * 1024]).await.unwrap();
+        let mut answer = vec![0u8; 1024];
+        let n = second.read(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]).to_lowercase();
+        assert!(answer.starts_with("http/1.1 503"), "{answer}");
+        assert!(answer.contains("retry-after: 1"), "{answer}");
+        assert!(refusals(&t.server, "max-body-bytes-per-address") >= 1.0);
+        // Another address is served meanwhile; the first body's bytes come back when
+        // its connection goes.
+        let victim = client_from(VICTIM, &t.url(), None);
+        victim.handshake().await.unwrap();
+        receives(&victim, &t.server, "/bodies", 1).await;
+        drop((first, second));
+        eventually("the bytes to be given back", || {
+            metric(&t.server, "bayeux_body_bytes ") == 0.0
+        })
+        .await;
     })
     .await
     .unwrap();

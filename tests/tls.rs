@@ -13,8 +13,9 @@ use bayeux::server::{ClientAuth, Listening, Server, ServerConfig, TlsConfig};
 use bayeux::workbin::{Access, DemoApp, WorkbinConfig};
 use bytes::Bytes;
 use common::certs::{Pem, TestPki, temp_dir};
+use common::ws::frame;
 use common::{LIMIT, eventually, fast_config, split_connect};
-use futures::{SinkExt, StreamExt};
+use futures::SinkExt;
 use http::{Request, StatusCode, Version};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client as PoolClient;
@@ -433,7 +434,7 @@ async fn websocket_upgrades_over_tls() {
         ))
         .await
         .unwrap();
-        let reply = next_frame(&mut ws).await;
+        let reply = frame(&mut ws).await;
         assert_eq!(reply[0]["successful"], true, "{reply:?}");
         let id = reply[0]["clientId"].as_str().unwrap().to_string();
         for request in [
@@ -441,32 +442,18 @@ async fn websocket_upgrades_over_tls() {
             json!([{"channel": "/meta/connect", "clientId": id, "connectionType": "websocket"}]),
         ] {
             ws.send(Frame::text(request.to_string())).await.unwrap();
-            let reply = next_frame(&mut ws).await;
+            let reply = frame(&mut ws).await;
             assert_eq!(reply[0]["successful"], true, "{reply:?}");
         }
         server
             .publish("/push", json!("pushed over wss"))
             .await
             .unwrap();
-        let pushed = next_frame(&mut ws).await;
+        let pushed = frame(&mut ws).await;
         assert_eq!(pushed[0]["data"], "pushed over wss", "{pushed:?}");
     })
     .await
     .unwrap();
-}
-
-/// The next text frame of a socket, as a JSON array.
-async fn next_frame<S>(ws: &mut tokio_tungstenite::WebSocketStream<S>) -> Vec<Value>
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    loop {
-        match ws.next().await.expect("socket open").expect("frame") {
-            Frame::Text(t) => return serde_json::from_str(&t).expect("a JSON array"),
-            Frame::Ping(_) | Frame::Pong(_) => continue,
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
 }
 
 #[tokio::test]

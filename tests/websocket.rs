@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use bayeux::server::{OverflowPolicy, ServerConfig};
+use common::ws::{close_code, frame};
 use common::*;
 use futures::{SinkExt, StreamExt};
 use serde_json::{Value, json};
@@ -41,29 +42,6 @@ async fn open(t: &TestServer) -> Ws {
 
 async fn send(ws: &mut Ws, body: Value) {
     ws.send(Frame::text(body.to_string())).await.unwrap();
-}
-
-/// The next text frame, as the JSON array it must be.
-async fn frame(ws: &mut Ws) -> Vec<Value> {
-    loop {
-        match ws.next().await.expect("socket open").expect("frame") {
-            Frame::Text(t) => return serde_json::from_str(&t).expect("a JSON array"),
-            Frame::Ping(_) | Frame::Pong(_) => continue,
-            other => panic!("unexpected frame {other:?}"),
-        }
-    }
-}
-
-/// The close frame's code, once the server closes.
-async fn close_code(ws: &mut Ws) -> Option<CloseCode> {
-    while let Some(frame) = ws.next().await {
-        match frame {
-            Ok(Frame::Close(c)) => return c.map(|c| c.code),
-            Ok(_) => continue,
-            Err(_) => return None,
-        }
-    }
-    None
 }
 
 async fn handshake(ws: &mut Ws, ext: Option<Value>) -> String {
