@@ -1178,3 +1178,43 @@ async fn request_bodies_count_against_the_budget_as_their_bytes_arrive() {
     .await
     .unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_at_its_session_bound_costs_no_credential_check() {
+    use bayeux::server::{HandshakeDecision, HandshakeRequest, PolicyFuture, SecurityPolicy};
+    /// Counts the credential checks it is asked for.
+    struct Counting(Arc<AtomicU64>);
+    impl SecurityPolicy for Counting {
+        fn handshake<'a>(&'a self, _: HandshakeRequest<'a>) -> PolicyFuture<'a, HandshakeDecision> {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            Box::pin(std::future::ready(HandshakeDecision::Accept { user: None }))
+        }
+    }
+    timeout(BOUND, async {
+        let checks = Arc::new(AtomicU64::new(0));
+        let server = Server::builder()
+            .config(fast_config().with_max_sessions_per_address(1))
+            .policy(Counting(checks.clone()))
+            .build();
+        let t = TestServer::start(server).await;
+        let addr = t.listening.local_addr();
+        let (_, r) = bayeux_from(ATTACKER, addr, &[], handshake_message()).await;
+        assert_eq!(r[0]["successful"], true);
+        for _ in 0..5 {
+            let (_, r) = bayeux_from(ATTACKER, addr, &[], handshake_message()).await;
+            assert!(
+                r[0]["error"]
+                    .as_str()
+                    .unwrap()
+                    .contains("maxSessionsPerAddress")
+            );
+        }
+        assert_eq!(
+            checks.load(Ordering::Relaxed),
+            1,
+            "refused before the policy"
+        );
+    })
+    .await
+    .unwrap();
+}

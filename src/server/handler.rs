@@ -400,6 +400,22 @@ async fn handshake(
         let err = BayeuxError::new(ErrorCode::UNSUPPORTED, &[], "Unsupported connection types");
         return (None, reply.fail(&err).with_advice(Advice::none()));
     }
+    // The client's share of the sessions (a flood of handshakes that never connect
+    // stops here, and each of those sessions expires after maxInterval), taken before
+    // the policy runs: an address that may not open a session costs no credential check.
+    let Some(slot) = inner.limits.open_session(ctx.client) else {
+        refused(
+            inner,
+            ctx,
+            HandshakeOutcome::AddressLimit,
+            "maxSessionsPerAddress reached",
+        );
+        let err = BayeuxError::limit(
+            "maxSessionsPerAddress",
+            "Too many sessions from this address",
+        );
+        return (None, reply.fail(&err).with_advice(handshake_later(inner)));
+    };
     // An address that keeps failing is refused before the policy runs: its guesses
     // cost it a round trip, not the server a password hash. Its checks under way count
     // as failures until they end, so a burst of guesses cannot all pass.
@@ -443,21 +459,7 @@ async fn handshake(
             return (None, reply.fail(&err).with_advice(handshake_later(inner)));
         }
     };
-    // The client's share of the sessions (a flood of handshakes that never connect
-    // stops here, and each of those sessions expires after maxInterval).
-    let Some(slot) = inner.limits.open_session(ctx.client) else {
-        refused(
-            inner,
-            ctx,
-            HandshakeOutcome::AddressLimit,
-            "maxSessionsPerAddress reached",
-        );
-        let err = BayeuxError::limit(
-            "maxSessionsPerAddress",
-            "Too many sessions from this address",
-        );
-        return (None, reply.fail(&err).with_advice(handshake_later(inner)));
-    };
+
     let info = SessionInfo {
         client_id: inner.new_client_id(),
         user,
