@@ -1218,3 +1218,35 @@ async fn an_address_at_its_session_bound_costs_no_credential_check() {
     .await
     .unwrap();
 }
+
+#[tokio::test]
+async fn a_policy_that_is_busy_asks_the_client_to_handshake_again_later() {
+    use bayeux::server::{HandshakeDecision, HandshakeRequest, PolicyFuture, SecurityPolicy};
+    struct Busy;
+    impl SecurityPolicy for Busy {
+        fn handshake<'a>(&'a self, _: HandshakeRequest<'a>) -> PolicyFuture<'a, HandshakeDecision> {
+            Box::pin(std::future::ready(HandshakeDecision::Busy(
+                "credential checks are busy".into(),
+            )))
+        }
+    }
+    timeout(BOUND, async {
+        let t =
+            TestServer::start(Server::builder().config(fast_config()).policy(Busy).build()).await;
+        let (status, r) =
+            bayeux_from(ATTACKER, t.listening.local_addr(), &[], handshake_message()).await;
+        assert_eq!(status, 200);
+        assert_eq!(r[0]["successful"], false);
+        assert_eq!(r[0]["error"], "503::credential checks are busy");
+        // Not a refusal for good: handshake again after interval + 1 s.
+        assert_eq!(r[0]["advice"]["reconnect"], "handshake");
+        assert_eq!(r[0]["advice"]["interval"], 1_000);
+        // And not counted as a failed attempt of the address.
+        let (_, r) =
+            bayeux_from(ATTACKER, t.listening.local_addr(), &[], handshake_message()).await;
+        assert_eq!(r[0]["error"], "503::credential checks are busy");
+        assert_eq!(refusals(&t.server, "max-auth-failures-per-address"), 0.0);
+    })
+    .await
+    .unwrap();
+}
